@@ -1,0 +1,88 @@
+"""What fastnn really runs on: backends, BLAS, OpenMP, Numba, versions."""
+import importlib.metadata
+import os
+import platform
+import sys
+
+from threadpoolctl import threadpool_info
+
+from . import kernels
+
+
+def _version(package):
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _numba_info():
+    import numba
+
+    layer = numba.config.THREADING_LAYER
+    try:
+        # Only known once a parallel function has run in this process.
+        layer = f"{numba.threading_layer()} (in use)"
+    except ValueError:
+        layer = f"{layer} (requested; none started yet)"
+    cache = numba.config.CACHE_DIR or "next to each module's source (__pycache__)"
+    return {"threading_layer": layer, "num_threads": numba.config.NUMBA_NUM_THREADS, "cache_dir": cache}
+
+
+def _cython_openmp():
+    if "cython" not in kernels.available_backends():
+        return {"openmp": False, "detail": kernels.UNAVAILABLE.get("cython", "cython backend missing")}
+    return kernels.get_backend("cython").raw.openmp_info()
+
+
+def config_info():
+    """The configuration as a dict (what show_config prints)."""
+    # Loaded native libraries are only visible after the backends imported
+    # (they are, through fastnn.kernels).
+    libraries = [
+        {key: entry.get(key) for key in
+         ("user_api", "internal_api", "version", "architecture", "num_threads", "threading_layer", "filepath")}
+        for entry in threadpool_info()
+    ]
+    return {
+        "fastnn": _version("fastnn"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "backends_available": kernels.available_backends(),
+        "backends_unavailable": dict(kernels.UNAVAILABLE),
+        "backend_selected": kernels.get_backend().name,
+        "FASTNN_BACKEND": os.environ.get("FASTNN_BACKEND"),
+        "threadpools": libraries,
+        "cython_openmp": _cython_openmp(),
+        "numba": _numba_info(),
+        "versions": {name: _version(name) for name in
+                     ("numpy", "scipy", "numba", "llvmlite", "Cython", "threadpoolctl")},
+    }
+
+
+def show_config(file=None):
+    """Print the backends available and selected, BLAS and OpenMP libraries
+    with their kernels and thread counts, Numba's threading layer and cache,
+    and library versions."""
+    info = config_info()
+    lines = [
+        f"fastnn {info['fastnn']} on Python {info['python']}, {info['platform']}, {info['cpu_count']} CPUs",
+        f"backends available: {', '.join(info['backends_available'])}",
+    ]
+    lines += [f"backend unavailable: {name}: {why}" for name, why in info["backends_unavailable"].items()]
+    lines.append(f"backend selected:   {info['backend_selected']}"
+                 + (f" (FASTNN_BACKEND={info['FASTNN_BACKEND']})" if info["FASTNN_BACKEND"] else ""))
+    lines.append("native thread pools (threadpoolctl):")
+    for lib in info["threadpools"]:
+        lines.append(
+            f"  {lib['user_api']}: {lib['internal_api']} {lib['version']}, kernel {lib['architecture']}, "
+            f"{lib['num_threads']} threads, {lib['threading_layer'] or ''}".rstrip(", ")
+        )
+        lines.append(f"    {lib['filepath']}")
+    lines.append(f"cython build OpenMP: {info['cython_openmp']}")
+    numba_info = info["numba"]
+    lines.append(f"numba threading layer: {numba_info['threading_layer']}, {numba_info['num_threads']} threads")
+    lines.append(f"numba cache: {numba_info['cache_dir']}")
+    lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
+    print("\n".join(lines), file=file or sys.stdout)

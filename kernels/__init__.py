@@ -1,0 +1,162 @@
+"""Backend registry: the same kernels in NumPy (reference), Numba and Cython.
+
+``get_backend(name)`` returns a :class:`Backend` whose attributes are the
+kernels with their arguments checked (see ``contract.py``); ``backend.raw``
+is the unchecked module, for compiled loops and benchmarks that have already
+validated their arrays. The selected backend comes from ``set_backend``,
+``use_backend`` or the environment variable ``FASTNN_BACKEND``.
+"""
+import contextlib
+import contextvars
+import functools
+import importlib
+import inspect
+import os
+
+from . import contract, reference
+from .contract import ACTIVATIONS, activation_code
+
+KERNELS = (
+    "matmul",
+    "dense_forward",
+    "activation_forward",
+    "activation_backward",
+    "dense_backward",
+    "softmax",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_soft",
+    "mse",
+    "bce_with_logits",
+    "sgd_update",
+    "adam_update",
+)
+# Fastest first, by the kernel benchmarks in docs/kernels.md; the default
+# backend is the first one that imports.
+PREFERENCE = ("cython", "numba", "numpy")
+_MODULES = {"numpy": "reference", "numba": "numba_kernels", "cython": "cython_kernels"}
+
+
+class Backend:
+    """One kernel variant: checked kernels as attributes, the module as ``raw``."""
+
+    def __init__(self, name, module):
+        self.name = name
+        self.raw = module
+        for kernel in KERNELS:
+            setattr(self, kernel, _checked(kernel, getattr(module, kernel)))
+
+    def __repr__(self):
+        return f"<fastnn backend {self.name!r}>"
+
+
+def _checked(kernel_name, kernel):
+    """Wrap a raw kernel so its arguments pass the contract checks first."""
+    check = getattr(contract, "check_" + kernel_name)
+
+    @functools.wraps(getattr(reference, kernel_name))
+    def checked_kernel(*args, **kwargs):
+        return kernel(*check(*args, **kwargs))
+
+    return checked_kernel
+
+
+def _load_backends():
+    backends, errors = {}, {}
+    for name, module_name in _MODULES.items():
+        try:
+            module = importlib.import_module(f"{__name__}.{module_name}")
+        except ImportError as error:
+            errors[name] = f"{type(error).__name__}: {error}"
+            continue
+        missing = [kernel for kernel in KERNELS if not hasattr(module, kernel)]
+        if missing:
+            errors[name] = f"missing kernels {missing}"
+            continue
+        backends[name] = Backend(name, module)
+    return backends, errors
+
+
+_BACKENDS, UNAVAILABLE = _load_backends()
+
+
+def available_backends():
+    """Names of the backends that imported, fastest first."""
+    return [name for name in PREFERENCE if name in _BACKENDS]
+
+
+def _resolve(name):
+    if name not in _BACKENDS:
+        detail = f" ({UNAVAILABLE[name]})" if name in UNAVAILABLE else ""
+        raise ValueError(
+            f"backend must be one of {available_backends()}; got {name!r}{detail}"
+        )
+    return _BACKENDS[name]
+
+
+def _initial_backend():
+    requested = os.environ.get("FASTNN_BACKEND")
+    if requested:
+        try:
+            return _resolve(requested)
+        except ValueError as error:
+            raise ValueError(f"FASTNN_BACKEND: {error}") from None
+    return _BACKENDS[available_backends()[0]]
+
+
+_selected = _initial_backend()
+_override = contextvars.ContextVar("fastnn_backend_override", default=None)
+
+
+def get_backend(name=None):
+    """The backend called ``name``, or the selected one when name is None."""
+    if name is not None:
+        return _resolve(name)
+    return _override.get() or _selected
+
+
+def set_backend(name):
+    """Select the backend used from now on, process-wide."""
+    global _selected
+    _selected = _resolve(name)
+    return _selected
+
+
+@contextlib.contextmanager
+def use_backend(name):
+    """Select a backend for the duration of a ``with`` block (this thread/task only)."""
+    token = _override.set(_resolve(name))
+    try:
+        yield _override.get()
+    finally:
+        _override.reset(token)
+
+
+def signature_mismatches():
+    """(backend, kernel, expected, found) for every kernel whose parameters
+    differ from the reference's; empty when the contract holds."""
+    mismatches = []
+    for name, backend in _BACKENDS.items():
+        for kernel in KERNELS:
+            expected = inspect.signature(getattr(reference, kernel))
+            raw = getattr(backend.raw, kernel)
+            found = inspect.signature(getattr(raw, "py_func", raw))
+            if _parameters(expected) != _parameters(found):
+                mismatches.append((name, kernel, str(expected), str(found)))
+    return mismatches
+
+
+def _parameters(signature):
+    return [(p.name, p.default) for p in signature.parameters.values()]
+
+
+__all__ = [
+    "ACTIVATIONS",
+    "KERNELS",
+    "Backend",
+    "activation_code",
+    "available_backends",
+    "get_backend",
+    "set_backend",
+    "use_backend",
+    "signature_mismatches",
+]

@@ -1,0 +1,238 @@
+"""Argument checks shared by every backend.
+
+Compiled kernels trust their arguments (the Cython ones run without bounds
+checks), so the public entry points run these checks first: a wrong dtype,
+shape, memory order or label raises ValueError/TypeError naming the argument
+instead of producing garbage or crashing. Each ``check_<kernel>`` takes the
+kernel's arguments and returns them normalised (activation names -> codes).
+"""
+import numpy as np
+
+from .reference import IDENTITY, LEAKY_RELU, RELU, SIGMOID, STEP, TANH
+
+ACTIVATIONS = {
+    "identity": IDENTITY,
+    "relu": RELU,
+    "leaky_relu": LEAKY_RELU,
+    "sigmoid": SIGMOID,
+    "tanh": TANH,
+    "step": STEP,
+}
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+LABEL_DTYPE = np.dtype(np.int64)
+
+
+def activation_code(activation):
+    """Map an activation name or code to its integer code."""
+    if isinstance(activation, str):
+        if activation in ACTIVATIONS:
+            return ACTIVATIONS[activation]
+    elif isinstance(activation, (int, np.integer)) and int(activation) in ACTIVATIONS.values():
+        return int(activation)
+    raise ValueError(
+        f"activation must be one of {sorted(ACTIVATIONS)} or their codes 0-5; got {activation!r}"
+    )
+
+
+def _array(name, a, ndim, dtype=None, writable=False):
+    """Check one array argument; dtype None means float32 or float64."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray; got {type(a).__name__}")
+    if dtype is None and a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64; got {a.dtype}")
+    if dtype is not None and a.dtype != dtype:
+        raise TypeError(f"{name} must be {dtype}; got {a.dtype}")
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D; got shape {a.shape}")
+    if not a.flags.c_contiguous:
+        order = "Fortran-ordered" if a.flags.f_contiguous else "non-contiguous"
+        raise ValueError(
+            f"{name} must be C-contiguous; got a {order} array "
+            "(numpy.ascontiguousarray converts it)"
+        )
+    if writable and not a.flags.writeable:
+        raise ValueError(f"{name} is an output and must be writable")
+
+
+def _same_dtype(reference_name, reference, **arrays):
+    for name, a in arrays.items():
+        if a is not None and a.dtype != reference.dtype:
+            raise TypeError(
+                f"{name} must have the dtype of {reference_name} ({reference.dtype}); got {a.dtype}"
+            )
+
+
+def _shape(name, a, expected):
+    if a.shape != tuple(expected):
+        raise ValueError(f"{name} must have shape {tuple(expected)}; got {a.shape}")
+
+
+def _alpha(alpha):
+    alpha = float(alpha)
+    if not np.isfinite(alpha) or alpha < 0:
+        raise ValueError(f"alpha must be a finite number >= 0; got {alpha}")
+    return alpha
+
+
+def _sample_weight(sample_weight, batch, like):
+    if sample_weight is None:
+        return None
+    _array("sample_weight", sample_weight, 1)
+    _same_dtype("the predictions", like, sample_weight=sample_weight)
+    _shape("sample_weight", sample_weight, (batch,))
+    if batch and not (sample_weight >= 0).all():
+        raise ValueError("sample_weight must be non-negative")
+    if batch and not sample_weight.sum() > 0:
+        raise ValueError("sample_weight must have a positive sum")
+    return sample_weight
+
+
+def _nonempty_rows(name, a):
+    if a.shape[0] == 0:
+        raise ValueError(f"{name} must have at least one row; got shape {a.shape}")
+
+
+def check_matmul(A, B, out):
+    _array("A", A, 2)
+    _array("B", B, 2)
+    _array("out", out, 2, writable=True)
+    _same_dtype("A", A, B=B, out=out)
+    if A.shape[1] != B.shape[0]:
+        raise ValueError(f"A {A.shape} and B {B.shape} do not chain: A.shape[1] != B.shape[0]")
+    _shape("out", out, (A.shape[0], B.shape[1]))
+    return A, B, out
+
+
+def check_activation_forward(Z, out, activation, alpha=0.01):
+    _array("Z", Z, 2)
+    _array("out", out, 2, writable=True)
+    _same_dtype("Z", Z, out=out)
+    _shape("out", out, Z.shape)
+    return Z, out, activation_code(activation), _alpha(alpha)
+
+
+def check_activation_backward(A, dA, out, activation, alpha=0.01):
+    _array("A", A, 2)
+    _array("dA", dA, 2)
+    _array("out", out, 2, writable=True)
+    _same_dtype("A", A, dA=dA, out=out)
+    _shape("dA", dA, A.shape)
+    _shape("out", out, A.shape)
+    code = activation_code(activation)
+    if code == STEP:
+        raise ValueError("activation 'step' has no gradient: it is forward only")
+    return A, dA, out, code, _alpha(alpha)
+
+
+def check_dense_forward(X, W, b, out, activation, alpha=0.01):
+    _array("X", X, 2)
+    _array("W", W, 2)
+    _array("b", b, 1)
+    _array("out", out, 2, writable=True)
+    _same_dtype("X", X, W=W, b=b, out=out)
+    if X.shape[1] != W.shape[0]:
+        raise ValueError(f"X {X.shape} does not match W {W.shape}: X.shape[1] != W.shape[0]")
+    _shape("b", b, (W.shape[1],))
+    _shape("out", out, (X.shape[0], W.shape[1]))
+    if np.shares_memory(out, X):
+        raise ValueError("out must not overlap X")
+    return X, W, b, out, activation_code(activation), _alpha(alpha)
+
+
+def check_dense_backward(X, W, dZ, dW, db, dX=None):
+    _array("X", X, 2)
+    _array("W", W, 2)
+    _array("dZ", dZ, 2)
+    _array("dW", dW, 2, writable=True)
+    _array("db", db, 1, writable=True)
+    if dX is not None:
+        _array("dX", dX, 2, writable=True)
+    _same_dtype("X", X, W=W, dZ=dZ, dW=dW, db=db, dX=dX)
+    if X.shape[1] != W.shape[0]:
+        raise ValueError(f"X {X.shape} does not match W {W.shape}: X.shape[1] != W.shape[0]")
+    _shape("dZ", dZ, (X.shape[0], W.shape[1]))
+    _shape("dW", dW, W.shape)
+    _shape("db", db, (W.shape[1],))
+    if dX is not None:
+        _shape("dX", dX, X.shape)
+    return X, W, dZ, dW, db, dX
+
+
+def check_softmax(Z, out):
+    _array("Z", Z, 2)
+    _array("out", out, 2, writable=True)
+    _same_dtype("Z", Z, out=out)
+    _shape("out", out, Z.shape)
+    return Z, out
+
+
+def check_softmax_cross_entropy(Z, labels, grad, sample_weight=None):
+    _array("Z", Z, 2)
+    _nonempty_rows("Z", Z)
+    _array("grad", grad, 2, writable=True)
+    _same_dtype("Z", Z, grad=grad)
+    _shape("grad", grad, Z.shape)
+    _array("labels", labels, 1, dtype=LABEL_DTYPE)
+    _shape("labels", labels, (Z.shape[0],))
+    n_classes = Z.shape[1]
+    low, high = labels.min(), labels.max()
+    if low < 0 or high >= n_classes:
+        bad = low if low < 0 else high
+        raise ValueError(f"labels must lie in [0, {n_classes}) for {n_classes} logits; got {bad}")
+    return Z, labels, grad, _sample_weight(sample_weight, Z.shape[0], Z)
+
+
+def _check_targets(first_name, Z, target, grad, sample_weight):
+    """Loss kernels on dense targets: Z and target and grad of one shape."""
+    _array(first_name, Z, 2)
+    _nonempty_rows(first_name, Z)
+    _array("target", target, 2)
+    _array("grad", grad, 2, writable=True)
+    _same_dtype(first_name, Z, target=target, grad=grad)
+    _shape("target", target, Z.shape)
+    _shape("grad", grad, Z.shape)
+    return Z, target, grad, _sample_weight(sample_weight, Z.shape[0], Z)
+
+
+def check_softmax_cross_entropy_soft(Z, target, grad, sample_weight=None):
+    return _check_targets("Z", Z, target, grad, sample_weight)
+
+
+def check_mse(pred, target, grad, sample_weight=None):
+    return _check_targets("pred", pred, target, grad, sample_weight)
+
+
+def check_bce_with_logits(Z, target, grad, sample_weight=None):
+    return _check_targets("Z", Z, target, grad, sample_weight)
+
+
+def _flat_buffers(params, **buffers):
+    _array("params", params, 1, writable=True)
+    for name, a in buffers.items():
+        _array(name, a, 1, writable=name != "grad")
+        _same_dtype("params", params, **{name: a})
+        _shape(name, a, params.shape)
+
+
+def _hyper(name, value, low=0.0, high=None, low_inclusive=True):
+    value = float(value)
+    too_low = value < low if low_inclusive else value <= low
+    if not np.isfinite(value) or too_low or (high is not None and value >= high):
+        bound = f"{'>=' if low_inclusive else '>'} {low}" + (f" and < {high}" if high else "")
+        raise ValueError(f"{name} must be a finite number {bound}; got {value}")
+    return value
+
+
+def check_sgd_update(params, grad, velocity, lr, momentum, nesterov, weight_decay):
+    _flat_buffers(params, grad=grad, velocity=velocity)
+    return (params, grad, velocity, _hyper("lr", lr, low_inclusive=False),
+            _hyper("momentum", momentum), bool(nesterov), _hyper("weight_decay", weight_decay))
+
+
+def check_adam_update(params, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+    _flat_buffers(params, grad=grad, m=m, v=v)
+    if not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"step must be an integer >= 1 (the count including this update); got {step!r}")
+    return (params, grad, m, v, int(step), _hyper("lr", lr, low_inclusive=False),
+            _hyper("beta1", beta1, high=1.0), _hyper("beta2", beta2, high=1.0),
+            _hyper("eps", eps), _hyper("weight_decay", weight_decay), bool(decoupled))

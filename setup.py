@@ -1,0 +1,38 @@
+"""Build the Cython kernels (everything else is in pyproject.toml).
+
+-O3 by default; set FASTNN_MARCH_NATIVE=1 at build time to add
+-march=native (faster on the build machine, not portable to older CPUs).
+"""
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+compile_args = ["-O3", "-fopenmp"]
+if os.environ.get("FASTNN_MARCH_NATIVE") == "1":
+    compile_args.append("-march=native")
+
+extensions = [
+    Extension(
+        "fastnn.kernels.cython_kernels",
+        ["kernels/cython_kernels.pyx"],
+        extra_compile_args=compile_args,
+        extra_link_args=["-fopenmp"],
+    )
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        # kernels/ is installed as fastnn.kernels, a package path Cython cannot
+        # see: put it on the search path so `cimport blas` finds kernels/blas.pxd.
+        include_path=["kernels"],
+        compiler_directives={
+            "language_level": 3,
+            "boundscheck": False,
+            "wraparound": False,
+            "initializedcheck": False,
+            "cdivision": True,
+        },
+    )
+)

@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+import fastnn.kernels as K
+
+FLOAT_DTYPES = [np.float32, np.float64]
+COMPILED_BACKENDS = ["numba", "cython"]
+
+
+@pytest.fixture(params=FLOAT_DTYPES, ids=["float32", "float64"])
+def dtype(request):
+    return request.param
+
+
+@pytest.fixture(params=COMPILED_BACKENDS)
+def backend(request):
+    """Each compiled backend; tests compare it with the NumPy reference."""
+    return K.get_backend(request.param)
+
+
+@pytest.fixture(params=["numpy"] + COMPILED_BACKENDS)
+def any_backend(request):
+    return K.get_backend(request.param)
+
+
+@pytest.fixture
+def reference():
+    return K.get_backend("numpy")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+def _assert_close(got, want, dtype, scale=1.0):
+    """Compare with the reference at the precision of dtype.
+
+    ``scale`` is the magnitude of the terms of a reduction (e.g. sqrt(k) for a
+    dot product over k terms), so small results of large cancelling sums are
+    judged against it rather than against zero.
+    """
+    if np.dtype(dtype) == np.float32:
+        rtol, atol = 2e-5, 2e-6 * scale
+    else:
+        rtol, atol = 1e-11, 1e-13 * scale
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+
+@pytest.fixture
+def assert_close():
+    return _assert_close
