@@ -171,10 +171,11 @@ cdef void _dense_forward(const floating[:, ::1] X, const floating[:, ::1] W,
     cdef Py_ssize_t i, j, cols = out.shape[1]
     with nogil:
         gemm(X, False, W, False, out)
-        # One pass over out: each row gets its bias and activation while in cache.
+        # One pass over out: each row gets its bias, then its activation while
+        # it is still in cache.
         for i in range(out.shape[0]):
             for j in range(cols):
-                out[i, j] = out[i, j] + b[j]
+                out[i, j] += b[j]
             _activate(&out[i, 0], &out[i, 0], cols, activation, alpha)
 
 
@@ -193,16 +194,23 @@ cdef void _dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
             gemm(dZ, False, W, True, dX)
 
 
+cdef floating _row_max(const floating* z, Py_ssize_t n) noexcept nogil:
+    """max_j z[j] (-inf when n is 0)."""
+    cdef floating zmax = -INFINITY
+    cdef Py_ssize_t j
+    for j in range(n):
+        if z[j] > zmax:
+            zmax = z[j]
+    return zmax
+
+
 cdef void _softmax(const floating[:, ::1] Z, floating[:, ::1] out) noexcept:
     cdef Py_ssize_t i, j, cols = Z.shape[1]
     cdef floating zmax
     cdef double total
     with nogil:
         for i in range(Z.shape[0]):
-            zmax = -INFINITY
-            for j in range(cols):
-                if Z[i, j] > zmax:
-                    zmax = Z[i, j]
+            zmax = _row_max(&Z[i, 0], cols)
             total = 0
             for j in range(cols):
                 out[i, j] = _exp(Z[i, j] - zmax)
@@ -226,16 +234,12 @@ cdef double _weight_total(const floating[::1] sample_weight, bint weighted,
     return total
 
 
-cdef double _log_sum_exp_shifted(const floating* z, Py_ssize_t n, double* shift) noexcept nogil:
-    """log(sum_j exp(z[j] - shift)), with shift = max_j z[j] stored in *shift."""
-    cdef double zmax = -INFINITY, total = 0
+cdef double _log_sum_exp_shifted(const floating* z, Py_ssize_t n, double shift) noexcept nogil:
+    """log(sum_j exp(z[j] - shift))."""
+    cdef double total = 0
     cdef Py_ssize_t j
     for j in range(n):
-        if z[j] > zmax:
-            zmax = z[j]
-    for j in range(n):
-        total += exp(z[j] - zmax)
-    shift[0] = zmax
+        total += exp(z[j] - shift)
     return log(total)
 
 
@@ -249,7 +253,8 @@ cdef double _softmax_cross_entropy(const floating[:, ::1] Z, const int64_t[::1] 
         total = _weight_total(sample_weight, weighted, batch)
         for i in range(batch):
             w = (sample_weight[i] if weighted else 1.0) / total
-            log_sum = _log_sum_exp_shifted(&Z[i, 0], cols, &shift)
+            shift = _row_max(&Z[i, 0], cols)
+            log_sum = _log_sum_exp_shifted(&Z[i, 0], cols, shift)
             label = labels[i]
             p_label = exp((Z[i, label] - shift) - log_sum)
             loss -= w * ((Z[i, label] - shift) - log_sum)
@@ -269,7 +274,8 @@ cdef double _softmax_cross_entropy_soft(const floating[:, ::1] Z, const floating
         total = _weight_total(sample_weight, weighted, batch)
         for i in range(batch):
             w = (sample_weight[i] if weighted else 1.0) / total
-            log_sum = _log_sum_exp_shifted(&Z[i, 0], cols, &shift)
+            shift = _row_max(&Z[i, 0], cols)
+            log_sum = _log_sum_exp_shifted(&Z[i, 0], cols, shift)
             target_sum = 0
             dot = 0
             for j in range(cols):
@@ -337,7 +343,7 @@ cdef void _sgd_update(floating[::1] params, const floating[::1] grad, floating[:
                 g = grad[i] + weight_decay * params[i]
                 v = momentum * velocity[i] + g
                 velocity[i] = v
-                params[i] -= lr * (g + momentum * v if nesterov else v)
+                params[i] -= lr * ((g + momentum * v) if nesterov else v)
 
 
 cdef void _adam_update(floating[::1] params, const floating[::1] grad, floating[::1] m,
