@@ -10,8 +10,20 @@ except ModuleNotFoundError as error:  # pragma: no cover - depends on how it is 
         "from another directory, or use pytest as configured in pyproject.toml."
     ) from error
 from .config import config_info, show_config
+from .grad import loss_and_grad, numerical_grad
+from .io import ModelFileError, load
+from .layers import Dense, Dropout, Identity, LeakyReLU, Module, ReLU, Sigmoid, Step, Tanh
+from .losses import MSE, BCEWithLogits, SoftmaxCrossEntropy
+from .model import Sequential, mlp
+from .optim import SGD, Adam, CosineDecay, ExponentialDecay, StepDecay
+from .train import EarlyStopping, History
 
 __version__ = "0.1.0"
 
-__all__ = ["available_backends", "config_info", "get_backend", "set_backend", "show_config",
-           "use_backend", "__version__"]
+__all__ = [
+    "MSE", "SGD", "Adam", "BCEWithLogits", "CosineDecay", "Dense", "Dropout", "EarlyStopping",
+    "ExponentialDecay", "History", "Identity", "LeakyReLU", "ModelFileError", "Module", "ReLU", "Sequential", "Sigmoid",
+    "SoftmaxCrossEntropy", "Step", "StepDecay", "Tanh", "available_backends", "config_info",
+    "get_backend", "load", "loss_and_grad", "mlp", "numerical_grad", "set_backend", "show_config",
+    "use_backend", "__version__",
+]

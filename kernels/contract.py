@@ -214,25 +214,26 @@ def _flat_buffers(params, **buffers):
         _shape(name, a, params.shape)
 
 
-def _hyper(name, value, low=0.0, high=None, low_inclusive=True):
+def finite_number(name, value, low=0.0, high=None, low_inclusive=True):
+    """value as a float in [low, high) (or (low, high)), else a ValueError naming it."""
     value = float(value)
     too_low = value < low if low_inclusive else value <= low
     if not np.isfinite(value) or too_low or (high is not None and value >= high):
-        bound = f"{'>=' if low_inclusive else '>'} {low}" + (f" and < {high}" if high else "")
+        bound = f"{'>=' if low_inclusive else '>'} {low:g}" + (f" and < {high:g}" if high is not None else "")
         raise ValueError(f"{name} must be a finite number {bound}; got {value}")
     return value
 
 
 def check_sgd_update(params, grad, velocity, lr, momentum, nesterov, weight_decay):
     _flat_buffers(params, grad=grad, velocity=velocity)
-    return (params, grad, velocity, _hyper("lr", lr, low_inclusive=False),
-            _hyper("momentum", momentum), bool(nesterov), _hyper("weight_decay", weight_decay))
+    return (params, grad, velocity, finite_number("lr", lr, low_inclusive=False),
+            finite_number("momentum", momentum), bool(nesterov), finite_number("weight_decay", weight_decay))
 
 
 def check_adam_update(params, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
     _flat_buffers(params, grad=grad, m=m, v=v)
     if not isinstance(step, (int, np.integer)) or step < 1:
         raise ValueError(f"step must be an integer >= 1 (the count including this update); got {step!r}")
-    return (params, grad, m, v, int(step), _hyper("lr", lr, low_inclusive=False),
-            _hyper("beta1", beta1, high=1.0), _hyper("beta2", beta2, high=1.0),
-            _hyper("eps", eps), _hyper("weight_decay", weight_decay), bool(decoupled))
+    return (params, grad, m, v, int(step), finite_number("lr", lr, low_inclusive=False),
+            finite_number("beta1", beta1, high=1.0), finite_number("beta2", beta2, high=1.0),
+            finite_number("eps", eps), finite_number("weight_decay", weight_decay), bool(decoupled))

@@ -149,5 +149,5 @@ def test_bad_adam_hyperparameters(any_backend):
     args = (p, np.zeros(3), np.zeros(3), np.zeros(3))
     with pytest.raises(ValueError, match="step must be an integer >= 1"):
         any_backend.adam_update(*args, 0, 0.1, 0.9, 0.999, 1e-8, 0.0, False)
-    with pytest.raises(ValueError, match="beta1 must be a finite number >= 0.0 and < 1.0; got 1.0"):
+    with pytest.raises(ValueError, match="beta1 must be a finite number >= 0 and < 1; got 1.0"):
         any_backend.adam_update(*args, 1, 0.1, 1.0, 0.999, 1e-8, 0.0, False)

@@ -1,0 +1,218 @@
+"""Modules with forward(x) and backward(grad): Dense, activations, Dropout.
+
+A module remembers what its backward needs from its last forward. Dense
+keeps its weight W (in, out) and bias b as views into one flat parameter
+buffer, and its gradients dW, db as views into a flat gradient buffer of the
+same layout, so a Sequential can hold all of a model's parameters in one
+array (see fastnn.model). Every product and activation goes through the
+selected kernel backend.
+"""
+import numpy as np
+
+from . import kernels
+from .init import as_generator, get_initializer
+from .kernels import activation_code
+from .validation import check_positive_int
+
+
+def float_dtype(dtype):
+    """float32 or float64 as a numpy dtype; anything else is a TypeError."""
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be float32 or float64; got {dtype}")
+    return dtype
+
+
+class Module:
+    """Base class: forward(x) computes and remembers, backward(grad) returns d(loss)/d(input)."""
+
+    training = True
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, grad, input_grad=True):
+        raise NotImplementedError
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def train(self, mode=True):
+        """Switch training behaviour (Dropout) on or off; returns self."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def parameters(self):
+        """The parameter arrays (views into the flat buffer); empty for parameter-free modules."""
+        return []
+
+    n_params = 0
+
+
+class Dense(Module):
+    """Fully connected layer: forward(x) = x @ W + b with W of shape (in_features, out_features)."""
+
+    def __init__(self, in_features, out_features, init="xavier_uniform", *, dtype=np.float32, seed=None):
+        self.in_features = check_positive_int("in_features", in_features)
+        self.out_features = check_positive_int("out_features", out_features)
+        self.dtype = float_dtype(dtype)
+        self.n_params = self.in_features * self.out_features + self.out_features
+        self.init = init
+        weights = get_initializer(init)((self.in_features, self.out_features), as_generator(seed))
+        if np.shape(weights) != (self.in_features, self.out_features):
+            raise ValueError(f"init returned shape {np.shape(weights)}; expected "
+                             f"{(self.in_features, self.out_features)}")
+        self.bind(np.zeros(self.n_params, self.dtype), np.zeros(self.n_params, self.dtype))
+        self.W = weights
+        self._input = None
+
+    def bind(self, params, grads):
+        """Make W, b, dW, db views into the flat buffers ``params`` and ``grads`` (length n_params)."""
+        split = self.in_features * self.out_features
+        shape = (self.in_features, self.out_features)
+        self._W, self._b = params[:split].reshape(shape), params[split:]
+        self.dW, self.db = grads[:split].reshape(shape), grads[split:]
+
+    @property
+    def W(self):
+        return self._W
+
+    @W.setter
+    def W(self, value):
+        self._assign(self._W, value, "W")
+
+    @property
+    def b(self):
+        return self._b
+
+    @b.setter
+    def b(self, value):
+        self._assign(self._b, value, "b")
+
+    @staticmethod
+    def _assign(view, value, name):
+        value = np.asarray(value, dtype=np.float64)
+        if value.shape != view.shape:
+            raise ValueError(f"{name} must have shape {view.shape}; got {value.shape}")
+        if not np.isfinite(value).all():
+            raise ValueError(f"{name} must be finite")
+        view[...] = value
+
+    def parameters(self):
+        return [self._W, self._b]
+
+    def forward(self, x):
+        out = np.empty((x.shape[0], self.out_features), self.dtype)
+        kernels.get_backend().dense_forward(x, self._W, self._b, out, "identity")
+        self._input = x
+        return out
+
+    def backward(self, grad, input_grad=True):
+        """Writes dW and db; returns grad @ W.T unless input_grad is False."""
+        if self._input is None:
+            raise RuntimeError("Dense.backward called before forward")
+        dX = np.empty_like(self._input) if input_grad else None
+        kernels.get_backend().dense_backward(self._input, self._W, grad, self.dW, self.db, dX)
+        return dX
+
+    def __repr__(self):
+        return f"Dense({self.in_features}, {self.out_features})"
+
+
+class Activation(Module):
+    """Elementwise activation; backward reads the derivative off the saved output."""
+
+    name = None
+    alpha = 0.0
+
+    def __init__(self):
+        self._code = activation_code(self.name)
+        self._output = None
+
+    def forward(self, x):
+        out = np.empty_like(x)
+        kernels.get_backend().activation_forward(x, out, self._code, self.alpha)
+        self._output = out
+        return out
+
+    def backward(self, grad, input_grad=True):
+        if self._output is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        out = np.empty_like(grad)
+        kernels.get_backend().activation_backward(self._output, grad, out, self._code, self.alpha)
+        return out
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class Identity(Activation):
+    name = "identity"
+
+
+class ReLU(Activation):
+    name = "relu"
+
+
+class Sigmoid(Activation):
+    name = "sigmoid"
+
+
+class Tanh(Activation):
+    name = "tanh"
+
+
+class LeakyReLU(Activation):
+    name = "leaky_relu"
+
+    def __init__(self, alpha=0.01):
+        alpha = float(alpha)
+        if not alpha >= 0 or not np.isfinite(alpha):
+            raise ValueError(f"alpha must be a finite number >= 0; got {alpha}")
+        self.alpha = alpha
+        super().__init__()
+
+    def __repr__(self):
+        return f"LeakyReLU(alpha={self.alpha})"
+
+
+class Step(Activation):
+    """Heaviside step: 1 where x >= 0, else 0. Forward only: it has no useful gradient."""
+
+    name = "step"
+
+    def backward(self, grad, input_grad=True):
+        raise ValueError("Step has no gradient: a network with a Step layer can be evaluated, not trained")
+
+
+ACTIVATION_MODULES = {cls.name: cls for cls in (Identity, ReLU, LeakyReLU, Sigmoid, Tanh, Step)}
+
+
+class Dropout(Module):
+    """Inverted dropout: in training, zeroes each input with probability p and scales the
+    rest by 1 / (1 - p); in evaluation, the identity."""
+
+    def __init__(self, p=0.5, seed=None):
+        p = float(p)
+        if not 0 <= p < 1:
+            raise ValueError(f"p must be in [0, 1); got {p}")
+        self.p = p
+        self._rng = as_generator(seed)
+        self._mask = None
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            self._mask = None
+            return x
+        keep = self._rng.random(x.shape) >= self.p
+        self._mask = keep.astype(x.dtype) / x.dtype.type(1 - self.p)
+        return x * self._mask
+
+    def backward(self, grad, input_grad=True):
+        return grad if self._mask is None else grad * self._mask
+
+    def __repr__(self):
+        return f"Dropout(p={self.p})"

@@ -1,0 +1,204 @@
+"""Sequential: a chain of modules whose parameters live in one flat buffer.
+
+``model.params`` holds every weight and bias; each Dense layer's W and b are
+views into it, and ``model.grads`` has the same layout for the gradients. An
+optimizer step is then one kernel call over the whole model, and saving is
+one array plus the architecture.
+"""
+import numpy as np
+
+from . import grad as gradients
+from . import train as training
+from .init import as_generator
+from .layers import ACTIVATION_MODULES, Dense, Dropout, Module, float_dtype
+from .losses import SoftmaxCrossEntropy, get_loss
+from .validation import check_features, check_sample_weight
+
+PREDICT_CHUNK = 4096
+
+
+class Sequential(Module):
+    """Modules applied in order; ``fit``, ``predict`` and ``evaluate`` for the whole chain."""
+
+    def __init__(self, *layers):
+        if not layers:
+            raise ValueError("Sequential needs at least one layer")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"layer {i} must be a fastnn Module; got {type(layer).__name__}")
+        self.layers = list(layers)
+        dense = self.dense_layers
+        if not dense:
+            raise ValueError("Sequential needs at least one Dense layer")
+        dtypes = {layer.dtype for layer in dense}
+        if len(dtypes) > 1:
+            raise TypeError(f"all Dense layers must share a dtype; got {sorted(map(str, dtypes))}")
+        self.dtype = dense[0].dtype
+        for before, after in zip(dense, dense[1:]):
+            if before.out_features != after.in_features:
+                raise ValueError(f"{before!r} is followed by {after!r}: out_features "
+                                 f"{before.out_features} != in_features {after.in_features}")
+        self.n_params = sum(layer.n_params for layer in dense)
+        initial = [(layer.W.copy(), layer.b.copy()) for layer in dense]
+        self.params = np.empty(self.n_params, self.dtype)
+        self.grads = np.zeros(self.n_params, self.dtype)
+        self._bind_layers()
+        for layer, (weights, bias) in zip(dense, initial):
+            layer.W, layer.b = weights, bias
+        self.loss = None
+        self.optimizer = None
+
+    def _bind_layers(self):
+        """Make each Dense layer's W, b, dW, db views into params and grads."""
+        offset = 0
+        for layer in self.dense_layers:
+            end = offset + layer.n_params
+            layer.bind(self.params[offset:end], self.grads[offset:end])
+            offset = end
+
+    def __setstate__(self, state):
+        """Unpickle, then re-bind the layers: pickle copies each view on its own."""
+        self.__dict__.update(state)
+        self._bind_layers()
+
+    @property
+    def dense_layers(self):
+        return [layer for layer in self.layers if isinstance(layer, Dense)]
+
+    @property
+    def n_features(self):
+        return self.dense_layers[0].in_features
+
+    @property
+    def n_outputs(self):
+        return self.dense_layers[-1].out_features
+
+    def parameters(self):
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def train(self, mode=True):
+        self.training = bool(mode)
+        for layer in self.layers:
+            layer.train(mode)
+        return self
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, grad, input_grad=True):
+        """Backpropagate d(loss)/d(outputs); fills ``grads`` and returns d(loss)/d(input)
+        (None when input_grad is False: the first layer then skips that product)."""
+        for i in range(len(self.layers) - 1, -1, -1):
+            grad = self.layers[i].backward(grad, input_grad=input_grad or i > 0)
+        return grad
+
+    def check_input(self, X, name="X"):
+        """X as a C-contiguous array of the model's dtype with n_features columns, or a clear error."""
+        return check_features(X, self.n_features, self.dtype, name)
+
+    def outputs(self, X):
+        """Raw outputs (logits for classification losses), in evaluation mode, by chunks."""
+        X = self.check_input(X)
+        was_training = self.training
+        self.train(False)
+        try:
+            out = np.empty((X.shape[0], self.n_outputs), self.dtype)
+            for start in range(0, X.shape[0], PREDICT_CHUNK):
+                out[start:start + PREDICT_CHUNK] = self.forward(X[start:start + PREDICT_CHUNK])
+        finally:
+            self.train(was_training)
+        return out
+
+    def predict_proba(self, X):
+        """Class probabilities (softmax or sigmoid of the outputs) under a classification loss."""
+        loss = self.loss or SoftmaxCrossEntropy()
+        if loss.name == "mse":
+            raise ValueError("predict_proba needs a classification loss; this model was fit with MSE")
+        return loss.transform(self.outputs(X))
+
+    def predict(self, X):
+        """Class indices under a classification loss (0/1 per output for BCEWithLogits);
+        raw outputs under MSE or before the model has been fit."""
+        out = self.outputs(X)
+        if self.loss is None or self.loss.name == "mse":
+            return out
+        if self.loss.name == "bce_with_logits":
+            return (out > 0).astype(np.int64)
+        return out.argmax(axis=1)
+
+    def evaluate(self, X, y, loss=None, sample_weight=None):
+        """{'loss': mean loss, and 'accuracy' (classification) or 'r2' (MSE)} on X, y."""
+        loss = get_loss(loss or self.loss or SoftmaxCrossEntropy())
+        X = self.check_input(X)
+        targets = loss.targets(y, self.n_outputs, self.dtype)
+        if len(targets) != len(X):
+            raise ValueError(f"X and y must have the same number of samples; got {len(X)} and {len(targets)}")
+        weight = check_sample_weight(sample_weight, len(X), self.dtype)
+        out = self.outputs(X)
+        value = loss(out, targets, np.empty_like(out), weight)
+        metric = "r2" if loss.name == "mse" else "accuracy"
+        return {"loss": value, metric: loss.score(out, targets)}
+
+    def loss_and_grad(self, X, y, loss=None, sample_weight=None):
+        """(mean loss, flat gradient) on X, y by backpropagation."""
+        return gradients.loss_and_grad(self, X, y, loss, sample_weight)
+
+    def fit(self, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, **options):
+        """Train in place; see fastnn.train.fit for every option. Returns a History."""
+        return training.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size, **options)
+
+    def save(self, path):
+        """Write architecture, parameters and optimizer state to path, atomically."""
+        from .io import save
+
+        save(self, path)
+
+    def summary(self, file=None):
+        """Print each layer with its output shape and parameter count; returns the text."""
+        rows, width = [], self.n_features
+        for layer in self.layers:
+            if isinstance(layer, Dense):
+                width = layer.out_features
+            rows.append((repr(layer), f"(batch, {width})", layer.n_params))
+        name_width = max(len(r[0]) for r in rows + [("layer",)])
+        lines = [f"{'layer':<{name_width}}  {'output':<16}{'parameters':>12}"]
+        lines += [f"{name:<{name_width}}  {shape:<16}{count:>12,}" for name, shape, count in rows]
+        lines.append(f"total parameters: {self.n_params:,} ({self.dtype.name}, one flat buffer)")
+        text = "\n".join(lines)
+        print(text, file=file)
+        return text
+
+    def __repr__(self):
+        return "Sequential(" + ", ".join(map(repr, self.layers)) + ")"
+
+
+def mlp(sizes, activation="relu", output_activation=None, init=None, dropout=0.0,
+        dtype=np.float32, seed=None):
+    """A Sequential of Dense layers with ``activation`` between them.
+
+    sizes = [n_in, hidden..., n_out]. The output layer has no activation
+    (losses take raw outputs) unless output_activation names one. init
+    defaults to he_uniform for relu-like activations, xavier_uniform otherwise.
+    """
+    sizes = list(sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"sizes must list at least an input and an output size; got {sizes}")
+    for name in (activation, output_activation):
+        if name is not None and name not in ACTIVATION_MODULES:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATION_MODULES)}; got {name!r}")
+    if init is None:
+        init = "he_uniform" if activation in ("relu", "leaky_relu") else "xavier_uniform"
+    rng = as_generator(seed)
+    dtype = float_dtype(dtype)
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+        layers.append(Dense(n_in, n_out, init=init, dtype=dtype, seed=rng))
+        last = i == len(sizes) - 2
+        name = output_activation if last else activation
+        if name is not None:
+            layers.append(ACTIVATION_MODULES[name]())
+        if dropout and not last:
+            layers.append(Dropout(dropout, seed=rng))
+    return Sequential(*layers)

@@ -1,0 +1,159 @@
+"""Optimizers over a model's flat parameter buffer, and learning-rate schedules.
+
+An optimizer's state (velocity; Adam's m and v) are buffers as long as the
+parameters, so one step is one kernel call over the whole model. A schedule
+is a callable ``schedule(epoch, base_lr) -> lr`` (epoch counts from 0, across
+fit calls with the same optimizer) that the trainer applies at the start of
+every epoch.
+"""
+import math
+
+import numpy as np
+
+from . import kernels
+from .kernels.contract import finite_number
+
+
+class Optimizer:
+    """Holds the hyper-parameters and the state buffers; ``step`` applies one update."""
+
+    state_names = ()
+
+    def __init__(self, lr, schedule):
+        self.lr = self.base_lr = finite_number("lr", lr, 0.0, low_inclusive=False)
+        if schedule is not None and not callable(schedule):
+            raise TypeError(f"schedule must be a callable (epoch, base_lr) -> lr; got {schedule!r}")
+        self.schedule = schedule
+        self.state = {}
+        self.steps = 0
+        self.epochs = 0
+
+    def bind(self, n_params, dtype):
+        """Allocate zeroed state for a model with n_params parameters (kept if it already fits)."""
+        fits = all(self.state.get(name) is not None and self.state[name].shape == (n_params,)
+                   and self.state[name].dtype == dtype for name in self.state_names)
+        if not fits:
+            self.state = {name: np.zeros(n_params, dtype) for name in self.state_names}
+            self.steps = self.epochs = 0
+
+    def start_epoch(self):
+        """Count an epoch and set its learning rate from the schedule. Epochs count across
+        fit calls, so training resumed with the same optimizer continues the schedule."""
+        if self.schedule is not None:
+            lr = self.schedule(self.epochs, self.base_lr)
+            self.lr = finite_number("the scheduled lr", lr, 0.0, low_inclusive=False)
+        self.epochs += 1
+
+    def step(self, params, grads):
+        raise NotImplementedError
+
+    def __repr__(self):
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({fields})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay,
+    following PyTorch's torch.optim.SGD (no dampening)."""
+
+    state_names = ("velocity",)
+
+    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, schedule=None):
+        super().__init__(lr, schedule)
+        self.momentum = finite_number("momentum", momentum, 0.0)
+        self.nesterov = bool(nesterov)
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        self.weight_decay = finite_number("weight_decay", weight_decay, 0.0)
+
+    def get_params(self):
+        return {"lr": self.base_lr, "momentum": self.momentum, "nesterov": self.nesterov,
+                "weight_decay": self.weight_decay, "schedule": self.schedule}
+
+    def step(self, params, grads):
+        self.steps += 1
+        kernels.get_backend().raw.sgd_update(params, grads, self.state["velocity"], self.lr,
+                                             self.momentum, self.nesterov, self.weight_decay)
+
+
+class Adam(Optimizer):
+    """Adam with bias correction; weight decay is L2 added to the gradient (PyTorch's Adam)
+    or, with decoupled=True, applied to the weights directly (AdamW)."""
+
+    state_names = ("m", "v")
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False,
+                 schedule=None):
+        super().__init__(lr, schedule)
+        if len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2); got {betas!r}")
+        self.betas = (finite_number("beta1", betas[0], 0.0, high=1.0), finite_number("beta2", betas[1], 0.0, high=1.0))
+        self.eps = finite_number("eps", eps, 0.0)
+        self.weight_decay = finite_number("weight_decay", weight_decay, 0.0)
+        self.decoupled = bool(decoupled)
+
+    def get_params(self):
+        return {"lr": self.base_lr, "betas": self.betas, "eps": self.eps, "weight_decay": self.weight_decay,
+                "decoupled": self.decoupled, "schedule": self.schedule}
+
+    def step(self, params, grads):
+        self.steps += 1
+        kernels.get_backend().raw.adam_update(params, grads, self.state["m"], self.state["v"], self.steps,
+                                              self.lr, *self.betas, self.eps, self.weight_decay, self.decoupled)
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+
+
+def get_optimizer(optimizer, **kwargs):
+    """An optimizer from an instance, or a name ('sgd', 'adam') and keyword arguments."""
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    if isinstance(optimizer, str) and optimizer.lower() in OPTIMIZERS:
+        return OPTIMIZERS[optimizer.lower()](**kwargs)
+    raise ValueError(f"optimizer must be an Optimizer or one of {sorted(OPTIMIZERS)}; got {optimizer!r}")
+
+
+class StepDecay:
+    """lr = base_lr * gamma ** (epoch // step_size)."""
+
+    def __init__(self, step_size, gamma=0.1):
+        if int(step_size) < 1:
+            raise ValueError(f"step_size must be >= 1; got {step_size}")
+        self.step_size, self.gamma = int(step_size), finite_number("gamma", gamma, 0.0, low_inclusive=False)
+
+    def __call__(self, epoch, base_lr):
+        return base_lr * self.gamma ** (epoch // self.step_size)
+
+    def __repr__(self):
+        return f"StepDecay(step_size={self.step_size}, gamma={self.gamma})"
+
+
+class ExponentialDecay:
+    """lr = base_lr * gamma ** epoch."""
+
+    def __init__(self, gamma):
+        self.gamma = finite_number("gamma", gamma, 0.0, low_inclusive=False)
+
+    def __call__(self, epoch, base_lr):
+        return base_lr * self.gamma ** epoch
+
+    def __repr__(self):
+        return f"ExponentialDecay(gamma={self.gamma})"
+
+
+class CosineDecay:
+    """Cosine annealing from base_lr to min_lr over total_epochs, then min_lr."""
+
+    def __init__(self, total_epochs, min_lr=0.0):
+        if int(total_epochs) < 1:
+            raise ValueError(f"total_epochs must be >= 1; got {total_epochs}")
+        self.total_epochs, self.min_lr = int(total_epochs), finite_number("min_lr", min_lr, 0.0)
+
+    def __call__(self, epoch, base_lr):
+        progress = min(epoch, self.total_epochs) / self.total_epochs
+        lr = self.min_lr + 0.5 * (base_lr - self.min_lr) * (1 + math.cos(math.pi * progress))
+        return max(lr, np.finfo(np.float64).tiny)
+
+    def __repr__(self):
+        return f"CosineDecay(total_epochs={self.total_epochs}, min_lr={self.min_lr})"

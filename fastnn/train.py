@@ -1,0 +1,255 @@
+"""The fit loop: full-batch, mini-batch and online SGD over a Sequential model.
+
+Data are validated and converted once; each epoch draws one seeded
+permutation; each step is forward, fused loss + gradient, backward, optional
+clipping by global norm, and one optimizer kernel over the flat parameters.
+"""
+import time
+import warnings
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .grad import forward_backward
+from .init import as_generator
+from .losses import SoftmaxCrossEntropy, get_loss
+from .optim import get_optimizer
+from .validation import check_batch_size, check_fraction, check_positive_int, check_sample_weight
+
+
+class History:
+    """Per-epoch record of a fit: training loss and metric (the running mean over the
+    epoch's batches), validation loss and metric, wall time.
+
+    ``metric_name`` is 'accuracy' (classification losses) or 'r2' (MSE).
+    ``diverged`` is True when a non-finite loss stopped training; ``stop_reason``
+    says why training ended; ``best_epoch`` is the epoch early stopping kept.
+    """
+
+    def __init__(self, metric_name):
+        self.metric_name = metric_name
+        self.epoch, self.loss, self.metric, self.val_loss, self.val_metric, self.time = [], [], [], [], [], []
+        self.diverged = False
+        self.stop_reason = "completed"
+        self.best_epoch = None
+
+    def record(self, epoch, loss, metric, val_loss, val_metric, seconds):
+        self.epoch.append(epoch)
+        self.loss.append(loss)
+        self.metric.append(metric)
+        self.val_loss.append(val_loss)
+        self.val_metric.append(val_metric)
+        self.time.append(seconds)
+
+    def as_dict(self):
+        return {"epoch": self.epoch, "loss": self.loss, self.metric_name: self.metric, "val_loss": self.val_loss,
+                f"val_{self.metric_name}": self.val_metric, "time": self.time,
+                "diverged": self.diverged, "stop_reason": self.stop_reason, "best_epoch": self.best_epoch}
+
+    def __len__(self):
+        return len(self.epoch)
+
+    def __repr__(self):
+        last = f", last loss {self.loss[-1]:.4g}" if self.loss else ""
+        return f"History({len(self)} epochs{last}, {self.stop_reason})"
+
+
+class EarlyStopping:
+    """Stop when the monitored loss has not improved by min_delta for patience epochs;
+    optionally put back the best weights seen."""
+
+    def __init__(self, patience=10, min_delta=0.0, restore_best_weights=True):
+        self.patience = check_positive_int("patience", patience)
+        self.min_delta = float(min_delta)
+        if not self.min_delta >= 0:
+            raise ValueError(f"min_delta must be >= 0; got {min_delta}")
+        self.restore_best_weights = bool(restore_best_weights)
+
+    def start(self):
+        self.best, self.best_epoch, self.best_params, self.waited = np.inf, None, None, 0
+
+    def update(self, epoch, value, params):
+        """Record this epoch's monitored value; True when training should stop."""
+        if value < self.best - self.min_delta:
+            self.best, self.best_epoch, self.waited = value, epoch, 0
+            if self.restore_best_weights:
+                self.best_params = params.copy()
+            return False
+        self.waited += 1
+        return self.waited >= self.patience
+
+
+def _validation(model, loss, X, targets, weight, validation_data, validation_split, rng):
+    """Split off or prepare validation arrays: returns the training arrays and the
+    validation arrays (None when there is no validation)."""
+    if validation_data is not None:
+        if validation_split:
+            raise ValueError("give validation_data or validation_split, not both")
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            raise ValueError("validation_data must be a pair (X_val, y_val) or a triple with sample weights")
+        X_val = model.check_input(validation_data[0], "validation_data X")
+        y_val = loss.targets(validation_data[1], model.n_outputs, model.dtype)
+        if len(y_val) != len(X_val):
+            raise ValueError(f"validation_data X and y have {len(X_val)} and {len(y_val)} samples")
+        w_val = check_sample_weight(validation_data[2] if len(validation_data) == 3 else None,
+                                    len(X_val), model.dtype)
+        return (X, targets, weight), (X_val, y_val, w_val)
+    fraction = check_fraction("validation_split", validation_split)
+    if not fraction:
+        return (X, targets, weight), None
+    n_val = int(round(fraction * len(X)))
+    if n_val < 1 or n_val >= len(X):
+        raise ValueError(f"validation_split={fraction} leaves {n_val} of {len(X)} samples for validation; "
+                         "it must leave at least one on each side")
+    order = rng.permutation(len(X))
+    val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+    pick = (lambda a, rows: None if a is None else np.ascontiguousarray(a[rows]))
+    return (pick(X, train), pick(targets, train), pick(weight, train)), \
+        (pick(X, val), pick(targets, val), pick(weight, val))
+
+
+def _clip_by_global_norm(grads, max_norm):
+    norm = float(np.sqrt(np.dot(grads, grads)))
+    if norm > max_norm:
+        grads *= grads.dtype.type(max_norm / norm)
+
+
+def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *, shuffle=True, seed=None,
+        sample_weight=None, validation_data=None, validation_split=0.0, early_stopping=None,
+        clip_norm=None, callbacks=(), verbose=1, lr=None):
+    """Train ``model`` in place and return a History.
+
+    loss: a Loss, its class or name (default: softmax cross-entropy, or the model's last loss).
+    optimizer: an Optimizer, or 'sgd'/'adam' (with ``lr`` if given). Its state carries over
+    between fit calls on the same model; a new optimizer starts fresh.
+    batch_size: an int (mini-batch), 1 (online SGD: one update per sample) or 'full'
+    (full-batch gradient descent: one update per epoch); None means 32, or all samples
+    when there are fewer. A size above the number of training samples is clipped to it,
+    with a warning. The last batch of an epoch may be short.
+    shuffle, seed: one permutation per epoch from a Generator seeded by ``seed``.
+    validation_data (X_val, y_val[, w_val]) or validation_split (a seeded random fraction).
+    early_stopping: True or an EarlyStopping; monitors the validation loss (the training
+    loss when there is no validation data).
+    clip_norm: rescale the gradient when its global L2 norm exceeds this.
+    callbacks: callables ``callback(history)`` after every epoch; returning True stops.
+    verbose: 0 silent, 1 a progress bar with loss, accuracy and samples/s.
+
+    A non-finite loss stops training with a RuntimeWarning and history.diverged = True; the
+    model keeps its last finite weights (the current ones if finite, else those at the start
+    of the epoch). A KeyboardInterrupt leaves the model at its last completed step; the
+    partial History is at model.history and the interrupt propagates.
+    """
+    rng = as_generator(seed)
+    loss = get_loss(loss or model.loss or SoftmaxCrossEntropy())
+    epochs = check_positive_int("epochs", epochs)
+    if optimizer is model.optimizer and lr is not None:
+        raise ValueError("lr applies to an optimizer given by name; set it on the optimizer instance")
+    optimizer = get_optimizer(optimizer, **({} if lr is None else {"lr": lr}))
+    X = model.check_input(X)
+    targets = loss.targets(y, model.n_outputs, model.dtype)
+    if len(targets) != len(X):
+        raise ValueError(f"X and y must have the same number of samples; got {len(X)} and {len(targets)}")
+    weight = check_sample_weight(sample_weight, len(X), model.dtype)
+    if clip_norm is not None and not float(clip_norm) > 0:
+        raise ValueError(f"clip_norm must be > 0; got {clip_norm}")
+    stopper = EarlyStopping() if early_stopping is True else early_stopping or None
+    if stopper is not None and not isinstance(stopper, EarlyStopping):
+        raise TypeError(f"early_stopping must be True, False/None or an EarlyStopping; got {early_stopping!r}")
+    for callback in callbacks:
+        if not callable(callback):
+            raise TypeError(f"callbacks must be callables taking the History; got {callback!r}")
+    (X, targets, weight), validation = _validation(
+        model, loss, X, targets, weight, validation_data, validation_split, rng)
+    batch = min(32, len(X)) if batch_size is None else check_batch_size(batch_size, len(X))
+
+    optimizer.bind(model.n_params, model.dtype)
+    model.loss, model.optimizer = loss, optimizer
+    history = model.history = History("r2" if loss.name == "mse" else "accuracy")
+    if stopper is not None:
+        stopper.start()
+    n = len(X)
+    progress = tqdm(range(epochs), disable=not verbose, unit="epoch", leave=True)
+    model.train(True)
+    try:
+        for epoch in progress:
+            start = time.perf_counter()
+            optimizer.start_epoch()
+            epoch_params = model.params.copy()
+            epoch_state = {k: v.copy() for k, v in optimizer.state.items()}, optimizer.steps
+            order = rng.permutation(n) if shuffle else None
+            Xe, te, we = (X, targets, weight) if order is None else (
+                X[order], targets[order], None if weight is None else weight[order])
+            total_loss = total_metric = 0.0
+            for lo in range(0, n, batch):
+                xb, tb = Xe[lo:lo + batch], te[lo:lo + batch]
+                wb = None if we is None else we[lo:lo + batch]
+                value, outputs = forward_backward(model, xb, tb, loss, wb)
+                if not np.isfinite(value):
+                    _diverged(model, optimizer, history, epoch, lo // batch, value, epoch_params, epoch_state)
+                    break
+                if clip_norm is not None:
+                    _clip_by_global_norm(model.grads, float(clip_norm))
+                optimizer.step(model.params, model.grads)
+                total_loss += value * len(xb)
+                total_metric += loss.score(outputs, tb) * len(xb)
+            if history.diverged:
+                break
+            stop = _end_epoch(model, loss, history, stopper, validation, epoch, total_loss / n,
+                              total_metric / n, time.perf_counter() - start)
+            if verbose:
+                _show(progress, history, n / history.time[-1])
+            stop = any([callback(history) for callback in callbacks]) or stop
+            if stop:
+                if history.stop_reason == "completed":
+                    history.stop_reason = "callback"
+                break
+    except KeyboardInterrupt:
+        history.stop_reason = "interrupted"
+        raise
+    finally:
+        model.train(False)
+        progress.close()
+    if stopper is not None and stopper.best_params is not None and history.stop_reason == "early_stopping":
+        model.params[...] = stopper.best_params
+    return history
+
+
+def _end_epoch(model, loss, history, stopper, validation, epoch, train_loss, train_metric, seconds):
+    """Record the epoch (with validation) and ask early stopping; True to stop."""
+    val_loss = val_metric = None
+    if validation is not None:
+        X_val, y_val, w_val = validation
+        outputs = model.outputs(X_val)
+        val_loss = loss(outputs, y_val, np.empty_like(outputs), w_val)
+        val_metric = loss.score(outputs, y_val)
+    history.record(epoch + 1, train_loss, train_metric, val_loss, val_metric, seconds)
+    if stopper is None:
+        return False
+    if stopper.update(epoch + 1, train_loss if val_loss is None else val_loss, model.params):
+        history.stop_reason = "early_stopping"
+        history.best_epoch = stopper.best_epoch
+        return True
+    history.best_epoch = stopper.best_epoch
+    return False
+
+
+def _diverged(model, optimizer, history, epoch, step, value, epoch_params, epoch_state):
+    if not np.isfinite(model.params).all():
+        model.params[...] = epoch_params
+        for name, buffer in epoch_state[0].items():
+            optimizer.state[name][...] = buffer
+        optimizer.steps = epoch_state[1]
+    history.diverged = True
+    history.stop_reason = "diverged"
+    warnings.warn(f"the training loss became {value} in epoch {epoch + 1}, step {step + 1}; "
+                  "training stopped with the last finite weights (lower the learning rate?)",
+                  RuntimeWarning, stacklevel=3)
+
+
+def _show(progress, history, samples_per_second):
+    postfix = {"loss": f"{history.loss[-1]:.4f}", history.metric_name[:3]: f"{history.metric[-1]:.4f}"}
+    if history.val_loss[-1] is not None:
+        postfix["val_loss"] = f"{history.val_loss[-1]:.4f}"
+        postfix[f"val_{history.metric_name[:3]}"] = f"{history.val_metric[-1]:.4f}"
+    postfix["samples/s"] = f"{samples_per_second:,.0f}"
+    progress.set_postfix(postfix, refresh=False)

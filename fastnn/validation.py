@@ -1,0 +1,71 @@
+"""Input checks for the Python layer: arrays are validated and converted once, with
+errors that name the argument, say what was expected and what came."""
+import warnings
+
+import numpy as np
+
+
+def check_features(X, n_features, dtype, name="X"):
+    """X as a C-contiguous (n_samples, n_features) array of dtype, checked for NaN/inf."""
+    if X is None:
+        raise TypeError(f"{name} must be an array of shape (n_samples, {n_features}); got None")
+    array = np.asarray(X)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be numeric; got dtype {array.dtype}")
+    if array.ndim != 2:
+        hint = " (use X.reshape(-1, 1) for a single feature)" if array.ndim == 1 else ""
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features); got shape {array.shape}{hint}")
+    if array.shape[0] == 0:
+        raise ValueError(f"{name} is empty: it must have at least one sample")
+    if n_features is not None and array.shape[1] != n_features:
+        raise ValueError(f"{name} must have {n_features} features (columns); got {array.shape[1]}")
+    array = np.ascontiguousarray(array, dtype=dtype)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    return array
+
+
+def check_sample_weight(sample_weight, n_samples, dtype):
+    """None, or a C-contiguous (n_samples,) array of finite non-negative weights with a positive sum."""
+    if sample_weight is None:
+        return None
+    weight = np.asarray(sample_weight)
+    if weight.dtype.kind not in "biuf":
+        raise TypeError(f"sample_weight must be numeric; got dtype {weight.dtype}")
+    if weight.shape != (n_samples,):
+        raise ValueError(f"sample_weight must have shape ({n_samples},); got {weight.shape}")
+    weight = np.ascontiguousarray(weight, dtype=dtype)
+    if not np.isfinite(weight).all() or (weight < 0).any():
+        raise ValueError("sample_weight must be finite and non-negative")
+    if not weight.sum() > 0:
+        raise ValueError("sample_weight must have a positive sum")
+    return weight
+
+
+def check_batch_size(batch_size, n_samples):
+    """The batch size as an int: 'full' means n_samples; a size above n_samples is clipped
+    to n_samples (full batch) with a warning."""
+    if isinstance(batch_size, str):
+        if batch_size == "full":
+            return n_samples
+        raise ValueError(f"batch_size must be a positive integer or 'full'; got {batch_size!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer or 'full'; got {batch_size!r}")
+    if batch_size > n_samples:
+        warnings.warn(f"batch_size={batch_size} is larger than the {n_samples} training samples; "
+                      f"using full batches of {n_samples}", UserWarning, stacklevel=3)
+        return n_samples
+    return int(batch_size)
+
+
+def check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+    return int(value)
+
+
+def check_fraction(name, value):
+    value = float(value)
+    if not 0 <= value < 1:
+        raise ValueError(f"{name} must be in [0, 1); got {value}")
+    return value

@@ -1,0 +1,59 @@
+"""Losses: target preparation, kernels, predictions and scores."""
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn.losses import get_loss
+
+
+def test_softmax_cross_entropy_takes_labels_or_one_hot():
+    loss = fastnn.SoftmaxCrossEntropy()
+    labels = loss.targets([2, 0, 1], 3, np.float32)
+    assert labels.dtype == np.int64
+    onehot = loss.targets(np.eye(3)[[2, 0, 1]], 3, np.float32)
+    assert onehot.dtype == np.float32 and onehot.shape == (3, 3)
+    Z = np.array([[0.0, 1.0, 3.0], [2.0, 0.0, 0.0], [0.0, 5.0, 0.0]], np.float32)
+    assert loss(Z, labels, np.empty_like(Z)) == pytest.approx(loss(Z, onehot, np.empty_like(Z)), rel=1e-6)
+    assert loss.score(Z, labels) == 1.0 == loss.score(Z, onehot)
+
+
+def test_mse_score_is_r2():
+    loss = fastnn.MSE()
+    y = loss.targets([1.0, 2.0, 3.0], 1, np.float64)
+    assert y.shape == (3, 1)
+    assert loss.score(y, y) == 1.0
+    assert loss.score(np.full_like(y, 2.0), y) == pytest.approx(0.0)
+
+
+def test_bce_targets_and_predictions():
+    loss = fastnn.BCEWithLogits()
+    with pytest.raises(ValueError, match=r"y must lie in \[0, 1\]"):
+        loss.targets([0.0, 2.0], 1, np.float64)
+    Z = np.array([[-3.0], [4.0]])
+    np.testing.assert_allclose(loss.transform(Z), 1 / (1 + np.exp(-Z)))
+    assert loss.score(Z, np.array([[0.0], [1.0]])) == 1.0
+
+
+def test_bce_model_predicts_zero_one(rng):
+    X = rng.standard_normal((40, 2))
+    y = (X[:, 0] > 0).astype(float)
+    model = fastnn.mlp([2, 1], activation=None, seed=0)
+    model.fit(X, y, loss="bce", optimizer=fastnn.Adam(0.1), epochs=50, verbose=0)
+    assert set(np.unique(model.predict(X))) <= {0, 1}
+    assert model.evaluate(X, y)["accuracy"] > 0.9
+
+
+@pytest.mark.parametrize("name,cls", [("cross_entropy", fastnn.SoftmaxCrossEntropy), ("mse", fastnn.MSE),
+                                      ("bce", fastnn.BCEWithLogits), (fastnn.MSE, fastnn.MSE)])
+def test_get_loss(name, cls):
+    assert isinstance(get_loss(name), cls)
+
+
+def test_unknown_loss():
+    with pytest.raises(ValueError, match="loss must be a Loss or one of"):
+        get_loss("hinge")
+
+
+def test_string_labels_are_rejected_by_the_model_loss():
+    with pytest.raises(ValueError, match="integer labels"):
+        fastnn.SoftmaxCrossEntropy().targets(np.array(["a", "b"]), 2, np.float32)
