@@ -1,13 +1,18 @@
-"""The ``fastnn`` command: ``fastnn demo`` and ``fastnn config``."""
+"""The ``fastnn`` command: ``fastnn train``, ``fastnn demo`` and ``fastnn config``."""
 import argparse
+import math
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+from sklearn.model_selection import train_test_split
 
-from . import kernels
+from . import datasets, kernels
 from .config import show_config
+from .model import mlp
+from .optim import get_optimizer
 
 
 def _median_seconds(run, repeats):
@@ -59,14 +64,185 @@ def demo(batch=256, n_in=784, n_out=256, dtype=np.float32, repeats=20, seed=0, f
     return results
 
 
+TEST_FRACTION = 0.2
+SPLIT_HELP = ("digits, circles and xor: a seeded stratified 80/20 split (--seed); mnist: the train "
+              "and t10k files, or with t10k alone a fixed split of its first 80% for training and "
+              "its last 20% for testing (8000 / 2000 images)")
+
+
+def load_dataset(name, data_dir=None, seed=0):
+    """(X_train, y_train, X_test, y_test, how it was split) for a built-in dataset."""
+    if name == "mnist":
+        X, y = datasets.load_mnist(data_dir, "t10k")
+        try:
+            return (*datasets.load_mnist(data_dir, "train"), X, y, "train / t10k files")
+        except FileNotFoundError:
+            n = round(len(y) * (1 - TEST_FRACTION))
+            return X[:n], y[:n], X[n:], y[n:], f"t10k set, first {n} / last {len(y) - n}"
+    generators = {"digits": datasets.digits, "circles": lambda: datasets.circles(seed=seed),
+                  "xor": lambda: datasets.xor(seed=seed)}
+    X, y = generators[name]()
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=TEST_FRACTION, stratify=y,
+                                                        random_state=seed)
+    return X_train, y_train, X_test, y_test, "seeded stratified 80/20 split"
+
+
+def _int_at_least(text, low):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}; got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}; got {value}")
+    return value
+
+
+def _positive_int(text):
+    return _int_at_least(text, 1)
+
+
+def _seed(text):
+    return _int_at_least(text, 0)
+
+
+def _batch_size(text):
+    if text == "full":
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 or 'full'; got {text!r}") from None
+
+
+def _finite_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number; got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0; got {text!r}")
+    return value
+
+
+def _non_negative_float(text):
+    value = _finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0; got {text!r}")
+    return value
+
+
+def _hidden_sizes(text):
+    try:
+        return [_positive_int(size) for size in text.split(",")] if text.strip() else []
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1 such as 64,32; "
+                                         f"got {text!r}") from None
+
+
+def _add_train_parser(commands):
+    parser = commands.add_parser(
+        "train", help="train an MLP on a built-in dataset and report its test accuracy",
+        description="Train an MLP on a built-in dataset, then print its test accuracy and the "
+                    f"training throughput. Splits: {SPLIT_HELP}.")
+    parser.add_argument("--dataset", choices=["digits", "circles", "xor", "mnist"], default="digits",
+                        help="digits: scikit-learn's 8x8 digits; circles, xor: 1000 synthetic 2-D points; "
+                             "mnist: IDX files from --data-dir (default: %(default)s)")
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="directory holding the MNIST IDX files (raw or .gz), directly or in its "
+                             "mnist/ subdirectory (default: $FASTNN_DATA)")
+    parser.add_argument("--layers", type=_hidden_sizes, default="64", metavar="SIZES",
+                        help="hidden layer sizes, comma-separated, '' for none; the input and output "
+                             "sizes come from the data (default: %(default)s)")
+    parser.add_argument("--activation", choices=["relu", "tanh", "sigmoid", "leaky_relu"], default="relu",
+                        help="hidden layer activation (default: %(default)s)")
+    parser.add_argument("--optimizer", choices=["sgd", "adam"], default="adam", help="(default: %(default)s)")
+    parser.add_argument("--lr", type=_positive_float,
+                        help="learning rate (default: adam 0.001, sgd 0.01)")
+    parser.add_argument("--momentum", type=_non_negative_float, help="SGD momentum (default: 0)")
+    parser.add_argument("--batch-size", type=_batch_size, default=32,
+                        help="samples per update: an integer, 1 for online SGD, or 'full' "
+                             "(default: %(default)s)")
+    parser.add_argument("--epochs", type=_positive_int, default=20, help="(default: %(default)s)")
+    parser.add_argument("--backend", choices=["numpy", "numba", "cython"],
+                        help="kernel backend (default: $FASTNN_BACKEND or the fastest available)")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                        help="(default: %(default)s)")
+    parser.add_argument("--seed", type=_seed, default=0,
+                        help="seeds the split, the synthetic data, the weights and the shuffling "
+                             "(default: %(default)s)")
+    parser.add_argument("--save", metavar="PATH", help="write the trained model to PATH")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def train(args, parser):
+    """Run ``fastnn train``: returns the exit code."""
+    if args.data_dir is not None and args.dataset != "mnist":
+        parser.error("--data-dir applies to --dataset mnist only")
+    if args.momentum is not None and args.optimizer != "sgd":
+        parser.error("--momentum applies to --optimizer sgd only")
+    if args.save and not Path(args.save).parent.is_dir():
+        parser.error(f"--save: directory {str(Path(args.save).parent)!r} does not exist")
+    try:
+        backend = kernels.get_backend(args.backend)
+    except ValueError as error:
+        parser.error(f"--backend: {error}")
+    try:
+        X_train, y_train, X_test, y_test, split = load_dataset(args.dataset, args.data_dir, args.seed)
+    except (OSError, ValueError, ImportError) as error:
+        print(f"fastnn train: error: {error}", file=sys.stderr)
+        return 1
+    n_classes = int(max(y_train.max(), y_test.max())) + 1
+    sizes = [X_train.shape[1], *args.layers, n_classes]
+    model = mlp(sizes, activation=args.activation, dtype=args.dtype, seed=args.seed)
+    options = {} if args.lr is None else {"lr": args.lr}
+    if args.momentum is not None:
+        options["momentum"] = args.momentum
+    optimizer = get_optimizer(args.optimizer, **options)
+    settings = f"{args.optimizer} lr {optimizer.lr:g}"
+    if args.optimizer == "sgd":
+        settings += f" momentum {optimizer.momentum:g}"
+    print(f"{args.dataset}: {len(X_train)} training / {len(X_test)} test samples, {X_train.shape[1]} "
+          f"features, {n_classes} classes ({split})")
+    print(f"model {'-'.join(map(str, sizes))} {args.activation}, {settings}, batch size {args.batch_size}, "
+          f"{args.epochs} epochs, {backend.name} backend, {args.dtype}")
+    with kernels.use_backend(backend.name):
+        start = time.perf_counter()
+        history = model.fit(X_train, y_train, optimizer=optimizer, epochs=args.epochs,
+                            batch_size=args.batch_size, seed=args.seed, verbose=0 if args.quiet else 1)
+        seconds = time.perf_counter() - start
+        accuracy = model.evaluate(X_test, y_test)["accuracy"]
+    samples = len(X_train) * len(history)
+    print(f"test accuracy {accuracy:.4f}")
+    print(f"training: {samples:,} samples in {seconds:.2f} s, {samples / seconds:,.0f} samples/s")
+    if args.save:
+        try:
+            model.save(args.save)
+        except OSError as error:
+            print(f"fastnn train: error: cannot save the model: {error}", file=sys.stderr)
+            return 1
+        print(f"model saved to {args.save}")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="fastnn", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    train_parser = _add_train_parser(commands)
     demo_parser = commands.add_parser("demo", help="run one training step on every kernel backend")
     demo_parser.add_argument("--batch-size", type=int, default=256)
     demo_parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     commands.add_parser("config", help="show backends, BLAS, OpenMP, Numba and versions")
     args = parser.parse_args(argv)
+    if args.command == "train":
+        return train(args, train_parser)
     if args.command == "demo":
         if args.batch_size < 1:
             parser.error(f"--batch-size must be >= 1; got {args.batch_size}")
