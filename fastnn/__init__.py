@@ -20,9 +20,18 @@ from .train import EarlyStopping, History
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    """MLPClassifier and MLPRegressor load scikit-learn on first use, not at import."""
+    if name in ("MLPClassifier", "MLPRegressor"):
+        from . import sklearn
+
+        return getattr(sklearn, name)
+    raise AttributeError(f"module 'fastnn' has no attribute {name!r}")
+
 __all__ = [
     "MSE", "SGD", "Adam", "BCEWithLogits", "CosineDecay", "Dense", "Dropout", "EarlyStopping",
-    "ExponentialDecay", "History", "Identity", "LeakyReLU", "ModelFileError", "Module", "ReLU", "Sequential", "Sigmoid",
+    "ExponentialDecay", "History", "Identity", "LeakyReLU", "MLPClassifier", "MLPRegressor", "ModelFileError", "Module", "ReLU", "Sequential", "Sigmoid",
     "SoftmaxCrossEntropy", "Step", "StepDecay", "Tanh", "available_backends", "config_info",
     "get_backend", "load", "loss_and_grad", "mlp", "numerical_grad", "set_backend", "show_config",
     "use_backend", "__version__",

@@ -50,6 +50,11 @@ class Module:
         return []
 
     n_params = 0
+    _caches = ("_input", "_output", "_mask")
+
+    def __getstate__(self):
+        """Pickle without the arrays kept from the last forward for backward."""
+        return {key: None if key in self._caches else value for key, value in self.__dict__.items()}
 
 
 class Dense(Module):

@@ -55,8 +55,9 @@ class History:
 
 
 class EarlyStopping:
-    """Stop when the monitored loss has not improved by min_delta for patience epochs;
-    optionally put back the best weights seen."""
+    """Stop when the monitored loss has not improved by min_delta for patience epochs.
+    With restore_best_weights, fit ends on the best epoch's weights, whether it stopped
+    early or ran all its epochs."""
 
     def __init__(self, patience=10, min_delta=0.0, restore_best_weights=True):
         self.patience = check_positive_int("patience", patience)
@@ -209,7 +210,7 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
     finally:
         model.train(False)
         progress.close()
-    if stopper is not None and stopper.best_params is not None and history.stop_reason == "early_stopping":
+    if stopper is not None and stopper.best_params is not None:
         model.params[...] = stopper.best_params
     return history
 

@@ -38,7 +38,7 @@ def check_sample_weight(sample_weight, n_samples, dtype):
     if not np.isfinite(weight).all() or (weight < 0).any():
         raise ValueError("sample_weight must be finite and non-negative")
     if not weight.sum() > 0:
-        raise ValueError("sample_weight must have a positive sum")
+        raise ValueError("sample_weight must not be all zero: the weights need a positive sum")
     return weight
 
 

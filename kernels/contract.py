@@ -82,8 +82,6 @@ def _sample_weight(sample_weight, batch, like):
     _shape("sample_weight", sample_weight, (batch,))
     if batch and not (sample_weight >= 0).all():
         raise ValueError("sample_weight must be non-negative")
-    if batch and not sample_weight.sum() > 0:
-        raise ValueError("sample_weight must have a positive sum")
     return sample_weight
 
 

@@ -224,14 +224,15 @@ cdef void _softmax(const floating[:, ::1] Z, floating[:, ::1] out) noexcept:
 
 cdef double _weight_total(const floating[::1] sample_weight, bint weighted,
                           Py_ssize_t batch) noexcept nogil:
-    """sum(sample_weight), or batch when every row weighs 1."""
+    """sum(sample_weight), or batch when every row weighs 1; 1 when every
+    weight is 0, so such a batch has loss and gradient 0."""
     cdef double total = 0
     cdef Py_ssize_t i
     if not weighted:
         return batch
     for i in range(batch):
         total += sample_weight[i]
-    return total
+    return total if total > 0 else 1
 
 
 cdef double _log_sum_exp_shifted(const floating* z, Py_ssize_t n, double shift) noexcept nogil:

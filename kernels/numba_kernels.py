@@ -223,13 +223,14 @@ def softmax(Z, out):
 
 @njit(**_OPTIONS)
 def _weight_total(sample_weight, batch):
-    """Normaliser of the row weights: sum(sample_weight) in float64, or batch."""
+    """Normaliser of the row weights: sum(sample_weight) in float64, or batch;
+    1 when every weight is 0, so such a batch has loss and gradient 0."""
     if sample_weight is None:
         return float(batch)
     total = 0.0
     for w in sample_weight:
         total += w
-    return total
+    return total if total > 0 else 1.0
 
 
 @njit(**_OPTIONS)

@@ -90,18 +90,22 @@ def softmax(Z, out):
 
 
 def _weights(batch, sample_weight):
-    """Per-row weights normalised to sum to 1: 1/batch each, or w / sum(w)."""
+    """Per-row weights normalised to sum to 1: 1/batch each, or w / sum(w).
+    Rows that all weigh 0 (a mini-batch of ignored samples) stay 0: loss and
+    gradient 0."""
     if sample_weight is None:
         return np.full(batch, 1.0 / batch)
     w = sample_weight.astype(np.float64)
-    return w / w.sum()
+    total = w.sum()
+    return w / total if total > 0 else w
 
 
 def softmax_cross_entropy(Z, labels, grad, sample_weight=None):
     """Mean cross-entropy of softmax(Z) against integer labels.
 
     loss = sum_i w_i (logsumexp(Z_i) - Z_i[labels_i]) with w_i = 1/batch, or
-    sample_weight_i / sum(sample_weight); grad = w_i (softmax(Z_i) - onehot_i).
+    sample_weight_i / sum(sample_weight) (0 when all weights are 0);
+    grad = w_i (softmax(Z_i) - onehot_i).
     """
     batch = Z.shape[0]
     w = _weights(batch, sample_weight)

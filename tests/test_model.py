@@ -89,3 +89,14 @@ def test_predict_proba_and_labels(rng):
     np.testing.assert_array_equal(model.predict(X), model.outputs(X))  # not fit: raw outputs
     model.loss = fastnn.SoftmaxCrossEntropy()
     np.testing.assert_array_equal(model.predict(X), proba.argmax(axis=1))
+
+
+def test_pickle_keeps_views_and_drops_forward_caches(rng):
+    import pickle
+
+    model = fastnn.mlp([64, 32, 10], seed=0)
+    model.outputs(rng.standard_normal((4096, 64)))
+    copy = pickle.loads(pickle.dumps(model))
+    assert all(np.shares_memory(p, copy.params) for p in copy.parameters())
+    assert len(pickle.dumps(model)) < 4 * model.n_params * 3 + 20_000  # params, grads, views; no batch
+    np.testing.assert_array_equal(copy.outputs(np.ones((2, 64))), model.outputs(np.ones((2, 64))))

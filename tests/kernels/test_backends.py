@@ -189,3 +189,13 @@ def test_adam_update(backend, reference, dtype, rng, assert_close, size, weight_
     assert_close(params, params_ref, dtype)
     assert_close(m, m_ref, dtype)
     assert_close(v, v_ref, dtype)
+
+
+@pytest.mark.parametrize("kernel", LOSSES)
+def test_batch_of_zero_weights_has_zero_loss_and_gradient(any_backend, dtype, rng, kernel):
+    """A mini-batch whose samples all weigh 0 is ignored, not a 0/0."""
+    Z, target = loss_operands(rng, kernel, (3, 4), dtype)
+    grad = np.full_like(Z, np.nan)
+    loss = getattr(any_backend, kernel)(Z, target, grad, np.zeros(3, dtype))
+    assert loss == 0.0
+    np.testing.assert_array_equal(grad, 0.0)
