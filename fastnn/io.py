@@ -1,4 +1,5 @@
-"""Save a Sequential model to a portable file and load it back, ready to resume training.
+"""Save a Sequential model (or a fitted MLPClassifier/MLPRegressor) to a portable file and
+load it back, ready to resume training.
 
 The file is an uncompressed NumPy ``.npz`` archive without pickled objects:
 
@@ -8,8 +9,13 @@ The file is an uncompressed NumPy ``.npz`` archive without pickled objects:
   count) and the dtype and shape of every other array;
 - ``params``: the flat parameter buffer;
 - ``state_<name>``: the optimizer's state buffers (``state_velocity``, ``state_m``, ...);
+- ``classes``: an estimator's classes_ (MLPClassifier only);
 - ``sha256``: a digest of all the other arrays (names, dtypes, shapes and bytes),
   verified on load.
+
+For an estimator, ``meta`` also holds its class, its parameters (get_params), its
+fitted attributes (n_iter_, t_, loss_curve_, ...; not history_) and the state of its
+random generator, so fit with warm_start or partial_fit continues as it would have.
 
 Only fastnn's own layers, losses, optimizers and schedules can be stored: saving
 anything else (a custom Module, a lambda schedule, ...) raises ValueError rather
@@ -37,6 +43,8 @@ OPTIMIZER_CLASSES = {cls.__name__: cls for cls in OPTIMIZERS.values()}
 SCHEDULE_FIELDS = {StepDecay: ("step_size", "gamma"), ExponentialDecay: ("gamma",),
                    CosineDecay: ("total_epochs", "min_lr")}
 SCHEDULES = {cls.__name__: cls for cls in SCHEDULE_FIELDS}
+ESTIMATOR_FITTED = ("n_features_in_", "n_iter_", "t_", "loss_curve_", "best_loss_", "validation_scores_",
+                    "best_validation_score_")
 BIT_GENERATORS = {cls.__name__: cls for cls in (np.random.PCG64, np.random.PCG64DXSM, np.random.MT19937,
                                                  np.random.Philox, np.random.SFC64)}
 
@@ -49,12 +57,14 @@ class ModelFileError(ValueError):
 def save(model, path):
     """Write ``model`` (architecture, parameters, loss, optimizer and its state) to ``path``.
 
-    path (str or os.PathLike) is used as given: no extension is added. The file is
-    written to a temporary file in the same directory, synced and renamed over path,
-    so path holds either its old contents or the complete new file.
+    model is a Sequential or a fitted fastnn MLPClassifier/MLPRegressor. path (str or
+    os.PathLike) is used as given: no extension is added. The file is written to a
+    temporary file in the same directory, synced and renamed over path, so path holds
+    either its old contents or the complete new file.
     """
+    estimator = None
     if not isinstance(model, Sequential):
-        raise TypeError(f"model must be a fastnn Sequential; got {type(model).__name__}")
+        estimator, model = model, _estimator_model(model)
     path = os.fspath(path)
     generators = []
     arrays = {"params": model.params}
@@ -66,6 +76,7 @@ def save(model, path):
         "generators": [_plain(generator.bit_generator.state) for generator in generators],
         "loss": _describe_loss(model.loss),
         "optimizer": _describe_optimizer(model.optimizer, arrays),
+        "estimator": None if estimator is None else _describe_estimator(estimator, arrays),
     }
     meta["arrays"] = {name: {"dtype": array.dtype.name, "shape": list(array.shape)}
                       for name, array in arrays.items()}
@@ -76,7 +87,8 @@ def save(model, path):
 
 
 def load(path):
-    """The Sequential saved at ``path``, with its loss, optimizer and optimizer state.
+    """The Sequential saved at ``path``, with its loss, optimizer and optimizer state
+    (or the fitted estimator, when an estimator was saved).
 
     Raises FileNotFoundError (or another OSError) when the file cannot be opened and
     ModelFileError when it is not a complete, intact fastnn model file.
@@ -86,10 +98,41 @@ def load(path):
         arrays = _read_arrays(file, path)
     meta = _read_meta(arrays, path)
     try:
-        return _build(meta, arrays)
+        model = _build(meta, arrays)
+        return model if meta["estimator"] is None else _estimator(meta["estimator"], model, arrays)
     except (AttributeError, KeyError, IndexError, TypeError, ValueError) as error:
         raise ModelFileError(f"{path!r} holds an invalid model description "
                              f"({type(error).__name__}: {error})") from error
+
+
+def _estimator_model(estimator):
+    """The Sequential inside a fitted fastnn estimator; TypeError for anything else."""
+    from .sklearn import ESTIMATORS
+
+    if type(estimator) not in ESTIMATORS.values():
+        raise TypeError(f"model must be a fastnn Sequential, MLPClassifier or MLPRegressor; "
+                        f"got {type(estimator).__name__}")
+    if "model_" not in estimator.__dict__:
+        raise ValueError(f"this {type(estimator).__name__} is not fitted yet: there is no model to save")
+    return estimator.model_
+
+
+def _describe_estimator(estimator, arrays):
+    """The estimator's class, parameters, fitted attributes and generator state; adds classes_."""
+    params = estimator.get_params()
+    try:
+        json.dumps(params, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"cannot save {type(estimator).__name__} parameters {params}: only plain values "
+                         f"(numbers, strings, None, tuples) can be stored ({error}); pickle it instead") from None
+    if hasattr(estimator, "classes_"):
+        if estimator.classes_.dtype.kind not in "biufU":
+            raise ValueError(f"cannot save classes_ of dtype {estimator.classes_.dtype}: only numbers and "
+                             "strings can be stored; pickle the estimator instead")
+        arrays["classes"] = estimator.classes_
+    return {"class": type(estimator).__name__, "params": params,
+            "fitted": {name: _plain(getattr(estimator, name)) for name in ESTIMATOR_FITTED},
+            "generator": _plain(estimator._rng.bit_generator.state)}
 
 
 def _describe_layer(layer, generators):
@@ -254,6 +297,21 @@ def _build(meta, arrays):
     model.optimizer = None if meta["optimizer"] is None else _optimizer(meta["optimizer"], arrays)
     model.train(meta["training"])
     return model
+
+
+def _estimator(spec, model, arrays):
+    """The estimator described by spec, fitted: model_ is the loaded model."""
+    from .sklearn import ESTIMATORS
+
+    params = {name: tuple(value) if isinstance(value, list) else value for name, value in spec["params"].items()}
+    estimator = ESTIMATORS[spec["class"]](**params)
+    for name in ESTIMATOR_FITTED:
+        setattr(estimator, name, spec["fitted"][name])
+    if "classes" in arrays:
+        estimator.classes_ = arrays["classes"]
+    estimator._rng = _generator(spec["generator"])
+    estimator.model_ = model
+    return estimator
 
 
 def _generator(state):

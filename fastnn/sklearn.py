@@ -19,6 +19,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import train
+from .io import save
 from .kernels import use_backend
 from .layers import float_dtype
 from .model import mlp
@@ -205,6 +206,10 @@ class _BaseMLP(BaseEstimator):
     def fit(self, X, y, sample_weight=None):
         """Train on X, y for up to max_iter epochs (see the training rules); returns self."""
         return self._train(X, y, sample_weight, partial=False)
+
+    def save(self, path):
+        """Write the fitted estimator to path (atomically); fastnn.load(path) gives it back."""
+        save(self, path)
 
     def _check_params(self):
         _hidden_sizes(self.hidden_layer_sizes)
@@ -466,3 +471,6 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             raise ValueError(f"y has {n_outputs} outputs (columns) but the fitted model has "
                              f"{self.model_.n_outputs}")
         return y, n_outputs
+
+
+ESTIMATORS = {cls.__name__: cls for cls in (MLPClassifier, MLPRegressor)}

@@ -318,3 +318,44 @@ def test_pickle_round_trip_keeps_layers_as_views_of_the_flat_buffers():
     model.fit(X, y, optimizer=model.optimizer, epochs=1, batch_size=8, shuffle=False, verbose=0)
     copy.fit(X, y, optimizer=copy.optimizer, epochs=1, batch_size=8, shuffle=False, verbose=0)
     assert_same_bits(copy.outputs(X), model.outputs(X))
+
+
+# Estimators
+
+
+def test_estimator_round_trip_predicts_and_keeps_training_identically(tmp_path):
+    from sklearn.datasets import load_digits
+
+    from fastnn.sklearn import MLPClassifier
+
+    X, y = load_digits(return_X_y=True)
+    labels = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])[y]
+    estimator = MLPClassifier((16,), max_iter=3, batch_size=64, random_state=0).fit(X[:1000], labels[:1000])
+    estimator.save(tmp_path / "digits.fnn")
+    loaded = load(tmp_path / "digits.fnn")
+    assert type(loaded) is MLPClassifier and loaded.get_params() == estimator.get_params()
+    np.testing.assert_array_equal(loaded.classes_, estimator.classes_)
+    np.testing.assert_array_equal(loaded.predict(X[1000:]), estimator.predict(X[1000:]))
+    assert loaded.n_iter_ == 3 and loaded.loss_curve_ == estimator.loss_curve_
+    for fitted in (estimator, loaded):
+        fitted.partial_fit(X[:1000], labels[:1000])
+    assert_same_bits(loaded.model_.params, estimator.model_.params)
+
+
+def test_unfitted_estimator_and_foreign_objects_are_refused(tmp_path):
+    from fastnn.sklearn import MLPRegressor
+
+    with pytest.raises(ValueError, match="MLPRegressor is not fitted yet"):
+        save(MLPRegressor(), tmp_path / "x")
+    with pytest.raises(TypeError, match="model must be a fastnn Sequential, MLPClassifier or MLPRegressor; got dict"):
+        save({}, tmp_path / "x")
+    assert not list(tmp_path.iterdir())
+
+
+def test_estimator_with_a_callable_init_is_refused(tmp_path):
+    from fastnn.sklearn import MLPRegressor
+
+    X = np.random.default_rng(0).standard_normal((20, 2))
+    estimator = MLPRegressor((3,), max_iter=2, init=lambda shape, rng: np.zeros(shape)).fit(X, X[:, 0])
+    with pytest.raises(ValueError, match="cannot save MLPRegressor parameters"):
+        estimator.save(tmp_path / "x")
