@@ -32,7 +32,7 @@ KERNELS = (
 )
 # Fastest first, by the kernel benchmarks in docs/kernels.md; the default
 # backend is the first one that imports.
-PREFERENCE = ("cython", "numba", "numpy")
+PREFERENCE = ("numba", "cython", "numpy")
 _MODULES = {"numpy": "reference", "numba": "numba_kernels", "cython": "cython_kernels"}
 
 

@@ -58,7 +58,7 @@ def test_use_backend_restores_on_exit_and_on_error():
 
 @pytest.mark.parametrize("call", [fastnn.set_backend, K.get_backend, fastnn.use_backend])
 def test_unknown_backend_names_the_available_ones(call):
-    with pytest.raises(ValueError, match=r"backend must be one of \['cython', 'numba', 'numpy'\]; got 'torch'"):
+    with pytest.raises(ValueError, match=r"backend must be one of \['numba', 'cython', 'numpy'\]; got 'torch'"):
         result = call("torch")
         if hasattr(result, "__enter__"):
             result.__enter__()
@@ -99,7 +99,7 @@ def test_activation_codes():
 def test_show_config_reports_what_is_in_use(capsys):
     fastnn.show_config()
     text = capsys.readouterr().out
-    assert "backends available: cython, numba, numpy" in text
+    assert "backends available: numba, cython, numpy" in text
     assert f"backend selected:   {K.get_backend().name}" in text
     assert "blas: openblas" in text
     assert "cython build OpenMP: {'openmp': True" in text
