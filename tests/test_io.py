@@ -323,6 +323,7 @@ def test_pickle_round_trip_keeps_layers_as_views_of_the_flat_buffers():
 # Estimators
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_estimator_round_trip_predicts_and_keeps_training_identically(tmp_path):
     from sklearn.datasets import load_digits
 
@@ -352,6 +353,7 @@ def test_unfitted_estimator_and_foreign_objects_are_refused(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_estimator_with_a_callable_init_is_refused(tmp_path):
     from fastnn.sklearn import MLPRegressor
 
