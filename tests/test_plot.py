@@ -1,0 +1,126 @@
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.image import imread  # noqa: E402
+
+from fastnn import datasets, mlp, plot  # noqa: E402
+from fastnn.train import History  # noqa: E402
+
+
+def assert_png(path, min_std=0.05):
+    """path decodes as a PNG (its signature, then its pixels) that is not blank."""
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pixels = imread(path)
+    assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100
+    assert pixels[..., :3].std() > min_std, "the image is (nearly) one colour"
+    assert not list(path.parent.glob(".*.png")), "a temporary file was left behind"
+
+
+def small_history(validation=True):
+    history = History("accuracy")
+    for epoch in range(1, 21):
+        val = (1.2 / epoch, 0.5 + epoch / 50) if validation else (None, None)
+        history.record(epoch, 1.0 / epoch, 0.5 + epoch / 45, *val, 0.01)
+    return history
+
+
+@pytest.mark.parametrize("validation", [True, False])
+def test_history(tmp_path, validation):
+    figure = plot.history(small_history(validation), log_loss=True, title="curves", path=tmp_path / "h.png")
+    assert isinstance(figure, Figure)
+    loss_axes, metric_axes = figure.axes
+    assert loss_axes.get_yscale() == "log"
+    assert len(loss_axes.lines) == len(metric_axes.lines) == (2 if validation else 1)
+    np.testing.assert_allclose(loss_axes.lines[0].get_ydata(), 1.0 / np.arange(1, 21))
+    assert_png(tmp_path / "h.png")
+
+
+def test_history_of_a_real_fit(tmp_path):
+    X, y = datasets.circles(200, seed=0)
+    model = mlp([2, 8, 2], activation="tanh", seed=0)
+    history = model.fit(X, y, epochs=5, batch_size=20, validation_split=0.2, seed=0, verbose=0)
+    plot.history(history, path=tmp_path / "fit.png")
+    assert_png(tmp_path / "fit.png")
+
+
+def test_empty_history():
+    with pytest.raises(ValueError, match="history is empty"):
+        plot.history(History("accuracy"))
+
+
+def test_decision_regions_follow_the_model(tmp_path):
+    class LeftRight:
+        def predict(self, grid):
+            return (grid[:, 0] > 0).astype(np.int64)
+
+    X = np.array([[-1.0, 0.0], [1.0, 0.0], [-0.5, 1.0], [0.5, -1.0]])
+    y = np.array([0, 1, 0, 1])
+    figure = plot.decision_regions(LeftRight(), X, y, resolution=50, title="x > 0", path=tmp_path / "d.png")
+    assert figure.axes[0].get_title() == "x > 0"
+    assert_png(tmp_path / "d.png")
+    pixels = imread(tmp_path / "d.png")[..., :3]
+    middle = pixels.shape[0] // 2
+    # The two halves of the plot are shaded in different colours.
+    left, right = pixels[middle, pixels.shape[1] // 4], pixels[middle, 3 * pixels.shape[1] // 4]
+    assert np.abs(left - right).max() > 0.1
+
+
+def test_decision_regions_checks_its_input():
+    with pytest.raises(ValueError, match=r"shape \(n_samples, 2\)"):
+        plot.decision_regions(None, np.zeros((3, 3)), np.zeros(3))
+
+
+def test_confusion_matrix(tmp_path):
+    y_true = np.array([0, 0, 1, 1, 2, 2, 2])
+    y_pred = np.array([0, 1, 1, 1, 2, 0, 2])
+    figure = plot.confusion_matrix(y_true, y_pred, labels=["a", "b", "c"], path=tmp_path / "c.png")
+    axes = figure.axes[0]
+    np.testing.assert_array_equal(axes.images[0].get_array(), [[1, 1, 0], [0, 2, 0], [1, 0, 2]])
+    assert [t.get_text() for t in axes.texts] == ["1", "1", "0", "0", "2", "0", "1", "0", "2"]
+    assert axes.get_title() == f"accuracy {5 / 7:.4f}"
+    assert_png(tmp_path / "c.png")
+    normalized = plot.confusion_matrix(y_true, y_pred, normalize=True).axes[0].images[0].get_array()
+    np.testing.assert_allclose(normalized.sum(axis=1), 1)
+
+
+def test_confusion_matrix_checks_labels():
+    with pytest.raises(ValueError, match="labels names 2 classes but the data hold 3"):
+        plot.confusion_matrix([0, 2], [0, 1], labels=["a", "b"])
+
+
+def test_misclassified(tmp_path):
+    X, y = datasets.digits()
+    pred = y.copy()
+    pred[[3, 10, 11]] = (y[[3, 10, 11]] + 1) % 10
+    figure = plot.misclassified(X, y, pred, path=tmp_path / "m.png")
+    titles = [axes.get_title() for axes in figure.axes if axes.images]
+    assert titles == [f"{y[i]} → {pred[i]}" for i in (3, 10, 11)]
+    assert_png(tmp_path / "m.png")
+    with pytest.raises(ValueError, match="not a square image"):
+        plot.misclassified(X[:, :10], y, pred)
+
+
+def test_reconstructions(tmp_path):
+    X, _ = datasets.digits()
+    rows = {"noisy": np.clip(X + 0.3, 0, 1), "denoised": X[::-1]}
+    figure = plot.reconstructions(X, rows, n=6, shape=(8, 8), path=tmp_path / "r.png")
+    assert len(figure.axes) == 18
+    assert [figure.axes[i].get_ylabel() for i in (0, 6, 12)] == ["original", "noisy", "denoised"]
+    assert_png(tmp_path / "r.png")
+    assert len(plot.reconstructions(X[:3], X[:3]).axes) == 6
+
+
+def test_boxplot(tmp_path):
+    rng = np.random.default_rng(0)
+    groups = {"lr=1": rng.normal(0.9, 0.02, 15), "lr=0.03": rng.normal(0.95, 0.01, 15)}
+    figure = plot.boxplot(groups, ylabel="accuracy", path=tmp_path / "b.png")
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["lr=1", "lr=0.03"]
+    assert_png(tmp_path / "b.png")
+
+
+def test_save_creates_the_directory(tmp_path):
+    figure = plot.boxplot({"a": [1, 2, 3]})
+    path = plot.save(figure, tmp_path / "new" / "box.png")
+    assert_png(path)
