@@ -16,11 +16,12 @@ if os.environ.get("FASTNN_MARCH_NATIVE") == "1":
 
 extensions = [
     Extension(
-        "fastnn.kernels.cython_kernels",
-        ["kernels/cython_kernels.pyx"],
+        f"fastnn.kernels.{name}",
+        [f"kernels/{name}.pyx"],
         extra_compile_args=compile_args,
         extra_link_args=["-fopenmp"],
     )
+    for name in ("cython_kernels", "cython_engine")
 ]
 
 setup(

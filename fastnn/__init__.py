@@ -10,6 +10,7 @@ except ModuleNotFoundError as error:  # pragma: no cover - depends on how it is 
         "from another directory, or use pytest as configured in pyproject.toml."
     ) from error
 from .config import config_info, show_config
+from .engine import warmup
 from .grad import loss_and_grad, numerical_grad
 from .io import ModelFileError, load
 from .layers import Dense, Dropout, Identity, LeakyReLU, Module, ReLU, Sigmoid, Step, Tanh
@@ -34,5 +35,5 @@ __all__ = [
     "ExponentialDecay", "History", "Identity", "LeakyReLU", "MLPClassifier", "MLPRegressor", "ModelFileError", "Module", "ReLU", "Sequential", "Sigmoid",
     "SoftmaxCrossEntropy", "Step", "StepDecay", "Tanh", "available_backends", "config_info",
     "get_backend", "load", "loss_and_grad", "mlp", "numerical_grad", "set_backend", "show_config",
-    "use_backend", "__version__",
+    "use_backend", "warmup", "__version__",
 ]

@@ -36,13 +36,16 @@ class Optimizer:
             self.state = {name: np.zeros(n_params, dtype) for name in self.state_names}
             self.steps = self.epochs = 0
 
-    def start_epoch(self):
-        """Count an epoch and set its learning rate from the schedule. Epochs count across
+    def start_epoch(self, count=1):
+        """Count an epoch (or ``count`` epochs trained in one go, which needs a constant
+        learning rate) and set its learning rate from the schedule. Epochs count across
         fit calls, so training resumed with the same optimizer continues the schedule."""
         if self.schedule is not None:
+            if count != 1:
+                raise ValueError("a learning-rate schedule sets the rate epoch by epoch: count must be 1")
             lr = self.schedule(self.epochs, self.base_lr)
             self.lr = finite_number("the scheduled lr", lr, 0.0, low_inclusive=False)
-        self.epochs += 1
+        self.epochs += count
 
     def step(self, params, grads):
         raise NotImplementedError

@@ -4,12 +4,14 @@ Data are validated and converted once; each epoch draws one seeded
 permutation; each step is forward, fused loss + gradient, backward, optional
 clipping by global norm, and one optimizer kernel over the flat parameters.
 """
+import contextlib
 import time
 import warnings
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from . import engine as engines
 from .grad import forward_backward
 from .init import as_generator
 from .losses import SoftmaxCrossEntropy, get_loss
@@ -40,6 +42,17 @@ class History:
         self.val_loss.append(val_loss)
         self.val_metric.append(val_metric)
         self.time.append(seconds)
+
+    def record_many(self, first_epoch, losses, metrics, seconds):
+        """Record epochs first_epoch, first_epoch + 1, ... trained in one go, without
+        validation; each gets an equal share of the seconds."""
+        count = len(losses)
+        self.epoch.extend(range(first_epoch, first_epoch + count))
+        self.loss.extend(losses)
+        self.metric.extend(metrics)
+        self.val_loss.extend([None] * count)
+        self.val_metric.extend([None] * count)
+        self.time.extend([seconds / count] * count)
 
     def as_dict(self):
         return {"epoch": self.epoch, "loss": self.loss, self.metric_name: self.metric, "val_loss": self.val_loss,
@@ -117,7 +130,7 @@ def _clip_by_global_norm(grads, max_norm):
 
 def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *, shuffle=True, seed=None,
         sample_weight=None, validation_data=None, validation_split=0.0, early_stopping=None,
-        clip_norm=None, callbacks=(), verbose=1, lr=None):
+        clip_norm=None, callbacks=(), verbose=1, lr=None, engine="auto", n_threads=None):
     """Train ``model`` in place and return a History.
 
     loss: a Loss, its class or name (default: softmax cross-entropy, or the model's last loss).
@@ -134,6 +147,12 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
     clip_norm: rescale the gradient when its global L2 norm exceeds this.
     callbacks: callables ``callback(history)`` after every epoch; returning True stops.
     verbose: 0 silent, 1 a progress bar with loss, accuracy and samples/s.
+    engine: 'auto' trains Sequential models of Dense layers and activations with the
+    compiled engine of the numba or cython backend (fastnn.engine), other models one
+    module call at a time; True insists on the engine (an error says why it cannot);
+    False always takes the per-module path. Both compute the same numbers.
+    n_threads: BLAS threads for the engine (default: FASTNN_NUM_THREADS, else one or
+    two by the size of a step).
 
     A non-finite loss stops training with a RuntimeWarning and history.diverged = True; the
     model keeps its last finite weights (the current ones if finite, else those at the start
@@ -163,47 +182,67 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
         model, loss, X, targets, weight, validation_data, validation_split, rng)
     batch = min(32, len(X)) if batch_size is None else check_batch_size(batch_size, len(X))
 
+    requested = engines.requested_threads(n_threads)
+    module = engines.plan(engine, model, loss, optimizer)
+
     optimizer.bind(model.n_params, model.dtype)
     model.loss, model.optimizer = loss, optimizer
     history = model.history = History("r2" if loss.name == "mse" else "accuracy")
     if stopper is not None:
         stopper.start()
     n = len(X)
-    progress = tqdm(range(epochs), disable=not verbose, unit="epoch", leave=True)
+    runner = threads = None
+    if module is not None:
+        runner = engines.Engine(module, model, loss, optimizer, X, targets, weight, batch, clip_norm)
+        threads = engines.blas_threads(engines.thread_count(requested, model, batch))
+    # Epochs run one at a time when Python has work after each (validation, callbacks,
+    # early stopping, a schedule) or on the per-module path; otherwise the engine
+    # trains chunks of epochs sized to last about CHUNK_SECONDS.
+    per_epoch = runner is None or validation is not None or bool(callbacks) or stopper is not None \
+        or optimizer.schedule is not None
+    progress = tqdm(total=epochs, disable=not verbose, unit="epoch", leave=True)
     model.train(True)
+    done = 0
+    chunk = 1
     try:
-        for epoch in progress:
-            start = time.perf_counter()
-            optimizer.start_epoch()
-            epoch_params = model.params.copy()
-            epoch_state = {k: v.copy() for k, v in optimizer.state.items()}, optimizer.steps
-            order = rng.permutation(n) if shuffle else None
-            Xe, te, we = (X, targets, weight) if order is None else (
-                X[order], targets[order], None if weight is None else weight[order])
-            total_loss = total_metric = 0.0
-            for lo in range(0, n, batch):
-                xb, tb = Xe[lo:lo + batch], te[lo:lo + batch]
-                wb = None if we is None else we[lo:lo + batch]
-                value, outputs = forward_backward(model, xb, tb, loss, wb)
-                if not np.isfinite(value):
-                    _diverged(model, optimizer, history, epoch, lo // batch, value, epoch_params, epoch_state)
+        with threads or contextlib.nullcontext():
+            while done < epochs:
+                count = min(chunk, epochs - done)
+                start = time.perf_counter()
+                optimizer.start_epoch(count)
+                orders = _epoch_orders(rng, n, count) if shuffle else None
+                if runner is None:
+                    losses, metrics, failure = _module_epoch(model, loss, optimizer, X, targets, weight,
+                                                             None if orders is None else orders[0], batch,
+                                                             clip_norm)
+                else:
+                    losses, metrics, failure = runner.run(orders, count)
+                seconds = time.perf_counter() - start
+                completed = len(losses)
+                stop = False
+                if completed == 1 and per_epoch:
+                    stop = _end_epoch(model, loss, history, stopper, validation, done, losses[0] / n,
+                                      metrics[0] / n, seconds)
+                elif completed:
+                    history.record_many(done + 1, (np.asarray(losses) / n).tolist(),
+                                        (np.asarray(metrics) / n).tolist(), seconds)
+                done += completed
+                if verbose and completed:
+                    progress.update(completed)
+                    _show(progress, history, n * completed / seconds)
+                if failure is not None:
+                    optimizer.epochs -= count - completed - 1
+                    _diverged(model, optimizer, history, done, failure.batch, failure.value, failure.params,
+                              (failure.state, failure.steps))
                     break
-                if clip_norm is not None:
-                    _clip_by_global_norm(model.grads, float(clip_norm))
-                optimizer.step(model.params, model.grads)
-                total_loss += value * len(xb)
-                total_metric += loss.score(outputs, tb) * len(xb)
-            if history.diverged:
-                break
-            stop = _end_epoch(model, loss, history, stopper, validation, epoch, total_loss / n,
-                              total_metric / n, time.perf_counter() - start)
-            if verbose:
-                _show(progress, history, n / history.time[-1])
-            stop = any([callback(history) for callback in callbacks]) or stop
-            if stop:
-                if history.stop_reason == "completed":
-                    history.stop_reason = "callback"
-                break
+                if per_epoch:
+                    stop = any([callback(history) for callback in callbacks]) or stop
+                else:
+                    chunk = _next_chunk(count, seconds, n)
+                if stop:
+                    if history.stop_reason == "completed":
+                        history.stop_reason = "callback"
+                    break
     except KeyboardInterrupt:
         history.stop_reason = "interrupted"
         raise
@@ -213,6 +252,48 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
     if stopper is not None and stopper.best_params is not None:
         model.params[...] = stopper.best_params
     return history
+
+
+def _epoch_orders(rng, n, count):
+    """count epochs' sample orders, (count, n): the permutations count successive
+    rng.permutation(n) calls would give, drawn at once."""
+    orders = np.tile(np.arange(n), (count, 1))
+    return rng.permuted(orders, axis=1, out=orders)
+
+
+CHUNK_SECONDS = 0.05
+MAX_ORDER_ENTRIES = 1 << 22
+
+
+def _next_chunk(count, seconds, n):
+    """Epochs for the next engine call: enough to last about CHUNK_SECONDS, with at
+    most MAX_ORDER_ENTRIES shuffled indices."""
+    wanted = int(count * CHUNK_SECONDS / max(seconds, 1e-6))
+    return max(1, min(wanted, MAX_ORDER_ENTRIES // n))
+
+
+def _module_epoch(model, loss, optimizer, X, targets, weight, order, batch, clip_norm):
+    """One epoch of the per-module path: forward, loss and backward by module calls, then
+    clipping and one optimizer step per batch. Returns ([loss sum], [metric sum], None),
+    or ([], [], Failure) when a batch's loss is not finite (its update is skipped)."""
+    epoch_params = model.params.copy()
+    epoch_state = {k: v.copy() for k, v in optimizer.state.items()}
+    epoch_steps = optimizer.steps
+    Xe, te, we = (X, targets, weight) if order is None else (
+        X[order], targets[order], None if weight is None else weight[order])
+    total_loss = total_metric = 0.0
+    for lo in range(0, len(X), batch):
+        xb, tb = Xe[lo:lo + batch], te[lo:lo + batch]
+        wb = None if we is None else we[lo:lo + batch]
+        value, outputs = forward_backward(model, xb, tb, loss, wb)
+        if not np.isfinite(value):
+            return [], [], engines.Failure(0, lo // batch, value, epoch_params, epoch_state, epoch_steps)
+        if clip_norm is not None:
+            _clip_by_global_norm(model.grads, float(clip_norm))
+        optimizer.step(model.params, model.grads)
+        total_loss += value * len(xb)
+        total_metric += loss.score(outputs, tb) * len(xb)
+    return [total_loss], [total_metric], None
 
 
 def _end_epoch(model, loss, history, stopper, validation, epoch, train_loss, train_metric, seconds):

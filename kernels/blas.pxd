@@ -4,16 +4,28 @@ from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 
+cdef inline void gemm_ptr(bint trans_a, bint trans_b, int m, int n, int k,
+                          const floating* A, int lda, const floating* B, int ldb,
+                          floating* C, int ldc) noexcept nogil:
+    """Row-major C (m, n) = op(A) @ op(B), with op(A) (m, k) and op(B) (k, n); lda,
+    ldb and ldc are the row lengths of A, B and C as stored. Sizes must be positive."""
+    cdef char op_a = b'T' if trans_a else b'N'
+    cdef char op_b = b'T' if trans_b else b'N'
+    cdef floating one = 1, zero = 0
+    # A row-major array is its transpose in column-major order, so the
+    # row-major C = op(A) op(B) is the column-major C.T = op(B).T op(A).T.
+    if floating is float:
+        sgemm(&op_b, &op_a, &n, &m, &k, &one, <float*>B, &ldb, <float*>A, &lda, &zero, C, &ldc)
+    else:
+        dgemm(&op_b, &op_a, &n, &m, &k, &one, <double*>B, &ldb, <double*>A, &lda, &zero, C, &ldc)
+
+
 cdef inline void gemm(const floating[:, ::1] A, bint trans_a,
                       const floating[:, ::1] B, bint trans_b,
                       floating[:, ::1] C) noexcept nogil:
     """C = op(A) @ op(B), where op(X) is X.T if trans_x is set, else X."""
     cdef int m = C.shape[0], n = C.shape[1]
     cdef int k = A.shape[0] if trans_a else A.shape[1]
-    cdef int lda = A.shape[1], ldb = B.shape[1], ldc = n
-    cdef char op_a = b'T' if trans_a else b'N'
-    cdef char op_b = b'T' if trans_b else b'N'
-    cdef floating one = 1, zero = 0
     cdef Py_ssize_t i, j
     if m == 0 or n == 0:
         return
@@ -22,11 +34,4 @@ cdef inline void gemm(const floating[:, ::1] A, bint trans_a,
             for j in range(n):
                 C[i, j] = 0
         return
-    # A row-major array is its transpose in column-major order, so the
-    # row-major C = op(A) op(B) is the column-major C.T = op(B).T op(A).T.
-    if floating is float:
-        sgemm(&op_b, &op_a, &n, &m, &k, &one, <float*>&B[0, 0], &ldb,
-              <float*>&A[0, 0], &lda, &zero, &C[0, 0], &ldc)
-    else:
-        dgemm(&op_b, &op_a, &n, &m, &k, &one, <double*>&B[0, 0], &ldb,
-              <double*>&A[0, 0], &lda, &zero, &C[0, 0], &ldc)
+    gemm_ptr(trans_a, trans_b, m, n, k, &A[0, 0], A.shape[1], &B[0, 0], B.shape[1], &C[0, 0], n)

@@ -1,0 +1,317 @@
+"""The training engine: whole epochs of a Dense + activation network in one compiled call.
+
+``fit`` asks :func:`plan` whether the model, loss and optimizer suit the
+engine; when they do, an :class:`Engine` holds the prepared arrays and the
+workspaces (allocated once per model and batch size) and runs chunks of
+epochs in the backend's compiled loop (kernels/numba_engine.py or
+kernels/cython_engine.pyx). Anything else falls back to the per-module path
+in fastnn/train.py, which computes the same numbers one layer call at a time.
+
+BLAS threads are set through threadpoolctl around the compiled calls: one
+thread for small products, two (this machine's cores) once a step's
+matrix products are large enough to pay for the second thread; see
+:func:`thread_count` and docs/engine.md.
+"""
+import contextlib
+import importlib
+import os
+import threading
+import weakref
+from collections import OrderedDict
+
+import numpy as np
+
+from . import kernels
+from .kernels import numba_engine
+from .layers import Dense, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
+from .losses import MSE, BCEWithLogits, SoftmaxCrossEntropy
+from .optim import SGD, Adam
+
+ENGINE_MODULES = {"numba": "numba_engine", "cython": "cython_engine"}
+ACTIVATIONS = (Identity, ReLU, LeakyReLU, Sigmoid, Tanh)
+LOSSES = (SoftmaxCrossEntropy, MSE, BCEWithLogits)
+# Two BLAS threads pay once a step's matrix products reach this many flops: for
+# 784-256-128-10 (1.007 MFLOP per sample) that is batches of about 1000 and more;
+# at 32-256 rows the second thread slowed steps down (docs/engine.md).
+TWO_THREAD_FLOPS = 1e9
+WORKSPACES_KEPT = 4
+
+
+def engine_module(backend_name):
+    """The compiled engine of a backend, or None when that backend has none."""
+    module_name = ENGINE_MODULES.get(backend_name)
+    if module_name is None:
+        return None
+    try:
+        return importlib.import_module(f"{kernels.__name__}.{module_name}")
+    except ImportError:
+        return None
+
+
+def unsupported(model, loss, optimizer):
+    """Why the engine cannot train this model, loss and optimizer; None when it can."""
+    from .model import Sequential
+
+    if type(model) is not Sequential:
+        return f"the engine trains Sequential models; got {type(model).__name__}"
+    previous = None
+    for layer in model.layers:
+        if type(layer) is Dense:
+            previous = layer
+            continue
+        if type(layer) not in ACTIVATIONS:
+            return f"the engine supports Dense layers and {[a.__name__ for a in ACTIVATIONS]}; got {layer!r}"
+        if type(previous) is not Dense:
+            return f"{layer!r} must follow a Dense layer for the engine"
+        previous = layer
+    if type(model.layers[0]) is not Dense:
+        return "the engine needs a Dense layer first"
+    if type(loss) not in LOSSES:
+        return f"the engine supports the losses {[c.__name__ for c in LOSSES]}; got {loss!r}"
+    if type(optimizer) not in (SGD, Adam):
+        return f"the engine supports SGD and Adam; got {optimizer!r}"
+    return None
+
+
+def plan(engine, model, loss, optimizer):
+    """The engine module fit should use, or None for the per-module path.
+
+    engine: 'auto' (the engine when the model is supported and the selected backend
+    is numba or cython), True (the engine or an error saying why not), False.
+    """
+    if engine is False:
+        return None
+    if engine not in ("auto", True):
+        raise ValueError(f"engine must be 'auto', True or False; got {engine!r}")
+    reason = unsupported(model, loss, optimizer)
+    backend = kernels.get_backend().name
+    module = engine_module(backend)
+    if reason is None and module is None:
+        reason = f"the selected backend {backend!r} has no compiled engine (use numba or cython)"
+    if reason is not None:
+        if engine is True:
+            raise ValueError(f"engine=True: {reason}")
+        return None
+    return module
+
+
+def step_flops(model, batch):
+    """Flops of one training step: forward, weight gradients and input gradients
+    (all layers but the first), 2 flops per multiply-add."""
+    dense = model.dense_layers
+    products = sum(d.in_features * d.out_features for d in dense)
+    return 2 * batch * (2 * products + products - dense[0].in_features * dense[0].out_features)
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer or None; got {value!r}")
+    return int(value)
+
+
+def requested_threads(n_threads):
+    """n_threads, else FASTNN_NUM_THREADS, else None (automatic), validated."""
+    if n_threads is not None:
+        return _positive_int("n_threads", n_threads)
+    text = os.environ.get("FASTNN_NUM_THREADS", "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 1:
+        raise ValueError(f"FASTNN_NUM_THREADS must be a positive integer; got {text!r}")
+    return value
+
+
+_controller = None
+_running = 0
+_running_lock = threading.Lock()
+
+
+def _blas():
+    """A threadpoolctl controller of the BLAS libraries (created once)."""
+    global _controller
+    if _controller is None:
+        from threadpoolctl import ThreadpoolController
+
+        _controller = ThreadpoolController().select(user_api="blas")
+    return _controller
+
+
+def thread_count(n_threads, model, batch):
+    """BLAS threads for training ``model`` with this batch size.
+
+    An explicit n_threads (or FASTNN_NUM_THREADS) wins. Otherwise: one thread for
+    online training and for steps under TWO_THREAD_FLOPS, else as many as the cores
+    and the BLAS limit already in force allow (a sweep that limited BLAS to one thread
+    per worker keeps it); one while another fit runs the engine in this process.
+    """
+    requested = requested_threads(n_threads)
+    if requested is not None:
+        return requested
+    if batch == 1 or step_flops(model, batch) < TWO_THREAD_FLOPS or _running > 0:
+        return 1
+    limits = [lib.num_threads for lib in _blas().lib_controllers] or [1]
+    return max(1, min(os.cpu_count() or 1, 2, *limits))
+
+
+@contextlib.contextmanager
+def blas_threads(count):
+    """Run the block with ``count`` BLAS threads and count it as a running engine fit."""
+    global _running
+    with _running_lock:
+        _running += 1
+    try:
+        with _blas().limit(limits=count, user_api="blas"):
+            yield
+    finally:
+        with _running_lock:
+            _running -= 1
+
+
+class Workspace:
+    """Buffers for training one model with batches of up to ``batch`` rows, laid out as
+    kernels/numba_engine.py describes."""
+
+    def __init__(self, model, batch):
+        dense = model.dense_layers
+        dtype = model.dtype
+        self.layers = np.zeros((len(dense), 6), np.int64)
+        self.alphas = np.zeros(len(dense), np.float64)
+        w_offset, inputs, outputs = 0, 0, batch * model.n_features
+        for i, (layer, (code, alpha)) in enumerate(zip(dense, _activation_codes(model))):
+            self.layers[i] = (w_offset, layer.in_features, layer.out_features, code, inputs, outputs)
+            self.alphas[i] = alpha
+            w_offset += layer.n_params
+            inputs, outputs = outputs, outputs + batch * layer.out_features
+        self.acts = np.zeros(outputs, dtype)
+        self.deltas = np.zeros(outputs, dtype)
+        self.twork = np.zeros((batch, model.n_outputs), dtype)
+        self.wwork = np.zeros(batch, dtype)
+        self.lwork = np.zeros(batch, np.int64)
+        self.backup = np.zeros((3, model.n_params), dtype)
+
+
+def _activation_codes(model):
+    """(activation code, alpha) after each Dense layer; identity where none follows."""
+    codes = []
+    for layer in model.layers:
+        if type(layer) is Dense:
+            codes.append((kernels.ACTIVATIONS["identity"], 0.0))
+        else:
+            codes[-1] = (kernels.ACTIVATIONS[layer.name], float(layer.alpha))
+    return codes
+
+
+_workspaces = weakref.WeakKeyDictionary()
+
+
+def workspace(model, batch):
+    """The model's Workspace for this batch size, allocated on first use; the few most
+    recently used sizes are kept."""
+    kept = _workspaces.setdefault(model, OrderedDict())
+    if batch in kept:
+        kept.move_to_end(batch)
+    else:
+        kept[batch] = Workspace(model, batch)
+        while len(kept) > WORKSPACES_KEPT:
+            kept.popitem(last=False)
+    return kept[batch]
+
+
+def _writable(a):
+    """a itself, or a writable copy: compiled code is specialised on read-only arrays."""
+    return a if a.flags.writeable else a.copy()
+
+
+class Failure:
+    """Where a chunk stopped on a non-finite loss, and the state at that epoch's start."""
+
+    def __init__(self, epoch, batch, value, params, state, steps):
+        self.epoch, self.batch, self.value = epoch, batch, value
+        self.params, self.state, self.steps = params, state, steps
+
+
+class Engine:
+    """Compiled training of one model with one loss and optimizer on prepared arrays."""
+
+    def __init__(self, module, model, loss, optimizer, X, targets, weight, batch, clip_norm):
+        self.model, self.optimizer, self.batch = model, optimizer, batch
+        self.run_epochs = module.run_online if batch == 1 else module.run_batches
+        self.X = _writable(X)
+        dtype = model.dtype
+        if loss.name == "softmax_cross_entropy" and targets.ndim == 1:
+            self.loss_code = numba_engine.CROSS_ENTROPY
+            self.labels, self.targets = _writable(targets), np.zeros((0, model.n_outputs), dtype)
+        else:
+            self.loss_code = {"softmax_cross_entropy": numba_engine.CROSS_ENTROPY_SOFT, "mse": numba_engine.MSE,
+                              "bce_with_logits": numba_engine.BCE}[loss.name]
+            self.labels, self.targets = np.zeros(0, np.int64), _writable(targets)
+        self.weights = np.zeros(0, dtype) if weight is None else _writable(weight)
+        self.optimizer_code = numba_engine.SGD if isinstance(optimizer, SGD) else numba_engine.ADAM
+        self.clip_norm = 0.0 if clip_norm is None else float(clip_norm)
+        self.work = workspace(model, batch)
+        self.no_orders = np.zeros((0, 0), np.int64)
+
+    def _hyper(self):
+        opt = self.optimizer
+        if isinstance(opt, SGD):
+            values = (opt.lr, opt.momentum, opt.nesterov, opt.weight_decay, 0, 0, 0, 0)
+        else:
+            values = (opt.lr, 0, 0, opt.weight_decay, *opt.betas, opt.eps, opt.decoupled)
+        return np.array((*values, self.clip_norm), np.float64)
+
+    def _state(self):
+        opt = self.optimizer
+        if isinstance(opt, SGD):
+            return opt.state["velocity"], np.zeros(0, self.model.dtype)
+        return opt.state["m"], opt.state["v"]
+
+    def run(self, orders, n_epochs):
+        """Train n_epochs in one call; orders is (n_epochs, n) or None (in order).
+
+        Returns (per-epoch loss sums, per-epoch metric sums, Failure or None) for the
+        epochs completed; the optimizer's step count is updated.
+        """
+        model, work = self.model, self.work
+        state_a, state_b = self._state()
+        stats = np.zeros((n_epochs, 2), np.float64)
+        done, index, steps, value = self.run_epochs(
+            model.params, model.grads, state_a, state_b, work.backup, work.layers, work.alphas,
+            self._hyper(), self.optimizer_code, self.loss_code, self.optimizer.steps,
+            self.X, self.labels, self.targets, self.weights,
+            self.no_orders if orders is None else orders, n_epochs, self.batch,
+            work.acts, work.deltas, work.twork, work.wwork, work.lwork, stats)
+        self.optimizer.steps = int(steps)
+        failure = None
+        if done < n_epochs:
+            names = self.optimizer.state_names
+            state = {name: work.backup[1 + i, :len(self.optimizer.state[name])] for i, name in enumerate(names)}
+            failure = Failure(int(done), int(index), float(value), work.backup[0], state, int(steps) - int(index))
+        return stats[:done, 0], stats[:done, 1], failure
+
+
+def warmup(backend="numba"):
+    """Compile the backend's engine ahead of time for float32 and float64, both loops
+    (mini-batch and online); with Numba's on-disk cache (NUMBA_CACHE_DIR, else
+    __pycache__ beside the sources, else a user-wide directory) later processes load
+    it instead. Returns the seconds it took."""
+    import time
+
+    from .model import mlp
+
+    module = engine_module(backend)
+    if module is None:
+        raise ValueError(f"backend {backend!r} has no compiled engine; use 'numba' or 'cython'")
+    start = time.perf_counter()
+    loss = SoftmaxCrossEntropy()
+    for dtype in (np.float32, np.float64):
+        model = mlp([2, 2], dtype=dtype, seed=0)
+        X, labels = np.zeros((2, 2), dtype), np.array([0, 1])
+        for batch in (1, 2):
+            optimizer = SGD(0.1)
+            optimizer.bind(model.n_params, model.dtype)
+            Engine(module, model, loss, optimizer, X, labels, None, batch, None).run(None, 1)
+    return time.perf_counter() - start

@@ -1,0 +1,461 @@
+"""Cython training engine: the loops of numba_engine.py, compiled without the GIL.
+
+``run_batches`` (mini-batch and full batch, matrix products through blas.pxd)
+and ``run_online`` (one sample per update: matrix-vector loops, rank-1
+gradients, plain SGD in place) take the arguments numba_engine.py documents
+and return the same (epochs completed, batch index, optimizer steps, loss).
+The kernels of cython_kernels.pyx are not reachable from here (they have no
+.pxd), so the per-row loss, activation and optimizer formulas are written
+out below, as cython_kernels.pyx and numba_kernels.py compute them (Adam in the
+parameters' dtype, as numba_engine._adam).
+Arguments are trusted apart from their dtypes: fastnn/engine.py builds them.
+"""
+import numpy as np
+
+from cython cimport floating
+from libc.math cimport exp, expf, fabs, isfinite, log, log1p, sqrt, sqrtf, tanh, tanhf
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy
+
+from blas cimport gemm_ptr
+
+# Codes and indices, as in numba_engine.py (which fastnn/engine.py reads them from) and reference.py.
+cdef enum:
+    IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH
+cdef enum:
+    CROSS_ENTROPY, CROSS_ENTROPY_SOFT, MSE, BCE
+cdef enum:
+    SGD, ADAM
+cdef enum:
+    LR, MOMENTUM, NESTEROV, WEIGHT_DECAY, BETA1, BETA2, EPS, DECOUPLED, CLIP_NORM
+cdef enum:
+    W_OFFSET, N_IN, N_OUT, ACTIVATION, IN_OFFSET, OUT_OFFSET
+
+cdef object FLOAT64 = np.dtype(np.float64), FLOAT32 = np.dtype(np.float32)
+
+
+cdef inline floating _exp(floating x) noexcept nogil:
+    if floating is float:
+        return expf(x)
+    else:
+        return exp(x)
+
+
+cdef inline floating _sqrt(floating x) noexcept nogil:
+    if floating is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
+
+
+cdef inline floating _activate(floating z, int code, floating alpha) noexcept nogil:
+    """f(z), as cython_kernels._activate."""
+    cdef floating e
+    if code == RELU:
+        return 0 if z < 0 else z
+    if code == LEAKY_RELU:
+        return z if z > 0 else z * alpha
+    if code == SIGMOID:
+        e = _exp(-z if z >= 0 else z)
+        return (1 if z >= 0 else e) / (1 + e)
+    if code == TANH:
+        if floating is float:
+            return tanhf(z)
+        else:
+            return tanh(z)
+    return z
+
+
+cdef inline floating _activation_gradient(floating a, floating d, int code, floating alpha) noexcept nogil:
+    """d * f'(z) from a = f(z), as cython_kernels._activation_gradient."""
+    if code == RELU:
+        return d if a > 0 else 0
+    if code == LEAKY_RELU:
+        return d * (1 if a > 0 else alpha)
+    if code == SIGMOID:
+        return d * a * (1 - a)
+    if code == TANH:
+        return d * (1 - a * a)
+    return d
+
+
+cdef struct Layer:
+    Py_ssize_t w, n_in, n_out, inputs, outputs
+    int code
+
+
+cdef inline Layer _layer(const int64_t[:, ::1] layers, Py_ssize_t i) noexcept nogil:
+    cdef Layer layer
+    layer.w = layers[i, W_OFFSET]
+    layer.n_in = layers[i, N_IN]
+    layer.n_out = layers[i, N_OUT]
+    layer.code = <int>layers[i, ACTIVATION]
+    layer.inputs = layers[i, IN_OFFSET]
+    layer.outputs = layers[i, OUT_OFFSET]
+    return layer
+
+
+cdef double _loss(int loss, const floating* out, Py_ssize_t rows, Py_ssize_t cols,
+                  const int64_t* labels, const floating* targets, const floating* weights,
+                  floating* grad) noexcept nogil:
+    """Weighted mean loss of out (rows, cols) and its gradient into grad, as the kernels:
+    row weights 1 / rows, or weights[i] / sum(weights) (a sum of 0 counts as 1)."""
+    cdef Py_ssize_t i, j
+    cdef double total = rows, w, top, lse, t, z, e, row_loss, target_sum, log_p, result = 0
+    cdef int64_t label
+    if weights != NULL:
+        total = 0
+        for i in range(rows):
+            total += weights[i]
+        if not total > 0:
+            total = 1
+    for i in range(rows):
+        w = (weights[i] if weights != NULL else 1.0) / total
+        if loss == CROSS_ENTROPY or loss == CROSS_ENTROPY_SOFT:
+            top = out[i * cols]
+            for j in range(1, cols):
+                if out[i * cols + j] > top:
+                    top = out[i * cols + j]
+            lse = 0
+            for j in range(cols):
+                lse += exp(out[i * cols + j] - top)
+            lse = log(lse)
+            if loss == CROSS_ENTROPY:
+                label = labels[i]
+                result -= w * ((out[i * cols + label] - top) - lse)
+                for j in range(cols):
+                    e = exp((out[i * cols + j] - top) - lse)
+                    grad[i * cols + j] = (e - 1.0 if j == label else e) * w
+            else:
+                target_sum = row_loss = 0
+                for j in range(cols):
+                    target_sum += targets[i * cols + j]
+                for j in range(cols):
+                    t = targets[i * cols + j]
+                    log_p = (out[i * cols + j] - top) - lse
+                    row_loss += t * log_p
+                    grad[i * cols + j] = (exp(log_p) * target_sum - t) * w
+                result -= w * row_loss
+        elif loss == MSE:
+            row_loss = 0
+            for j in range(cols):
+                z = <double>out[i * cols + j] - targets[i * cols + j]
+                row_loss += z * z
+                grad[i * cols + j] = z * (2.0 * w / cols)
+            result += w * row_loss
+        else:
+            row_loss = 0
+            for j in range(cols):
+                z = out[i * cols + j]
+                t = targets[i * cols + j]
+                e = exp(-fabs(z))
+                row_loss += (z if z > 0 else 0.0) - z * t + log1p(e)
+                grad[i * cols + j] = ((1.0 / (1.0 + e) if z >= 0 else e / (1.0 + e)) - t) * (w / cols)
+            result += w * row_loss
+    if loss == MSE or loss == BCE:
+        result /= cols
+    return result
+
+
+cdef inline Py_ssize_t _argmax(const floating* row, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j, best = 0
+    for j in range(1, n):
+        if row[j] > row[best]:
+            best = j
+    return best
+
+
+cdef double _metric(int loss, const floating* out, Py_ssize_t rows, Py_ssize_t cols,
+                    const int64_t* labels, const floating* targets) noexcept nogil:
+    """The batch's metric times its rows, as numba_engine._metric."""
+    cdef Py_ssize_t i, j
+    cdef double total = 0, mean, residual, spread
+    if loss == CROSS_ENTROPY:
+        for i in range(rows):
+            total += _argmax(out + i * cols, cols) == labels[i]
+    elif loss == CROSS_ENTROPY_SOFT:
+        for i in range(rows):
+            total += _argmax(out + i * cols, cols) == _argmax(targets + i * cols, cols)
+    elif loss == BCE:
+        for i in range(rows):
+            for j in range(cols):
+                total += (out[i * cols + j] > 0) == (targets[i * cols + j] > 0.5)
+        total /= cols
+    else:
+        for j in range(cols):
+            mean = residual = spread = 0
+            for i in range(rows):
+                mean += targets[i * cols + j]
+            mean /= rows
+            for i in range(rows):
+                residual += (<double>targets[i * cols + j] - out[i * cols + j]) ** 2
+                spread += (targets[i * cols + j] - mean) ** 2
+            if spread > 0:
+                total += 1.0 - residual / spread
+            elif residual == 0:
+                total += 1.0
+        total *= <double>rows / cols
+    return total
+
+
+cdef void _update(floating* params, floating* grads, floating* state_a, floating* state_b,
+                  Py_ssize_t n, const double* hyper, int optimizer, long step) noexcept nogil:
+    """Clip by global norm (if set), then one SGD or Adam step, in the dtype."""
+    cdef Py_ssize_t k
+    cdef double norm = 0
+    cdef floating scale, lr, momentum, decay, gf, vf, pf, mf
+    cdef floating shrink_f, l2_f, b1, b2, keep1, keep2, size_f, bias_f, eps_f
+    if hyper[CLIP_NORM] > 0:
+        for k in range(n):
+            norm += <double>grads[k] * grads[k]
+        norm = sqrt(norm)
+        if norm > hyper[CLIP_NORM]:
+            scale = <floating>(hyper[CLIP_NORM] / norm)
+            for k in range(n):
+                grads[k] *= scale
+    if optimizer == SGD:
+        lr, momentum, decay = <floating>hyper[LR], <floating>hyper[MOMENTUM], <floating>hyper[WEIGHT_DECAY]
+        for k in range(n):
+            gf = grads[k] + decay * params[k]
+            if hyper[MOMENTUM] != 0:
+                vf = momentum * state_a[k] + gf
+                state_a[k] = vf
+                gf = gf + momentum * vf if hyper[NESTEROV] != 0 else vf
+            params[k] -= lr * gf
+        return
+    # Adam in the dtype of the parameters, as numba_engine._adam.
+    shrink_f = <floating>(1.0 - hyper[LR] * hyper[WEIGHT_DECAY] if hyper[DECOUPLED] != 0 else 1.0)
+    l2_f = <floating>(0.0 if hyper[DECOUPLED] != 0 else hyper[WEIGHT_DECAY])
+    b1, b2 = <floating>hyper[BETA1], <floating>hyper[BETA2]
+    keep1, keep2 = <floating>(1.0 - hyper[BETA1]), <floating>(1.0 - hyper[BETA2])
+    size_f = <floating>(hyper[LR] / (1.0 - hyper[BETA1] ** step))
+    bias_f = <floating>sqrt(1.0 - hyper[BETA2] ** step)
+    eps_f = <floating>hyper[EPS]
+    for k in range(n):
+        pf = params[k] * shrink_f
+        gf = grads[k] + l2_f * pf
+        mf = b1 * state_a[k] + keep1 * gf
+        vf = b2 * state_b[k] + keep2 * gf * gf
+        state_a[k] = mf
+        state_b[k] = vf
+        params[k] = pf - size_f * mf / (_sqrt(vf) / bias_f + eps_f)
+
+
+cdef void _gather(const int64_t* order, Py_ssize_t lo, Py_ssize_t rows, const floating[:, ::1] X,
+                  const int64_t[::1] labels, const floating[:, ::1] targets, const floating[::1] weights,
+                  floating* xwork, int64_t* lwork, floating* twork, floating* wwork) noexcept nogil:
+    """Copy samples order[lo:lo + rows] (samples lo:lo + rows when order is NULL) into
+    the workspaces."""
+    cdef Py_ssize_t r, i, n_in = X.shape[1], n_out = targets.shape[1]
+    for r in range(rows):
+        i = order[lo + r] if order != NULL else lo + r
+        memcpy(xwork + r * n_in, &X[i, 0], n_in * sizeof(floating))
+        if labels.shape[0] > 0:
+            lwork[r] = labels[i]
+        if targets.shape[0] > 0:
+            memcpy(twork + r * n_out, &targets[i, 0], n_out * sizeof(floating))
+        if weights.shape[0] > 0:
+            wwork[r] = weights[i]
+
+
+cdef void _forward_batch(floating* params, Layer layer, floating alpha, const floating* a,
+                         floating* z, Py_ssize_t rows) noexcept nogil:
+    """z = f(a @ W + b) for rows rows: one GEMM, then bias and activation row by row."""
+    cdef Py_ssize_t i, j
+    cdef const floating* b = params + layer.w + layer.n_in * layer.n_out
+    gemm_ptr(False, False, rows, layer.n_out, layer.n_in, a, layer.n_in, params + layer.w, layer.n_out,
+             z, layer.n_out)
+    for i in range(rows):
+        for j in range(layer.n_out):
+            z[i * layer.n_out + j] = _activate(z[i * layer.n_out + j] + b[j], layer.code, alpha)
+
+
+cdef void _backward_batch(floating* params, floating* grads, Layer layer, floating alpha,
+                          const floating* a, const floating* z, floating* d, floating* d_prev,
+                          Py_ssize_t rows) noexcept nogil:
+    """From d = d(loss)/d(output): dW = a.T @ d', db = column sums of d', and
+    d_prev = d' @ W.T unless d_prev is NULL, with d' = d * f'(z) (in place)."""
+    cdef Py_ssize_t i, j, n_out = layer.n_out
+    cdef floating* db = grads + layer.w + layer.n_in * n_out
+    if layer.code != IDENTITY:
+        for i in range(rows * n_out):
+            d[i] = _activation_gradient(z[i], d[i], layer.code, alpha)
+    gemm_ptr(True, False, layer.n_in, n_out, rows, a, layer.n_in, d, n_out, grads + layer.w, n_out)
+    for j in range(n_out):
+        db[j] = 0
+    for i in range(rows):
+        for j in range(n_out):
+            db[j] += d[i * n_out + j]
+    if d_prev != NULL:
+        gemm_ptr(False, True, rows, layer.n_in, n_out, d, n_out, params + layer.w, n_out, d_prev, layer.n_in)
+
+
+cdef void _forward_one(floating* params, Layer layer, floating alpha, floating* acts) noexcept nogil:
+    """One sample through one layer, a row of W at a time, skipping zero inputs."""
+    cdef Py_ssize_t j, k, n_out = layer.n_out
+    cdef floating* z = acts + layer.outputs
+    cdef const floating* row
+    cdef const floating* b = params + layer.w + layer.n_in * n_out
+    cdef floating ak
+    for j in range(n_out):
+        z[j] = 0
+    for k in range(layer.n_in):
+        ak = acts[layer.inputs + k]
+        if ak != 0:
+            row = params + layer.w + k * n_out
+            for j in range(n_out):
+                z[j] += ak * row[j]
+    for j in range(n_out):
+        z[j] = _activate(z[j] + b[j], layer.code, alpha)
+
+
+cdef void _backward_one(floating* params, floating* grads, Layer layer, floating alpha, floating* acts,
+                        floating* deltas, bint first, floating lr, bint in_place) noexcept nogil:
+    """One sample back through one layer, as numba_engine._backward_one."""
+    cdef Py_ssize_t j, k, n_out = layer.n_out
+    cdef floating* d = deltas + layer.outputs
+    cdef floating* row
+    cdef floating* grad_row
+    cdef floating ak, s
+    cdef Py_ssize_t b = layer.w + layer.n_in * n_out
+    if layer.code != IDENTITY:
+        for j in range(n_out):
+            d[j] = _activation_gradient(acts[layer.outputs + j], d[j], layer.code, alpha)
+    for k in range(layer.n_in):
+        row = params + layer.w + k * n_out
+        if not first:
+            s = 0
+            for j in range(n_out):
+                s += row[j] * d[j]
+            deltas[layer.inputs + k] = s
+        ak = acts[layer.inputs + k]
+        if not in_place:
+            grad_row = grads + layer.w + k * n_out
+            for j in range(n_out):
+                grad_row[j] = ak * d[j]
+        elif ak != 0:
+            for j in range(n_out):
+                row[j] -= lr * (ak * d[j])
+    for j in range(n_out):
+        if in_place:
+            params[b + j] -= lr * d[j]
+        else:
+            grads[b + j] = d[j]
+
+
+cdef tuple _run(bint online, floating[::1] params, floating[::1] grads, floating[::1] state_a,
+                floating[::1] state_b, floating[:, ::1] backup, const int64_t[:, ::1] layers,
+                const double[::1] alphas, const double[::1] hyper, int optimizer, int loss, long step,
+                const floating[:, ::1] X, const int64_t[::1] labels, const floating[:, ::1] targets,
+                const floating[::1] weights, const int64_t[:, ::1] orders, Py_ssize_t n_epochs,
+                Py_ssize_t batch, floating[::1] acts, floating[::1] deltas, floating[:, ::1] twork,
+                floating[::1] wwork, int64_t[::1] lwork, double[:, ::1] stats):
+    cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_layers = layers.shape[0]
+    cdef Py_ssize_t n_params = params.shape[0], last = n_layers - 1
+    cdef Py_ssize_t epoch, index, lo, rows, layer
+    cdef Layer top = _layer(layers, last), current
+    cdef Py_ssize_t n_out = top.n_out
+    cdef floating* p = &params[0]
+    cdef floating* g = &grads[0]
+    cdef floating* sa = &state_a[0] if state_a.shape[0] > 0 else NULL
+    cdef floating* sb = &state_b[0] if state_b.shape[0] > 0 else NULL
+    cdef floating* a = &acts[0]
+    cdef floating* d = &deltas[0]
+    cdef bint shuffled = orders.shape[0] > 0, weighted = weights.shape[0] > 0
+    cdef bint has_labels = labels.shape[0] > 0, has_targets = targets.shape[0] > 0
+    # Online and shuffled batches are gathered into the workspaces; otherwise the rows
+    # lo:lo + rows are read where they are.
+    cdef bint gather = online or shuffled
+    cdef const int64_t* order
+    cdef const floating* x
+    cdef const int64_t* lab
+    cdef const floating* tgt
+    cdef const floating* wgt
+    cdef double value = 0, loss_sum, metric_sum
+    cdef bint in_place = (online and optimizer == SGD and hyper[MOMENTUM] == 0 and hyper[WEIGHT_DECAY] == 0
+                          and hyper[CLIP_NORM] == 0)
+    cdef bint diverged = False
+    cdef floating lr = <floating>hyper[LR]
+    if online:
+        batch = 1
+    cdef Py_ssize_t n_batches = (n + batch - 1) // batch
+    with nogil:
+        for epoch in range(n_epochs):
+            memcpy(&backup[0, 0], p, n_params * sizeof(floating))
+            if sa != NULL:
+                memcpy(&backup[1, 0], sa, state_a.shape[0] * sizeof(floating))
+            if sb != NULL:
+                memcpy(&backup[2, 0], sb, state_b.shape[0] * sizeof(floating))
+            order = &orders[epoch, 0] if shuffled else NULL
+            loss_sum = metric_sum = 0
+            for index in range(n_batches):
+                lo = index * batch
+                rows = min(batch, n - lo)
+                if gather:
+                    _gather(order, lo, rows, X, labels, targets, weights, a, &lwork[0], &twork[0, 0], &wwork[0])
+                    x, lab, tgt, wgt = a, &lwork[0], &twork[0, 0], &wwork[0]
+                else:
+                    x = &X[lo, 0]
+                    lab = &labels[lo] if has_labels else NULL
+                    tgt = &targets[lo, 0] if has_targets else NULL
+                    wgt = &weights[lo] if weighted else NULL
+                if not weighted:
+                    wgt = NULL
+                for layer in range(n_layers):
+                    current = _layer(layers, layer)
+                    if online:
+                        _forward_one(p, current, <floating>alphas[layer], a)
+                    else:
+                        _forward_batch(p, current, <floating>alphas[layer],
+                                       x if layer == 0 else a + current.inputs, a + current.outputs, rows)
+                value = _loss(loss, a + top.outputs, rows, n_out, lab, tgt, wgt, d + top.outputs)
+                if not isfinite(value):
+                    diverged = True
+                    break
+                loss_sum += value * rows
+                metric_sum += _metric(loss, a + top.outputs, rows, n_out, lab, tgt)
+                for layer in range(last, -1, -1):
+                    current = _layer(layers, layer)
+                    if online:
+                        _backward_one(p, g, current, <floating>alphas[layer], a, d, layer == 0, lr, in_place)
+                    else:
+                        _backward_batch(p, g, current, <floating>alphas[layer],
+                                        x if layer == 0 else a + current.inputs, a + current.outputs,
+                                        d + current.outputs, NULL if layer == 0 else d + current.inputs, rows)
+                step += 1
+                if not in_place:
+                    _update(p, g, sa, sb, n_params, &hyper[0], optimizer, step)
+            if diverged:
+                break
+            stats[epoch, 0] = loss_sum
+            stats[epoch, 1] = metric_sum
+    if diverged:
+        return epoch, index, step, value
+    return n_epochs, 0, step, 0.0
+
+
+def _train(online, params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer, loss, step,
+           X, labels, targets, weights, orders, n_epochs, batch, acts, deltas, twork, wwork, lwork, stats):
+    if params.dtype == FLOAT64:
+        return _run[double](online, params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer,
+                            loss, step, X, labels, targets, weights, orders, n_epochs, batch, acts, deltas,
+                            twork, wwork, lwork, stats)
+    if params.dtype == FLOAT32:
+        return _run[float](online, params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer,
+                           loss, step, X, labels, targets, weights, orders, n_epochs, batch, acts, deltas,
+                           twork, wwork, lwork, stats)
+    raise TypeError(f"params must be float32 or float64; got {params.dtype}")
+
+
+def run_batches(params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer, loss, step,
+                X, labels, targets, weights, orders, n_epochs, batch, acts, deltas, twork, wwork, lwork, stats):
+    """Mini-batch training for n_epochs: see numba_engine.py."""
+    return _train(False, params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer, loss, step,
+                  X, labels, targets, weights, orders, n_epochs, batch, acts, deltas, twork, wwork, lwork, stats)
+
+
+def run_online(params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer, loss, step,
+               X, labels, targets, weights, orders, n_epochs, batch, acts, deltas, twork, wwork, lwork, stats):
+    """Online training (batch 1) for n_epochs: see numba_engine.py."""
+    return _train(True, params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer, loss, step,
+                  X, labels, targets, weights, orders, n_epochs, batch, acts, deltas, twork, wwork, lwork, stats)

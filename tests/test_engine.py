@@ -1,0 +1,362 @@
+"""The compiled training engine (fastnn/engine.py, kernels/*_engine): the same numbers as
+the per-module path for every activation, loss, optimizer and batch mode; fallback;
+no recompilation; no allocation per step; divergence; thread settings."""
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import engine as engines
+from fastnn.losses import SoftmaxCrossEntropy
+
+ENGINE_BACKENDS = [name for name in ("numba", "cython") if engines.engine_module(name) is not None]
+ACTIVATION_NAMES = ["identity", "relu", "leaky_relu", "sigmoid", "tanh"]
+# (samples, batch_size, epochs): 10 optimizer steps each.
+BATCH_MODES = {"online": (10, 1, 1), "mini-batch": (23, 5, 2), "full": (12, "full", 10)}
+
+
+@pytest.fixture(params=ENGINE_BACKENDS)
+def engine_backend(request):
+    with fastnn.use_backend(request.param):
+        yield request.param
+
+
+def data(n, n_features=3, n_classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, n_features))
+    y = rng.integers(0, n_classes, n)
+    return X, y
+
+
+def train_both(build, X, y, mode, optimizer=lambda: fastnn.SGD(0.1), **options):
+    """Train build() with the engine and without it, 10 steps: [(params, history)] * 2."""
+    n, batch_size, epochs = BATCH_MODES[mode]
+    if "sample_weight" in options:
+        options["sample_weight"] = options["sample_weight"][:n]
+    results = []
+    for engine in (True, False):
+        model = build()
+        history = model.fit(X[:n], y[:n], optimizer=optimizer(), epochs=epochs, batch_size=batch_size, seed=3,
+                            verbose=0, engine=engine, **options)
+        results.append((model.params.copy(), history))
+    return results
+
+
+def assert_same(engine_result, module_result):
+    (p_engine, h_engine), (p_module, h_module) = engine_result, module_result
+    np.testing.assert_allclose(p_engine, p_module, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(h_engine.loss, h_module.loss, rtol=1e-5)
+    np.testing.assert_allclose(h_engine.metric, h_module.metric, rtol=1e-5, atol=1e-12)
+
+
+def mlp64(activation, output_activation=None, sizes=(3, 6, 5, 3)):
+    return lambda: fastnn.mlp(list(sizes), activation=activation, output_activation=output_activation,
+                              dtype=np.float64, seed=1)
+
+
+@pytest.mark.parametrize("mode", BATCH_MODES)
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+def test_activations_match_the_module_path(engine_backend, activation, mode):
+    X, y = data(30)
+    assert_same(*train_both(mlp64(activation), X, y, mode))
+
+
+def test_leaky_relu_slope_is_used(engine_backend):
+    X, y = data(30)
+    build = lambda: fastnn.Sequential(fastnn.Dense(3, 4, dtype=np.float64, seed=0), fastnn.LeakyReLU(0.3),
+                                      fastnn.Dense(4, 3, dtype=np.float64, seed=1))
+    assert_same(*train_both(build, X, y, "mini-batch"))
+
+
+def _targets(loss, y, n_outputs):
+    if loss == "soft":
+        t = np.full((len(y), n_outputs), 0.1)
+        t[np.arange(len(y)), y] = 0.8
+        return t
+    if loss == "bce":
+        return np.eye(n_outputs)[y]
+    if loss == "mse":
+        return np.random.default_rng(5).standard_normal((len(y), n_outputs))
+    return y
+
+
+@pytest.mark.parametrize("mode", BATCH_MODES)
+@pytest.mark.parametrize("loss", ["cross_entropy", "soft", "mse", "bce"])
+def test_losses_match_the_module_path(engine_backend, loss, mode):
+    X, y = data(30)
+    targets = _targets(loss, y, 3)
+    name = "cross_entropy" if loss == "soft" else loss
+    assert_same(*train_both(mlp64("tanh"), X, targets, mode, loss=name))
+
+
+@pytest.mark.parametrize("mode", BATCH_MODES)
+def test_output_activation_matches_the_module_path(engine_backend, mode):
+    X, y = data(30)
+    targets = np.random.default_rng(2).random((30, 3))
+    assert_same(*train_both(mlp64("relu", output_activation="sigmoid"), X, targets, mode, loss="mse"))
+
+
+OPTIMIZERS = {
+    "sgd": lambda: fastnn.SGD(0.1),
+    "momentum": lambda: fastnn.SGD(0.05, momentum=0.9),
+    "nesterov": lambda: fastnn.SGD(0.05, momentum=0.9, nesterov=True),
+    "sgd_weight_decay": lambda: fastnn.SGD(0.1, weight_decay=0.01),
+    "adam": lambda: fastnn.Adam(0.01),
+    "adam_l2": lambda: fastnn.Adam(0.01, weight_decay=0.01),
+    "adamw": lambda: fastnn.Adam(0.01, weight_decay=0.1, decoupled=True),
+}
+
+
+@pytest.mark.parametrize("mode", BATCH_MODES)
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_optimizers_match_the_module_path(engine_backend, optimizer, mode):
+    X, y = data(30)
+    assert_same(*train_both(mlp64("relu"), X, y, mode, optimizer=OPTIMIZERS[optimizer]))
+
+
+@pytest.mark.parametrize("mode", BATCH_MODES)
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_sample_weights_and_clipping_match_the_module_path(engine_backend, optimizer, mode):
+    X, y = data(30)
+    weight = np.random.default_rng(4).uniform(0.5, 2.0, 30)
+    for options in ({"sample_weight": weight}, {"clip_norm": 0.05}, {"sample_weight": weight, "clip_norm": 0.05}):
+        assert_same(*train_both(mlp64("sigmoid"), X, y, mode, optimizer=OPTIMIZERS[optimizer], **options))
+
+
+def test_unshuffled_and_per_epoch_work_match_the_module_path(engine_backend):
+    X, y = data(40)
+    results = []
+    for engine in (True, False):
+        model = mlp64("tanh")()
+        seen = []
+        history = model.fit(X, y, optimizer=fastnn.SGD(0.1, schedule=fastnn.StepDecay(2, 0.5)), epochs=6,
+                            batch_size=6, shuffle=False, validation_split=0.25, seed=0, verbose=0,
+                            callbacks=[lambda h: seen.append(h.loss[-1])], engine=engine)
+        results.append((model.params.copy(), history))
+        assert len(seen) == 6
+    assert_same(*results)
+    np.testing.assert_allclose(results[0][1].val_loss, results[1][1].val_loss, rtol=1e-5)
+
+
+def test_many_epochs_in_one_call_match_the_module_path(engine_backend):
+    X, y = data(10, n_features=2, n_classes=2)
+    results = []
+    for engine in (True, False):
+        model = fastnn.mlp([2, 5, 5, 5, 2], activation="sigmoid", dtype=np.float64, seed=0)
+        optimizer = fastnn.SGD(0.5)
+        history = model.fit(X, y, optimizer=optimizer, epochs=300, batch_size=1, seed=0, verbose=0, engine=engine)
+        results.append((model.params.copy(), history))
+        assert optimizer.steps == 3000 and optimizer.epochs == 300
+    assert_same(*results)
+    assert results[0][1].epoch == list(range(1, 301))
+
+
+def test_float32_matches_the_module_path(engine_backend):
+    X, y = data(30)
+    build = lambda: fastnn.mlp([3, 6, 3], activation="tanh", seed=1)
+    for mode in BATCH_MODES:
+        (p_engine, _), (p_module, _) = train_both(build, X, y, mode, optimizer=lambda: fastnn.Adam(0.01))
+        assert p_engine.dtype == np.float32
+        np.testing.assert_allclose(p_engine, p_module, rtol=1e-4, atol=1e-6)
+
+
+def test_optimizer_state_carries_over_between_engine_fits(engine_backend):
+    X, y = data(12)
+    once = mlp64("relu")()
+    once.fit(X, y, optimizer=fastnn.Adam(0.01), epochs=2, batch_size=4, shuffle=False, verbose=0, engine=True)
+    twice = mlp64("relu")()
+    twice.fit(X, y, optimizer=fastnn.Adam(0.01), epochs=1, batch_size=4, shuffle=False, verbose=0, engine=True)
+    twice.fit(X, y, optimizer=twice.optimizer, epochs=1, batch_size=4, shuffle=False, verbose=0, engine=True)
+    np.testing.assert_array_equal(once.params, twice.params)
+    assert twice.optimizer.steps == 6
+
+
+# Fallback to the per-module path.
+
+class CustomLoss(SoftmaxCrossEntropy):
+    pass
+
+
+@pytest.mark.parametrize("build,loss,reason", [
+    (lambda: fastnn.mlp([3, 4, 3], dropout=0.2, seed=0), None, "Dropout"),
+    (lambda: fastnn.Sequential(fastnn.Dense(3, 4), fastnn.Step(), fastnn.Dense(4, 3)), None, "Step"),
+    (lambda: fastnn.Sequential(fastnn.Dense(3, 4), fastnn.ReLU(), fastnn.Tanh(), fastnn.Dense(4, 3)), None,
+     "must follow a Dense layer"),
+    (lambda: fastnn.mlp([3, 4, 3], seed=0), CustomLoss(), "CustomLoss"),
+])
+def test_unsupported_models_fall_back(engine_backend, build, loss, reason):
+    X, y = data(12)
+    model = build()
+    optimizer = fastnn.SGD(0.1)
+    assert reason in engines.unsupported(model, loss or SoftmaxCrossEntropy(), optimizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if "Step" not in reason:
+            model.fit(X, y, loss=loss, optimizer=optimizer, epochs=1, verbose=0)
+            assert optimizer.steps == 1
+    with pytest.raises(ValueError, match="engine=True: .*" + reason):
+        build().fit(X, y, loss=loss, optimizer=fastnn.SGD(0.1), epochs=1, verbose=0, engine=True)
+
+
+def test_the_numpy_backend_has_no_engine():
+    X, y = data(12)
+    with fastnn.use_backend("numpy"):
+        assert engines.plan("auto", fastnn.mlp([3, 3], seed=0), SoftmaxCrossEntropy(), fastnn.SGD(0.1)) is None
+        with pytest.raises(ValueError, match="'numpy' has no compiled engine"):
+            fastnn.mlp([3, 3], seed=0).fit(X, y, epochs=1, verbose=0, engine=True)
+
+
+def test_engine_argument_is_checked():
+    X, y = data(12)
+    with pytest.raises(ValueError, match="engine must be 'auto', True or False; got 'yes'"):
+        fastnn.mlp([3, 3], seed=0).fit(X, y, epochs=1, verbose=0, engine="yes")
+
+
+# Compilation, allocation, divergence.
+
+def test_new_batch_sizes_do_not_recompile():
+    module = engines.engine_module("numba")
+    X, y = data(50)
+    with fastnn.use_backend("numba"):
+        for dtype in (np.float32, np.float64):
+            fastnn.mlp([3, 4, 3], dtype=dtype, seed=0).fit(X, y, epochs=1, batch_size=8, verbose=0)
+            fastnn.mlp([3, 4, 3], dtype=dtype, seed=0).fit(X, y, epochs=1, batch_size=1, verbose=0)
+        counts = len(module.run_batches.signatures), len(module.run_online.signatures)
+        for batch_size in (3, 7, 16, 49, 1):
+            for dtype in (np.float32, np.float64):
+                model = fastnn.mlp([3, 5, 3], dtype=dtype, seed=0)
+                model.fit(X[:49], y[:49], epochs=2, batch_size=batch_size, verbose=0,
+                          sample_weight=np.ones(49), optimizer="sgd", clip_norm=1.0)
+                model.fit(X, np.eye(3)[y], epochs=1, batch_size=batch_size, verbose=0, shuffle=False)
+        assert (len(module.run_batches.signatures), len(module.run_online.signatures)) == counts
+
+
+def _allocations(engine_backend, n, batch):
+    """(bytes traced by tracemalloc, NRT allocations) of one engine call over n samples."""
+    from numba.core.runtime import _nrt_python, rtsys
+
+    X, y = data(n, n_features=20, n_classes=4)
+    model = fastnn.mlp([20, 16, 4], seed=0)
+    optimizer = fastnn.Adam(0.01)
+    optimizer.bind(model.n_params, model.dtype)
+    loss = SoftmaxCrossEntropy()
+    engine = engines.Engine(engines.engine_module(engine_backend), model, loss, optimizer, X.astype(np.float32),
+                            loss.targets(y, 4, model.dtype), None, batch, None)
+    orders = np.tile(np.arange(n), (1, 1))
+    engine.run(orders, 1)
+    _nrt_python.memsys_enable_stats()
+    tracemalloc.start()
+    try:
+        before = rtsys.get_allocation_stats().alloc
+        tracemalloc.reset_peak()
+        start = tracemalloc.get_traced_memory()[0]
+        engine.run(orders, 1)
+        peak = tracemalloc.get_traced_memory()[1] - start
+        return peak, rtsys.get_allocation_stats().alloc - before
+    finally:
+        tracemalloc.stop()
+        _nrt_python.memsys_disable_stats()
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_steps_allocate_nothing(engine_backend, batch):
+    short = _allocations(engine_backend, 300 * batch, batch)
+    long = _allocations(engine_backend, 400 * batch, batch)
+    assert long == short  # 100 more steps, not one byte more
+    assert short[0] < 8000  # per call: the returned tuple, Cython's memoryview objects
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_divergence_stops_like_the_module_path(engine_backend, batch_size):
+    X, y = data(40)
+    X = X * 1e3
+    results = []
+    for engine in (True, False):
+        model = fastnn.mlp([3, 16, 3], dtype=np.float64, seed=0)
+        optimizer = fastnn.SGD(1e6)
+        with pytest.warns(RuntimeWarning, match="training loss became .* training stopped with the last finite"):
+            history = model.fit(X, y, optimizer=optimizer, epochs=50, batch_size=batch_size, verbose=0,
+                                seed=0, engine=engine)
+        assert history.diverged and history.stop_reason == "diverged"
+        assert np.isfinite(model.params).all()
+        results.append((model.params.copy(), len(history), optimizer.steps, optimizer.epochs))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-12)
+    assert results[0][1:] == results[1][1:]
+
+
+# Threads.
+
+def test_thread_count_policy(monkeypatch):
+    monkeypatch.delenv("FASTNN_NUM_THREADS", raising=False)
+    tiny = fastnn.mlp([2, 5, 5, 5, 2], seed=0)
+    big = fastnn.mlp([784, 256, 128, 10], seed=0)
+    assert engines.thread_count(None, tiny, 8192) == 1
+    assert engines.thread_count(None, big, 1) == 1
+    assert engines.thread_count(3, tiny, 1) == 3
+    monkeypatch.setenv("FASTNN_NUM_THREADS", "2")
+    assert engines.thread_count(None, tiny, 1) == 2
+    assert engines.thread_count(1, big, 8192) == 1
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "two", True])
+def test_n_threads_is_validated(value):
+    X, y = data(12)
+    with pytest.raises(ValueError, match="n_threads must be a positive integer or None"):
+        fastnn.mlp([3, 3], seed=0).fit(X, y, epochs=1, verbose=0, n_threads=value)
+
+
+@pytest.mark.parametrize("value", ["0", "many", "-2"])
+def test_fastnn_num_threads_is_validated(monkeypatch, value):
+    monkeypatch.setenv("FASTNN_NUM_THREADS", value)
+    X, y = data(12)
+    with pytest.raises(ValueError, match=f"FASTNN_NUM_THREADS must be a positive integer; got '{value}'"):
+        fastnn.mlp([3, 3], seed=0).fit(X, y, epochs=1, verbose=0)
+
+
+def test_threads_are_set_for_the_fit_and_restored(engine_backend):
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    X, y = data(64)
+    before = blas_threads()
+    params = []
+    for n_threads in (1, 2):
+        seen = []
+        model = mlp64("relu")()
+        model.fit(X, y, epochs=2, verbose=0, seed=0, n_threads=n_threads, callbacks=[lambda h: seen.append(blas_threads())])
+        assert seen == [[n_threads] * len(before)] * 2
+        assert blas_threads() == before
+        params.append(model.params)
+    np.testing.assert_allclose(params[0], params[1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ENGINE_BACKENDS)
+def test_warmup_compiles_both_dtypes_and_loops(backend):
+    assert fastnn.warmup(backend) >= 0
+    if backend == "numba":
+        module = engines.engine_module("numba")
+        dtypes = {sig[0].dtype.name for sig in module.run_batches.signatures + module.run_online.signatures}
+        assert dtypes == {"float32", "float64"}
+    with pytest.raises(ValueError, match="'numpy' has no compiled engine"):
+        fastnn.warmup("numpy")
+
+
+def test_an_unwritable_numba_cache_dir_still_trains(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = ("import numpy as np, fastnn\n"
+              "fastnn.set_backend('numba')\n"
+              "m = fastnn.mlp([2, 3, 2], seed=0)\n"
+              "h = m.fit(np.random.rand(10, 2), np.arange(10) % 2, epochs=2, batch_size=1, verbose=0)\n"
+              "print(len(h))\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": "/proc/fastnn-no-such-dir"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "2"
