@@ -1,5 +1,6 @@
-"""The ``fastnn`` command: ``fastnn train``, ``fastnn demo`` and ``fastnn config``."""
+"""The ``fastnn`` command: ``fastnn train``, ``demo``, ``config``, ``bench`` and ``profile``."""
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -9,7 +10,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from . import bench as benchmarks
 from . import datasets, kernels
+from . import profile as profiling
 from .config import show_config
 from .model import mlp
 from .optim import get_optimizer
@@ -232,6 +235,92 @@ def train(args, parser):
     return 0
 
 
+def _add_bench_parser(commands):
+    parser = commands.add_parser(
+        "bench", help="run the benchmark cases; write results.json and PNG plots",
+        description="Time the kernels of every backend, training throughput per batch size, time to "
+                    "test accuracy on the MNIST digits, and naive vs backprop gradient cost; write "
+                    "results.json and PNG plots into --out. Run it as `env -u OPENBLAS_CORETYPE "
+                    "-u OPENBLAS_L2_SIZE fastnn bench` (docs/benchmarks.md).")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="a reduced set that runs in under a minute")
+    size.add_argument("--full", action="store_true",
+                      help="every kernel shape, and gradient nets up to 1e5 parameters (10-15 minutes)")
+    parser.add_argument("--out", default="fastnn-bench", metavar="DIR", help="(default: %(default)s)")
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="where the MNIST t10k files are (default: $FASTNN_DATA, else ../shared/data)")
+    return parser
+
+
+def bench(args):
+    """Run ``fastnn bench``: returns the exit code."""
+    plan = "quick" if args.quick else "full" if args.full else "default"
+    try:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(f"fastnn bench: error: cannot create --out {args.out!r}: {error}", file=sys.stderr)
+        return 1
+    results = benchmarks.run(plan, args.data_dir, stream=sys.stderr)
+    for path in benchmarks.write_outputs(results, args.out):
+        print(f"wrote {path}")
+    cost = results["gradient_cost"]
+    line = (f"gradient cost log-log slopes: naive {cost['naive_slope']:.2f}, backprop {cost['backprop_slope']:.2f}, "
+            f"ratio {cost['ratio_slope']:.2f}")
+    if cost["naive_slope_largest"] is not None:
+        line += (f" (three largest sizes: naive {cost['naive_slope_largest']:.2f}, "
+                 f"backprop {cost['backprop_slope_largest']:.2f})")
+    print(line)
+    if results["time_to_accuracy"]["skipped"]:
+        print(f"time to accuracy skipped: {results['time_to_accuracy']['skipped']}")
+    return 0
+
+
+def _add_profile_parser(commands):
+    parser = commands.add_parser(
+        "profile", help="time one kernel on every backend, or split a training step by kernel",
+        description="--kernel: every backend's variant of one kernel on the same arrays. --model: one "
+                    "training step of the per-module path, kernel call by kernel call, with its share "
+                    "of the step.")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--kernel", choices=kernels.KERNELS, help="the kernel to time")
+    what.add_argument("--model", metavar="SIZES", help="layer sizes of an MLP, e.g. 784,256,128,10")
+    parser.add_argument("--shape", metavar="B,IN,OUT",
+                        help="--kernel: batch, input and output size of the layer (default: 256,784,256)")
+    parser.add_argument("--batch-size", type=_positive_int, default=128, help="--model (default: %(default)s)")
+    parser.add_argument("--activation", choices=["relu", "tanh", "sigmoid", "leaky_relu"], default="relu",
+                        help="--model (default: %(default)s)")
+    parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="--model (default: %(default)s)")
+    parser.add_argument("--backend", choices=["numpy", "numba", "cython"],
+                        help="--model (default: $FASTNN_BACKEND or the fastest available)")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="(default: %(default)s)")
+    parser.add_argument("--repeats", type=_positive_int, default=15,
+                        help="kernel repeats, or profiled steps (default: %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
+
+
+def profile(args, parser):
+    """Run ``fastnn profile``: returns the exit code."""
+    if args.model and args.shape:
+        parser.error("--shape applies to --kernel; --model takes --batch-size")
+    try:
+        sizes = profiling.parse_sizes(args.shape or "256,784,256", 3) if args.kernel else \
+            profiling.parse_sizes(args.model)
+        backend = kernels.get_backend(args.backend).name
+    except ValueError as error:
+        parser.error(str(error))
+    if args.kernel:
+        result = profiling.profile_kernel(args.kernel, sizes, args.dtype, repeats=args.repeats)
+    else:
+        result = profiling.profile_step(sizes, args.batch_size, args.activation, args.optimizer, backend,
+                                        args.dtype, steps=args.repeats)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(profiling.format_kernel(result) if args.kernel else profiling.format_step(result))
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="fastnn", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -240,9 +329,15 @@ def main(argv=None):
     demo_parser.add_argument("--batch-size", type=int, default=256)
     demo_parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     commands.add_parser("config", help="show backends, BLAS, OpenMP, Numba and versions")
+    _add_bench_parser(commands)
+    profile_parser = _add_profile_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "train":
         return train(args, train_parser)
+    if args.command == "bench":
+        return bench(args)
+    if args.command == "profile":
+        return profile(args, profile_parser)
     if args.command == "demo":
         if args.batch_size < 1:
             parser.error(f"--batch-size must be >= 1; got {args.batch_size}")

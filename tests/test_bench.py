@@ -1,0 +1,205 @@
+"""The benchmark cases compute what they claim, on small cases (no timings are judged)."""
+import functools
+import json
+import math
+
+import numpy as np
+import pytest
+
+import fastnn.kernels as K
+from fastnn import bench, cli, datasets
+
+BACKENDS = K.available_backends()
+TINY_PLAN = {"kernel_shapes": ((3, 5, 4),), "nets": ("2-2-3-2",), "modes": ("full", 64, 1), "widths": (3, 4, 5, 6),
+             "repeats": 1, "min_time": 0, "accuracy_runs": 0, "cold_start": False, "gemm_size": 64}
+
+
+def test_kernel_flops_count_the_matrix_products():
+    assert bench.kernel_flops("matmul", 2, 3, 4) == 2 * 2 * 3 * 4
+    assert bench.kernel_flops("dense_forward", 2, 3, 4) == 48
+    assert bench.kernel_flops("dense_backward", 2, 3, 4) == 96  # dW and dX
+    assert bench.kernel_flops("activation_forward", 2, 3, 4) is None
+    assert bench.gflops(3e9, 1.5) == pytest.approx(2.0)
+
+
+def test_kernel_results_give_gflops_and_share_of_gemm():
+    case = bench.KernelCase("dense_forward", 8, 16, 4)
+    result = bench.kernel_results(case, seconds=1e-6, gemm_gflops=10.0)
+    assert result["gflops"] == pytest.approx(2 * 8 * 16 * 4 / 1e-6 / 1e9)
+    assert result["percent_of_gemm"] == pytest.approx(100 * result["gflops"] / 10.0)
+    elementwise = bench.kernel_results(bench.KernelCase("softmax", 8, 16, 4), 1e-6, 10.0)
+    assert elementwise["gflops"] is None and elementwise["percent_of_gemm"] is None
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kernel", K.KERNELS)
+def test_kernel_case_runs_the_backends_kernel_on_its_arrays(kernel, backend):
+    """A backend's timed call leaves the arrays as the NumPy reference leaves identical ones."""
+    timed, expected = bench.KernelCase(kernel, 3, 5, 4, np.float64), bench.KernelCase(kernel, 3, 5, 4, np.float64)
+    timed.call(backend)()
+    expected.call("numpy")()
+    for got, want in zip(timed.args, expected.args):
+        if isinstance(got, np.ndarray):
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_dense_forward_case_is_relu_of_the_layer():
+    case = bench.KernelCase("dense_forward", 3, 5, 4, np.float64)
+    case.call(BACKENDS[0])()
+    X, W, b, out = case.args[:4]
+    np.testing.assert_allclose(out, np.maximum(X @ W + b, 0), rtol=1e-12)
+    assert case.label == "dense_forward 3x5->4 float64"
+
+
+def test_gemm_rate_is_a_rate():
+    rate = bench.gemm_rate(np.float32, n=64, repeats=1)
+    assert math.isfinite(rate) and rate > 0
+
+
+def test_measure_warms_up_and_interleaves():
+    order = []
+    calls = {name: (lambda name=name: order.append(name)) for name in "ab"}
+    times = bench.measure(calls, repeats=3, min_time=0)
+    assert order == ["a", "b"] + ["a", "b"] * 3
+    assert set(times) == {"a", "b"} and all(t >= 0 for t in times.values())
+
+
+def test_step_flops_of_the_mnist_net():
+    # 2·Σ in·out forward + the same for the weight gradients + input gradients past the first layer
+    assert bench.step_flops([784, 256, 128, 10]) == 1_007_104
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch_size, samples, updates", [("full", 512, 1), (8, 512, 64), (1, 256, 256)])
+def test_mode_case_trains_the_net_with_the_batch_size_it_names(backend, batch_size, samples, updates):
+    case = bench.ModeCase("2-5-5-5-2", batch_size, backend, n_samples=512)
+    assert [(d.in_features, d.out_features) for d in case.model.dense_layers] == [(2, 5), (5, 5), (5, 5), (5, 2)]
+    assert (case.samples, case.updates) == (samples, updates)
+    before = case.model.params.copy()
+    case.run()
+    assert case.optimizer.steps == updates
+    assert not np.array_equal(case.model.params, before)
+    result = bench.mode_results(case, seconds=0.5)
+    assert result["samples_per_second"] == pytest.approx(samples / 0.5)
+    assert result["gflops"] == pytest.approx(bench.step_flops([2, 5, 5, 5, 2]) * samples / 0.5 / 1e9)
+
+
+def test_epoch_samples_cover_at_least_the_batch():
+    assert bench.epoch_samples("full", 8192) == 8192
+    assert bench.epoch_samples(1, 8192) == 256
+    assert bench.epoch_samples(512, 8192) == 8192
+
+
+def _separable(n=300):
+    X, y = datasets.blobs(n, spread=0.3, seed=0)
+    return X[:200], y[:200], X[200:], y[200:]
+
+
+def test_time_to_accuracy_trains_until_the_target():
+    result = bench.time_to_accuracy(_separable(), 8, target=0.95, net="2-5-5-5-2", lr=0.05, max_epochs=50)
+    assert result["reached"] and result["accuracy"] >= 0.95
+    assert result["updates"] == result["epochs"] * 25
+    assert result["samples"] == result["epochs"] * 200
+    assert result["seconds"] > 0
+
+
+def test_time_to_accuracy_stops_at_max_epochs():
+    result = bench.time_to_accuracy(_separable(), "full", target=1.01, net="2-2-3-2", lr=0.1, max_epochs=3)
+    assert (result["epochs"], result["updates"], result["reached"]) == (3, 3, False)
+
+
+def test_naive_and_backprop_gradients_agree():
+    case = bench.GradientCase(width=4, batch=8)
+    assert case.n_params == 4 * 4 + 4 + 4 * 10 + 10
+    np.testing.assert_allclose(case.naive(), case.backprop(), rtol=1e-6, atol=1e-9)
+
+
+def test_loglog_slope_recovers_the_exponent():
+    rng = np.random.default_rng(0)
+    params = np.logspace(2, 5, 7)
+    assert bench.loglog_slope(params, 3e-9 * params ** 2 * rng.uniform(0.95, 1.05, 7)) == pytest.approx(2, abs=0.03)
+    assert bench.loglog_slope(params, 5e-6 * params) == pytest.approx(1)
+
+
+def test_gradient_summary_fits_slopes_and_ratios():
+    cases = [{"n_params": p, "naive_seconds": 1e-8 * p ** 2, "backprop_seconds": 1e-6 * p}
+             for p in (100, 1e3, 1e4, 1e5)]
+    summary = bench.gradient_summary(cases)
+    assert summary["naive_slope"] == pytest.approx(2) and summary["backprop_slope"] == pytest.approx(1)
+    assert summary["naive_slope_largest"] == pytest.approx(2) and summary["ratio_slope"] == pytest.approx(1)
+    assert summary["ratios"]["1000.0"] == pytest.approx(10)
+
+
+def test_machine_record_says_what_it_ran_on():
+    record = bench.machine_record()
+    assert record["cores"] >= 1 and record["cpu"]
+    assert {"numpy", "scipy", "numba", "Cython"} <= set(record["versions"])
+    assert all({"internal_api", "architecture", "num_threads"} <= set(lib) for lib in record["blas"])
+    assert set(record["environment"]) == set(bench.THREAD_VARIABLES)
+    info = bench.result_info("numpy", np.float32, kernel="mse")
+    assert (info["backend"], info["dtype"], info["kernel"]) == ("numpy", "float32", "mse")
+
+
+def test_run_writes_json_and_plots(tmp_path):
+    lines = []
+
+    class Stream:
+        def write(self, text):
+            lines.extend(line for line in text.splitlines() if line)
+
+        def flush(self):
+            pass
+
+    results = bench.run(TINY_PLAN, stream=Stream())
+    n_cases = 1 + len(K.KERNELS) + 3 + 4
+    assert len(lines) == n_cases and lines[-1].startswith(f"[{n_cases}/{n_cases}] gradient cost")
+    assert len(results["kernels"]) == len(K.KERNELS) * len(BACKENDS)
+    assert {(r["mode"], r["backend"]) for r in results["modes"]} == {
+        (mode, backend) for mode in ("full-batch", "mini-batch 64", "online") for backend in BACKENDS}
+    assert [c["n_params"] for c in results["gradient_cost"]["cases"]] == [w * w + 11 * w + 10 for w in (3, 4, 5, 6)]
+    assert results["time_to_accuracy"]["skipped"]
+    paths = bench.write_outputs(results, tmp_path / "out")
+    assert sorted(p.name for p in paths) == ["gradient_cost.png", "kernels.png", "results.json", "throughput.png"]
+    for path in paths[1:]:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads(paths[0].read_text())
+    assert saved["machine"]["cpu"] == results["machine"]["cpu"]
+    assert saved["gradient_cost"]["naive_slope"] == pytest.approx(results["gradient_cost"]["naive_slope"])
+
+
+def test_run_times_accuracy_per_mode_and_plots_it(tmp_path, monkeypatch):
+    """The runner's time-to-accuracy path, on a toy net and separable data instead of MNIST."""
+    monkeypatch.setattr(bench, "mnist_split", lambda data_dir: _separable())
+    monkeypatch.setattr(bench, "time_to_accuracy", functools.partial(
+        bench.time_to_accuracy, net="2-5-5-5-2", target=0.9, lr=0.05, max_epochs=5))
+    plan = dict(TINY_PLAN, kernel_shapes=(), nets=("2-5-5-5-2",), modes=("full", 8), accuracy_runs=3)
+    results = bench.run(plan, stream=None)
+    runs = results["time_to_accuracy"]["runs"]
+    assert [(r["mode"], r["repeats"]) for r in runs] == [("full-batch", 3), ("mini-batch 8", 3)]
+    assert results["time_to_accuracy"]["skipped"] is None
+    paths = bench.write_outputs(results, tmp_path)
+    assert (tmp_path / "time_to_accuracy.png") in paths
+
+
+def test_run_skips_time_to_accuracy_without_the_digits(tmp_path):
+    plan = dict(TINY_PLAN, kernel_shapes=(), nets=(), widths=(3, 4), accuracy_runs=1)
+    results = bench.run(plan, data_dir=tmp_path, stream=None)
+    assert "MNIST digits not found" in results["time_to_accuracy"]["skipped"]
+    assert results["time_to_accuracy"]["runs"] == []
+
+
+def test_bench_command_writes_its_outputs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(bench.PLANS, "quick", TINY_PLAN)
+    assert cli.main(["bench", "--quick", "--out", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert (tmp_path / "results.json").exists() and (tmp_path / "throughput.png").exists()
+    assert "gradient cost log-log slopes: naive" in out
+    assert "[1/" in err and "sgemm" in err
+
+
+def test_bench_command_refuses_an_output_it_cannot_create_before_running(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert cli.main(["bench", "--quick", "--out", str(blocker / "out")]) == 1
+    out, err = capsys.readouterr()
+    assert "fastnn bench: error: cannot create --out" in err and "[1/" not in err
