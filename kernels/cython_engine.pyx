@@ -4,20 +4,21 @@
 and ``run_online`` (one sample per update: matrix-vector loops, rank-1
 gradients, plain SGD in place) take the arguments numba_engine.py documents
 and return the same (epochs completed, batch index, optimizer steps, loss).
-The kernels of cython_kernels.pyx are not reachable from here (they have no
-.pxd), so the per-row loss, activation and optimizer formulas are written
-out below, as cython_kernels.pyx and numba_kernels.py compute them (Adam in the
-parameters' dtype, as numba_engine._adam).
+The scalar math (exp, sqrt, tanh, sigmoid) is elementwise.pxd's, shared with
+cython_kernels.pyx; the per-row loss, activation and optimizer formulas are
+written out below, as cython_kernels.pyx and numba_kernels.py compute them (Adam
+in the parameters' dtype, as numba_engine._adam).
 Arguments are trusted apart from their dtypes: fastnn/engine.py builds them.
 """
 import numpy as np
 
 from cython cimport floating
-from libc.math cimport exp, expf, fabs, isfinite, log, log1p, sqrt, sqrtf, tanh, tanhf
+from libc.math cimport exp, fabs, isfinite, log, log1p, sqrt
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 
 from blas cimport gemm_ptr
+from elementwise cimport _sigmoid, _sqrt, _tanh
 
 # Codes and indices, as in numba_engine.py (which fastnn/engine.py reads them from) and reference.py.
 cdef enum:
@@ -34,35 +35,16 @@ cdef enum:
 cdef object FLOAT64 = np.dtype(np.float64), FLOAT32 = np.dtype(np.float32)
 
 
-cdef inline floating _exp(floating x) noexcept nogil:
-    if floating is float:
-        return expf(x)
-    else:
-        return exp(x)
-
-
-cdef inline floating _sqrt(floating x) noexcept nogil:
-    if floating is float:
-        return sqrtf(x)
-    else:
-        return sqrt(x)
-
-
 cdef inline floating _activate(floating z, int code, floating alpha) noexcept nogil:
     """f(z), as cython_kernels._activate."""
-    cdef floating e
     if code == RELU:
         return 0 if z < 0 else z
     if code == LEAKY_RELU:
         return z if z > 0 else z * alpha
     if code == SIGMOID:
-        e = _exp(-z if z >= 0 else z)
-        return (1 if z >= 0 else e) / (1 + e)
+        return _sigmoid(z)
     if code == TANH:
-        if floating is float:
-            return tanhf(z)
-        else:
-            return tanh(z)
+        return _tanh(z)
     return z
 
 

@@ -11,10 +11,11 @@ for work slow the matrix products down far more than they speed the loops up.
 import numpy as np
 
 from cython cimport floating
-from libc.math cimport INFINITY, exp, expf, fabs, log, log1p, sqrt, tanh, tanhf
+from libc.math cimport INFINITY, exp, fabs, log, log1p, sqrt
 from libc.stdint cimport int64_t
 
 from blas cimport gemm
+from elementwise cimport _exp, _sigmoid, _tanh
 
 cdef extern from *:
     """
@@ -66,27 +67,6 @@ cdef int _check_activation(int activation, bint forward) except -1:
         raise ValueError("the step activation has no gradient: it is forward only")
     return 0
 
-
-# Elementwise math in the precision of the arrays.
-
-cdef inline floating _exp(floating x) noexcept nogil:
-    if floating is float:
-        return expf(x)
-    else:
-        return exp(x)
-
-
-cdef inline floating _tanh(floating x) noexcept nogil:
-    if floating is float:
-        return tanhf(x)
-    else:
-        return tanh(x)
-
-
-cdef inline floating _sigmoid(floating x) noexcept nogil:
-    """Logistic function, 1 / (1 + e) for x >= 0 and e / (1 + e) below, with e = exp(-|x|)."""
-    cdef floating e = _exp(-x if x >= 0 else x)
-    return (1 if x >= 0 else e) / (1 + e)
 
 
 cdef void _activate(const floating* z, floating* out, Py_ssize_t n,
