@@ -22,18 +22,22 @@ from .train import EarlyStopping, History
 __version__ = "0.1.0"
 
 
-def __getattr__(name):
-    """MLPClassifier and MLPRegressor load scikit-learn on first use, not at import."""
-    if name in ("MLPClassifier", "MLPRegressor"):
-        from . import sklearn
+_LAZY = {"MLPClassifier": "sklearn", "MLPRegressor": "sklearn", "sweep": "sweeps", "SweepResult": "sweeps"}
 
-        return getattr(sklearn, name)
+
+def __getattr__(name):
+    """The estimators and sweeps load scikit-learn, joblib and scipy.stats on first use,
+    not at import."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'fastnn' has no attribute {name!r}")
 
 __all__ = [
     "MSE", "SGD", "Adam", "BCEWithLogits", "CosineDecay", "Dense", "Dropout", "EarlyStopping",
     "ExponentialDecay", "History", "Identity", "LeakyReLU", "MLPClassifier", "MLPRegressor", "ModelFileError", "Module", "ReLU", "Sequential", "Sigmoid",
-    "SoftmaxCrossEntropy", "Step", "StepDecay", "Tanh", "available_backends", "config_info",
-    "get_backend", "load", "loss_and_grad", "mlp", "numerical_grad", "set_backend", "show_config",
+    "SoftmaxCrossEntropy", "Step", "StepDecay", "SweepResult", "Tanh", "available_backends", "config_info",
+    "get_backend", "load", "loss_and_grad", "mlp", "numerical_grad", "set_backend", "show_config", "sweep",
     "use_backend", "warmup", "__version__",
 ]

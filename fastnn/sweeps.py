@@ -1,0 +1,250 @@
+"""Hyper-parameter sweeps over many seeds, run in parallel.
+
+``sweep(run, grid, seeds)`` calls ``run(seed=s, **config)`` for every configuration
+of ``grid`` and every seed, in joblib worker processes on this machine or on a Dask
+cluster, and collects one row per run. A run that raises, or whose worker process
+dies, becomes a row with an error instead of disappearing from the results.
+
+On Dask the runs are submitted as one future each through the Client rather than
+through joblib's dask backend: joblib 1.6 never completes a Parallel call whose dask
+task fails at the scheduler (a KilledWorker after a worker died), because its
+backend only signals successful futures back to the Parallel loop.
+"""
+import itertools
+import math
+import time
+import traceback
+
+import numpy as np
+from joblib import Parallel, delayed, parallel_config
+from scipy.stats import trim_mean
+from threadpoolctl import threadpool_limits
+
+
+def _call(index, run, config, seed, threads):
+    """Run one (config, seed) with ``threads`` BLAS/OpenMP threads and return (index, row
+    fields); exceptions become an error."""
+    start = time.perf_counter()
+    try:
+        with threadpool_limits(limits=threads):
+            metrics = run(seed=seed, **config)
+        if not isinstance(metrics, dict):
+            raise TypeError(f"run must return a dict of metrics; got {type(metrics).__name__}")
+        metrics = {str(name): float(value) for name, value in metrics.items()}
+        error = None
+    except Exception:
+        metrics, error = {}, traceback.format_exc()
+    return index, {"metrics": metrics, "time": time.perf_counter() - start, "error": error}
+
+
+def _call_pickled(index, payload, config, seed, threads):
+    """_call for a run serialised with cloudpickle (a dependency of dask.distributed)."""
+    import cloudpickle
+
+    return _call(index, cloudpickle.loads(payload), config, seed, threads)
+
+
+def _lost(failure):
+    return {"metrics": {}, "time": None,
+            "error": f"the worker running this task died or was lost: {type(failure).__name__}: {failure}"}
+
+
+def _run_local(run, tasks, n_jobs, threads):
+    """Row fields for every task, in task order, in joblib (loky) worker processes.
+
+    Results come back in submission order, so a failure of the pool (a
+    worker that died; run's own exceptions are caught in _call) stops the pass at
+    the first unfinished run. That run is tried again alone: if it fails alone the
+    failure is its own and becomes its row's error; then the rest are resubmitted.
+    """
+    results = {}
+
+    def submit(indices):
+        parallel = Parallel(n_jobs=n_jobs, batch_size=1, return_as="generator")
+        try:
+            for index, fields in parallel(delayed(_call)(i, run, *tasks[i], threads) for i in indices):
+                results[index] = fields
+            return None
+        except Exception as error:
+            return error
+
+    pending = list(range(len(tasks)))
+    while pending and submit(pending) is not None:
+        suspect = next(i for i in pending if i not in results)
+        failure = submit([suspect])
+        if failure is not None:
+            results[suspect] = _lost(failure)
+        pending = [i for i in pending if i not in results]
+    return [results[i] for i in range(len(tasks))]
+
+
+def _run_dask(run, tasks, client, threads):
+    """Row fields for every task, in task order, one Dask future per task.
+
+    A future fails when its worker died more often than the scheduler's allowed-failures;
+    tasks queued on a dying worker can fail with it. Each failed task is therefore
+    tried again alone, and becomes an error row only if it fails alone too.
+    """
+    import cloudpickle
+
+    # Serialised with cloudpickle here: Dask would try plain pickle first, which sends a
+    # function by reference to a module the workers may not be able to import.
+    payload = cloudpickle.dumps(run)
+    futures = [client.submit(_call_pickled, i, payload, *task, threads, pure=False)
+               for i, task in enumerate(tasks)]
+    try:
+        failed = [i for i, future in enumerate(futures) if future.exception() is not None]  # waits for all
+        for i in failed:
+            futures[i] = client.submit(_call_pickled, i, payload, *tasks[i], threads, pure=False)
+            futures[i].exception()  # waits: the next retry starts after this one ended
+        return [future.result()[1] if future.exception() is None else _lost(future.exception())
+                for future in futures]
+    finally:
+        client.cancel(futures)
+
+
+def _configs(grid):
+    if not isinstance(grid, dict):
+        raise TypeError(f"grid must be a dict of lists (parameter name -> values); got {type(grid).__name__}")
+    for name, values in grid.items():
+        if not isinstance(name, str) or name == "seed":
+            raise ValueError(f"grid keys must be parameter names other than 'seed'; got {name!r}")
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__") or not len(values):
+            raise ValueError(f"grid[{name!r}] must be a non-empty list of values; got {values!r}")
+    names = list(grid)
+    return [dict(zip(names, combination)) for combination in itertools.product(*grid.values())]
+
+
+def _seeds(seeds):
+    if isinstance(seeds, (int, np.integer)):
+        if seeds < 1:
+            raise ValueError(f"seeds must be >= 1 or a list of seeds; got {seeds}")
+        return list(range(int(seeds)))
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds must not be empty")
+    return seeds
+
+
+def sweep(run, grid, seeds=15, scheduler=None, n_jobs=-1, threads=1):
+    """Call ``run(seed=s, **config)`` for every configuration of ``grid`` (a dict of lists:
+    their Cartesian product) and every seed; returns a SweepResult.
+
+    run returns a dict of numeric metrics; it must be picklable (a module-level function,
+    or a lambda/closure, which joblib sends with cloudpickle). seeds is a count (seeds
+    0..seeds-1) or a list of seeds.
+
+    Every run gets ``threads`` BLAS/OpenMP threads (threadpoolctl), wherever it runs:
+    the thread count changes the rounding of matrix products, so fixing it is what
+    makes a seed give the same numbers sequentially, in worker processes and on Dask.
+
+    scheduler None runs on this machine in n_jobs joblib worker processes (loky; n_jobs=1
+    runs in this process, where a run that kills its process kills the caller too). A
+    dask.distributed Client, or a scheduler address such as 'tcp://host:8786', runs every
+    run as a task on that Dask cluster (n_jobs is then unused: the cluster's workers and
+    threads set the parallelism). There a run whose worker dies is retried as the
+    scheduler's ``distributed.scheduler.allowed-failures`` says, then reported as failed.
+    """
+    if not callable(run):
+        raise TypeError(f"run must be callable as run(seed=..., **config); got {run!r}")
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be a positive integer; got {threads!r}")
+    configs, seed_list = _configs(grid), _seeds(seeds)
+    tasks = [(config, seed) for config in configs for seed in seed_list]
+    if scheduler is None:
+        with parallel_config(backend="loky"):
+            fields = _run_local(run, tasks, n_jobs, threads)
+    else:
+        from dask.distributed import Client
+
+        if isinstance(scheduler, Client):
+            fields = _run_dask(run, tasks, scheduler, threads)
+        elif isinstance(scheduler, str):
+            with Client(scheduler, set_as_default=False) as client:
+                fields = _run_dask(run, tasks, client, threads)
+        else:
+            raise TypeError(f"scheduler must be None, a dask.distributed Client or a scheduler "
+                            f"address string; got {type(scheduler).__name__}")
+    rows = [{"config": dict(config), "seed": seed, **row} for (config, seed), row in zip(tasks, fields)]
+    return SweepResult(configs, rows)
+
+
+def label(config):
+    """'name=value, ...' for a configuration."""
+    return ", ".join(f"{name}={value}" for name, value in config.items())
+
+
+def iqm(values):
+    """Interquartile mean: the mean of the values left after dropping the lowest and
+    the highest quarter (scipy.stats.trim_mean with 0.25)."""
+    return float(trim_mean(np.asarray(values, np.float64), 0.25))
+
+
+class SweepResult:
+    """The rows of a sweep, one per run: {'config', 'seed', 'metrics', 'time', 'error'}
+    (error is None, or the traceback or worker failure of a run that did not finish);
+    configs lists the configurations in grid order."""
+
+    def __init__(self, configs, rows):
+        self.configs = configs
+        self.rows = rows
+
+    @property
+    def errors(self):
+        """The rows of runs that failed."""
+        return [row for row in self.rows if row["error"] is not None]
+
+    @property
+    def metric_names(self):
+        names = {}
+        for row in self.rows:
+            names.update(dict.fromkeys(row["metrics"]))
+        return list(names)
+
+    def values(self, metric):
+        """{configuration label: [metric of each successful run, in seed order]}."""
+        if metric not in self.metric_names:
+            raise KeyError(f"no run reported metric {metric!r}; metrics: {self.metric_names}")
+        return {label(config): [row["metrics"][metric] for row in self.rows
+                                if row["config"] == config and metric in row["metrics"]]
+                for config in self.configs}
+
+    def summary(self, metric):
+        """Per configuration: n (successful runs), failed, median, iqm (interquartile mean),
+        q1 and q3 (quartiles), min, max and mean of metric; NaN where no run succeeded."""
+        table = []
+        for config, (name, values) in zip(self.configs, self.values(metric).items()):
+            values = np.asarray(values, np.float64)
+            failed = sum(1 for row in self.rows if row["config"] == config and row["error"] is not None)
+            stats = {"config": config, "label": name, "n": len(values), "failed": failed}
+            if len(values):
+                q1, median, q3 = np.percentile(values, [25, 50, 75])
+                stats.update(median=float(median), iqm=iqm(values), q1=float(q1), q3=float(q3),
+                             min=float(values.min()), max=float(values.max()), mean=float(values.mean()))
+            else:
+                stats.update(dict.fromkeys(["median", "iqm", "q1", "q3", "min", "max", "mean"], math.nan))
+            table.append(stats)
+        return table
+
+    def table(self, metric, digits=4):
+        """summary(metric) as aligned text, one line per configuration."""
+        summary = self.summary(metric)
+        width = max(len("configuration"), *(len(s["label"]) for s in summary))
+        columns = ["median", "iqm", "q1", "q3", "min", "max"]
+        lines = [f"{'configuration':<{width}}  {'n':>3} {'failed':>6} " + " ".join(f"{c:>{digits + 4}}" for c in columns)]
+        for s in summary:
+            lines.append(f"{s['label']:<{width}}  {s['n']:>3} {s['failed']:>6} "
+                         + " ".join(f"{s[c]:>{digits + 4}.{digits}f}" for c in columns))
+        return "\n".join(lines)
+
+    def boxplot(self, metric, title=None, path=None):
+        """Box plots of metric over the seeds, one per configuration (fastnn.plot.boxplot)."""
+        from . import plot
+
+        return plot.boxplot(self.values(metric), ylabel=metric, title=title, path=path)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __repr__(self):
+        return f"SweepResult({len(self.configs)} configurations, {len(self.rows)} runs, {len(self.errors)} failed)"

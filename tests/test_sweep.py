@@ -1,0 +1,197 @@
+import os
+import sys
+
+import numpy as np
+import pytest
+
+cloudpickle = pytest.importorskip("cloudpickle")
+
+from fastnn import datasets, mlp  # noqa: E402
+from fastnn.sweeps import SweepResult, iqm, sweep  # noqa: E402
+
+# Worker processes cannot import this test module by name (pytest imports it from a
+# path), so the runs below travel by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def arithmetic(seed, a, b):
+    return {"sum": a + b + seed, "product": a * b * seed}
+
+
+def train_circles(seed, lr):
+    """A small real training run: its numbers depend on the seed and the learning rate."""
+    X, y = datasets.circles(200, noise=0.1, seed=seed)
+    model = mlp([2, 8, 2], activation="tanh", seed=seed)
+    model.fit(X[:150], y[:150], optimizer="sgd", lr=lr, epochs=5, batch_size=10, seed=seed, verbose=0)
+    return model.evaluate(X[150:], y[150:])
+
+
+def fails_for_b2(seed, a, b):
+    if b == 2 and seed == 1:
+        raise RuntimeError("bad configuration")
+    return {"sum": a + b + seed}
+
+
+def dies_for_one_run(seed, crash):
+    if crash and seed == 1:
+        os._exit(3)
+    return {"value": 10 * crash + seed}
+
+
+def blas_threads(seed, k):
+    from threadpoolctl import threadpool_info
+
+    return {"threads": min(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")}
+
+
+def metrics_by_run(result):
+    return [(tuple(row["config"].items()), row["seed"], row["metrics"]) for row in result.rows]
+
+
+def test_rows_cover_the_grid_times_seeds_in_order():
+    result = sweep(arithmetic, {"a": [1, 2], "b": [10, 20, 30]}, seeds=3, n_jobs=1)
+    assert isinstance(result, SweepResult) and len(result) == 18
+    assert result.configs == [{"a": a, "b": b} for a in (1, 2) for b in (10, 20, 30)]
+    expected = [({"a": a, "b": b}, s) for a in (1, 2) for b in (10, 20, 30) for s in range(3)]
+    assert [(row["config"], row["seed"]) for row in result.rows] == expected
+    for row in result.rows:
+        a, b, s = row["config"]["a"], row["config"]["b"], row["seed"]
+        assert row["metrics"] == {"sum": a + b + s, "product": a * b * s}
+        assert row["error"] is None and row["time"] >= 0
+    assert result.metric_names == ["sum", "product"]
+    assert result.values("sum")["a=2, b=30"] == [32, 33, 34]
+
+
+def test_summary_statistics():
+    values = [0, 0, 0, 1, 2, 3, 4, 100]
+    result = sweep(lambda seed, k: {"m": values[seed] * k}, {"k": [1, 2]}, seeds=8, n_jobs=1)
+    first, second = result.summary("m")
+    assert first["label"] == "k=1" and first["n"] == 8 and first["failed"] == 0
+    assert first["median"] == 1.5
+    assert first["iqm"] == 1.5  # the lowest and highest two dropped: mean of 0, 1, 2, 3
+    assert (first["q1"], first["q3"]) == (np.percentile(values, 25), np.percentile(values, 75))
+    assert (first["min"], first["max"], first["mean"]) == (0, 100, 13.75)
+    assert second["median"] == 3.0 and second["iqm"] == 3.0
+    assert iqm(range(1, 16)) == 8.0  # 15 values: the middle 9 (4..12) remain
+    assert "k=1" in result.table("m") and "iqm" in result.table("m")
+
+
+def test_a_run_that_raises_is_a_row_with_its_error():
+    result = sweep(fails_for_b2, {"a": [1], "b": [1, 2]}, seeds=[0, 1, 2], n_jobs=1)
+    assert len(result) == 6
+    (failed,) = result.errors
+    assert failed["config"] == {"a": 1, "b": 2} and failed["seed"] == 1
+    assert "RuntimeError: bad configuration" in failed["error"] and failed["metrics"] == {}
+    assert result.values("sum") == {"a=1, b=1": [2, 3, 4], "a=1, b=2": [3, 5]}
+    assert [s["failed"] for s in result.summary("sum")] == [0, 1]
+
+
+def test_a_run_must_return_a_dict():
+    result = sweep(lambda seed, x: seed, {"x": [0]}, seeds=1, n_jobs=1)
+    assert "run must return a dict of metrics; got int" in result.rows[0]["error"]
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"grid": [1, 2]}, TypeError, "grid must be a dict"),
+    ({"grid": {"a": []}}, ValueError, r"grid\['a'\] must be a non-empty list"),
+    ({"grid": {"a": "xyz"}}, ValueError, r"grid\['a'\] must be a non-empty list"),
+    ({"grid": {"seed": [1]}}, ValueError, "other than 'seed'"),
+    ({"grid": {"a": [1]}, "seeds": 0}, ValueError, "seeds must be >= 1"),
+    ({"grid": {"a": [1]}, "threads": 0}, ValueError, "threads must be a positive integer"),
+    ({"grid": {"a": [1]}, "scheduler": 42}, TypeError, "scheduler must be None, a dask.distributed Client"),
+])
+def test_bad_arguments(kwargs, error, match):
+    if "scheduler" in kwargs:
+        pytest.importorskip("dask.distributed")
+    with pytest.raises(error, match=match):
+        sweep(arithmetic, **kwargs)
+
+
+def test_unknown_metric():
+    result = sweep(arithmetic, {"a": [1], "b": [1]}, seeds=1, n_jobs=1)
+    with pytest.raises(KeyError, match="no run reported metric 'acc'"):
+        result.values("acc")
+
+
+def test_boxplot_figure(tmp_path):
+    result = sweep(arithmetic, {"a": [1, 2], "b": [3]}, seeds=5, n_jobs=1)
+    figure = result.boxplot("sum", path=tmp_path / "sweep.png")
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["a=1, b=3", "a=2, b=3"]
+    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# --- worker processes and a Dask cluster ------------------------------------------------
+
+GRID = {"lr": [0.3, 0.03]}
+
+
+@pytest.fixture(scope="module")
+def sequential_training():
+    return sweep(train_circles, GRID, seeds=3, n_jobs=1)
+
+
+def test_joblib_processes_give_the_sequential_numbers(sequential_training):
+    parallel = sweep(train_circles, GRID, seeds=3, n_jobs=2)
+    assert metrics_by_run(parallel) == metrics_by_run(sequential_training)
+    assert not parallel.errors
+    assert sequential_training.rows[0]["metrics"] != sequential_training.rows[1]["metrics"]
+
+
+def test_a_dying_worker_process_is_reported():
+    result = sweep(dies_for_one_run, {"crash": [False, True]}, seeds=3, n_jobs=2)
+    assert len(result) == 6
+    (failed,) = result.errors
+    assert failed["config"] == {"crash": True} and failed["seed"] == 1
+    assert "worker running this task died" in failed["error"]
+    assert result.values("value") == {"crash=False": [0, 1, 2], "crash=True": [10, 12]}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    distributed = pytest.importorskip("dask.distributed")
+    import dask
+
+    # A worker that dies fails its task at once instead of being retried on another.
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                      dashboard_address=":0") as local:
+            yield local
+
+
+def test_dask_client_gives_the_sequential_numbers(cluster, sequential_training):
+    from dask.distributed import Client
+
+    with Client(cluster) as client:
+        result = sweep(train_circles, GRID, seeds=3, scheduler=client)
+    assert not result.errors
+    assert metrics_by_run(result) == metrics_by_run(sequential_training)
+
+
+def test_dask_scheduler_address(cluster):
+    result = sweep(arithmetic, {"a": [1, 2], "b": [5]}, seeds=2, scheduler=cluster.scheduler_address)
+    assert [row["metrics"]["sum"] for row in result.rows] == [6, 7, 7, 8]
+
+
+def test_a_dying_dask_worker_is_reported(cluster):
+    from dask.distributed import Client
+
+    with Client(cluster) as client:
+        result = sweep(dies_for_one_run, {"crash": [False, True]}, seeds=3, scheduler=client)
+    assert len(result) == 6
+    (failed,) = result.errors
+    assert failed["config"] == {"crash": True} and failed["seed"] == 1
+    assert "KilledWorker" in failed["error"]
+    assert result.values("value") == {"crash=False": [0, 1, 2], "crash=True": [10, 12]}
+
+
+def test_every_backend_runs_with_the_requested_blas_threads(cluster):
+    from dask.distributed import Client
+
+    sequential = sweep(blas_threads, {"k": [0]}, seeds=2, n_jobs=1)
+    processes = sweep(blas_threads, {"k": [0]}, seeds=2, n_jobs=2)
+    with Client(cluster) as client:
+        dask = sweep(blas_threads, {"k": [0]}, seeds=2, scheduler=client)
+    for result in (sequential, processes, dask):
+        assert result.values("threads") == {"k=0": [1, 1]}
+    if os.cpu_count() >= 2:
+        assert sweep(blas_threads, {"k": [0]}, seeds=1, n_jobs=1, threads=2).values("threads") == {"k=0": [2]}
