@@ -27,7 +27,7 @@ def test_peers(benchmark, case, framework):
                     else f"{framework} has no engine")
     name, sizes, activation, batch, optimizer, n = case
     X, y = peers.data(sizes, n)
-    run = available[framework](sizes, activation, batch, optimizer, X, y)
+    run = available[framework](sizes, activation, batch, optimizer, X, y).run
     run()  # compile, allocate, warm caches
     benchmark.group = f"peers: {name}"
     benchmark.extra_info.update(framework=framework, samples=n)

@@ -29,11 +29,12 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from . import kernels
+from . import kernels, peers
 from .config import config_info
 from .datasets import load_mnist
 from .grad import numerical_grad
 from .model import mlp
+from .engine import step_flops
 from .optim import SGD
 
 # --- what the results ran on ---------------------------------------------------------------
@@ -284,33 +285,33 @@ def mode_name(batch_size):
     return "online" if batch_size == 1 else f"mini-batch {batch_size}"
 
 
-def step_flops(sizes):
-    """FLOPs of one training step per sample: 2·Σ in·out forward, 2·Σ in·out for the weight
-    gradients and 2·Σ in·out over all layers but the first for the input gradients."""
-    products = [n_in * n_out for n_in, n_out in zip(sizes, sizes[1:])]
-    return 2 * sum(products) + 2 * sum(products) + 2 * sum(products[1:])
-
-
 def epoch_samples(batch_size, n_samples=MODE_SAMPLES):
     """Samples per timed epoch: all of them for full-batch, else at most 256 updates' worth."""
     return n_samples if batch_size == "full" else min(n_samples, 256 * batch_size)
 
 
 class ModeCase:
-    """One epoch of ``fit`` for a net and a batch size on random data (SGD with momentum)."""
+    """One epoch (samples in order) of SGD with momentum for a net and a batch size on random
+    data, by a fastnn backend ('numba', 'cython', 'numpy') or a peer of fastnn.peers
+    ('pytorch', 'jax', 'scikit-learn'): the same net, optimizer and data for every framework."""
 
-    def __init__(self, net, batch_size, backend=None, dtype=np.float32, n_samples=MODE_SAMPLES, seed=0):
+    def __init__(self, net, batch_size, framework=None, dtype=np.float32, n_samples=MODE_SAMPLES, seed=0):
         self.net, self.batch_size = net, batch_size
         self.sizes, activation = NETS[net]
-        self.backend = kernels.get_backend(backend).name
         self.dtype = np.dtype(dtype)
         rng = np.random.default_rng(seed)
         n = epoch_samples(batch_size, n_samples)
         self.X = rng.standard_normal((n, self.sizes[0])).astype(self.dtype)
         self.y = rng.integers(0, self.sizes[-1], n)
-        self.model = mlp(self.sizes, activation=activation, dtype=self.dtype, seed=seed)
-        self.optimizer = SGD(0.01, momentum=0.9)
-        self.rng = rng
+        batch = n if batch_size == "full" else batch_size
+        trainers = peers.installed()
+        if framework in trainers:
+            self.backend = framework
+            self.trainer = trainers[framework](self.sizes, activation, batch, "momentum", self.X, self.y)
+        else:
+            self.backend = kernels.get_backend(framework).name
+            self.trainer = peers.FastnnTrainer(self.sizes, activation, batch, "momentum", self.X, self.y,
+                                               backend=self.backend)
 
     @property
     def samples(self):
@@ -325,12 +326,7 @@ class ModeCase:
         return f"{self.net} {mode_name(self.batch_size)} {self.backend} {self.dtype.name}"
 
     def run(self):
-        """Train one epoch; a diverged epoch would time a partial one, so it is an error."""
-        with kernels.use_backend(self.backend):
-            history = self.model.fit(self.X, self.y, optimizer=self.optimizer, epochs=1,
-                                     batch_size=self.batch_size, seed=self.rng, verbose=0)
-        if history.diverged:
-            raise RuntimeError(f"{self.label}: training diverged; the timing would be of a partial epoch")
+        self.trainer.run()
 
 
 def mode_results(case, seconds):
@@ -476,11 +472,13 @@ def _plan_size(plan, backends, with_accuracy):
             + (1 if plan["cold_start"] and "numba" in backends else 0))
 
 
-def run(plan="default", data_dir=None, stream=sys.stderr, backends=None):
+def run(plan="default", data_dir=None, stream=sys.stderr, backends=None, with_peers=True):
     """Run every case of a plan (a name of PLANS or a dict like them); returns the results
-    as a dict ready for JSON. Progress goes to stream (None: silent)."""
+    as a dict ready for JSON. The training modes also run the installed peers (PyTorch, JAX,
+    scikit-learn) unless with_peers is false. Progress goes to stream (None: silent)."""
     plan = PLANS[plan] if isinstance(plan, str) else plan
     backends = backends or kernels.available_backends()
+    frameworks = list(backends) + (list(peers.installed()) if with_peers else [])
     data, skipped = None, None
     if plan["accuracy_runs"]:
         try:
@@ -491,7 +489,7 @@ def run(plan="default", data_dir=None, stream=sys.stderr, backends=None):
         skipped = "not part of this plan (--quick)"
     progress = Progress(_plan_size(plan, backends, data is not None), stream)
     results = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine_record(),
-               "plan": plan, "backends": backends}
+               "plan": plan, "backends": backends, "frameworks": frameworks}
 
     n = plan["gemm_size"]
     rates = {"float32": gemm_rate(np.float32, n)}
@@ -510,7 +508,7 @@ def run(plan="default", data_dir=None, stream=sys.stderr, backends=None):
     results["modes"] = []
     for net in plan["nets"]:
         for batch_size in plan["modes"]:
-            cases = {name: ModeCase(net, batch_size, name) for name in backends}
+            cases = {name: ModeCase(net, batch_size, name) for name in frameworks}
             times = measure({name: case.run for name, case in cases.items()}, plan["repeats"], 0)
             for name, seconds in times.items():
                 results["modes"].append(mode_results(cases[name], seconds))
@@ -580,7 +578,7 @@ def _save(fig, path):
 
 def plot_throughput(results, path):
     """Samples/s against batch size (online = 1, full-batch = all samples), a line per
-    backend, a panel per net, log-log."""
+    backend and (dashed) peer, a panel per net, log-log."""
     plt = _pyplot()
     nets = list(dict.fromkeys(r["net"] for r in results["modes"]))
     fig, axes = plt.subplots(1, len(nets), figsize=(4.5 * len(nets), 3.6), squeeze=False)
@@ -588,7 +586,8 @@ def plot_throughput(results, path):
         rows = [r for r in results["modes"] if r["net"] == net]
         for backend in dict.fromkeys(r["backend"] for r in rows):
             points = sorted((r["batch"], r["samples_per_second"]) for r in rows if r["backend"] == backend)
-            ax.plot(*zip(*points), marker="o", label=backend)
+            peer = backend not in results["backends"]
+            ax.plot(*zip(*points), marker="s" if peer else "o", linestyle="--" if peer else "-", label=backend)
         ax.set(xscale="log", yscale="log", title=net, xlabel="batch size (1 = online, last = full batch)",
                ylabel="training samples/s")
         ax.grid(True, which="both", alpha=0.3)

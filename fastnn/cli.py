@@ -249,6 +249,8 @@ def _add_bench_parser(commands):
     parser.add_argument("--out", default="fastnn-bench", metavar="DIR", help="(default: %(default)s)")
     parser.add_argument("--data-dir", metavar="DIR",
                         help="where the MNIST t10k files are (default: $FASTNN_DATA, else ../shared/data)")
+    parser.add_argument("--no-peers", action="store_true",
+                        help="leave PyTorch, JAX and scikit-learn out of the throughput cases")
     return parser
 
 
@@ -260,7 +262,7 @@ def bench(args):
     except OSError as error:
         print(f"fastnn bench: error: cannot create --out {args.out!r}: {error}", file=sys.stderr)
         return 1
-    results = benchmarks.run(plan, args.data_dir, stream=sys.stderr)
+    results = benchmarks.run(plan, args.data_dir, stream=sys.stderr, with_peers=not args.no_peers)
     for path in benchmarks.write_outputs(results, args.out):
         print(f"wrote {path}")
     cost = results["gradient_cost"]

@@ -95,12 +95,18 @@ def plan(engine, model, loss, optimizer):
     return module
 
 
-def step_flops(model, batch):
-    """Flops of one training step: forward, weight gradients and input gradients
-    (all layers but the first), 2 flops per multiply-add."""
+def step_flops(sizes, batch=1):
+    """Flops of one training step of an MLP with these layer sizes (784, 256, 128, 10: 1.007
+    MFLOP per sample): 2·Σ in·out forward, as many for the weight gradients, and 2·Σ in·out
+    over all layers but the first for the input gradients."""
+    products = [n_in * n_out for n_in, n_out in zip(sizes, sizes[1:])]
+    return batch * (4 * sum(products) + 2 * sum(products[1:]))
+
+
+def layer_sizes(model):
+    """[n_in, n_out of each Dense layer] of a Sequential model."""
     dense = model.dense_layers
-    products = sum(d.in_features * d.out_features for d in dense)
-    return 2 * batch * (2 * products + products - dense[0].in_features * dense[0].out_features)
+    return [dense[0].in_features] + [d.out_features for d in dense]
 
 
 def _positive_int(name, value):
@@ -151,7 +157,7 @@ def thread_count(n_threads, model, batch):
     requested = requested_threads(n_threads)
     if requested is not None:
         return requested
-    if batch == 1 or step_flops(model, batch) < TWO_THREAD_FLOPS or _running > 0:
+    if batch == 1 or step_flops(layer_sizes(model), batch) < TWO_THREAD_FLOPS or _running > 0:
         return 1
     limits = [lib.num_threads for lib in _blas().lib_controllers] or [1]
     return max(1, min(os.cpu_count() or 1, 2, *limits))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastnn.kernels as K
-from fastnn import bench, cli, datasets
+from fastnn import bench, cli, datasets, peers
 
 BACKENDS = K.available_backends()
 TINY_PLAN = {"kernel_shapes": ((3, 5, 4),), "nets": ("2-2-3-2",), "modes": ("full", 64, 1), "widths": (3, 4, 5, 6),
@@ -67,18 +67,21 @@ def test_measure_warms_up_and_interleaves():
 def test_step_flops_of_the_mnist_net():
     # 2·Σ in·out forward + the same for the weight gradients + input gradients past the first layer
     assert bench.step_flops([784, 256, 128, 10]) == 1_007_104
+    assert bench.step_flops([784, 256, 128, 10], batch=128) == 128 * 1_007_104
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("batch_size, samples, updates", [("full", 512, 1), (8, 512, 64), (1, 256, 256)])
 def test_mode_case_trains_the_net_with_the_batch_size_it_names(backend, batch_size, samples, updates):
     case = bench.ModeCase("2-5-5-5-2", batch_size, backend, n_samples=512)
-    assert [(d.in_features, d.out_features) for d in case.model.dense_layers] == [(2, 5), (5, 5), (5, 5), (5, 2)]
+    model, optimizer = case.trainer.model, case.trainer.optimizer
+    assert [(d.in_features, d.out_features) for d in model.dense_layers] == [(2, 5), (5, 5), (5, 5), (5, 2)]
+    assert (optimizer.lr, optimizer.momentum) == (0.01, 0.9)
     assert (case.samples, case.updates) == (samples, updates)
-    before = case.model.params.copy()
+    before = model.params.copy()
     case.run()
-    assert case.optimizer.steps == updates
-    assert not np.array_equal(case.model.params, before)
+    assert optimizer.steps == updates
+    assert not np.array_equal(model.params, before)
     result = bench.mode_results(case, seconds=0.5)
     assert result["samples_per_second"] == pytest.approx(samples / 0.5)
     assert result["gflops"] == pytest.approx(bench.step_flops([2, 5, 5, 5, 2]) * samples / 0.5 / 1e9)
@@ -154,8 +157,10 @@ def test_run_writes_json_and_plots(tmp_path):
     n_cases = 1 + len(K.KERNELS) + 3 + 4
     assert len(lines) == n_cases and lines[-1].startswith(f"[{n_cases}/{n_cases}] gradient cost")
     assert len(results["kernels"]) == len(K.KERNELS) * len(BACKENDS)
+    frameworks = BACKENDS + list(peers.installed())  # scikit-learn at least: a dependency
+    assert "scikit-learn" in frameworks and results["frameworks"] == frameworks
     assert {(r["mode"], r["backend"]) for r in results["modes"]} == {
-        (mode, backend) for mode in ("full-batch", "mini-batch 64", "online") for backend in BACKENDS}
+        (mode, framework) for mode in ("full-batch", "mini-batch 64", "online") for framework in frameworks}
     assert [c["n_params"] for c in results["gradient_cost"]["cases"]] == [w * w + 11 * w + 10 for w in (3, 4, 5, 6)]
     assert results["time_to_accuracy"]["skipped"]
     paths = bench.write_outputs(results, tmp_path / "out")
@@ -173,7 +178,7 @@ def test_run_times_accuracy_per_mode_and_plots_it(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "time_to_accuracy", functools.partial(
         bench.time_to_accuracy, net="2-5-5-5-2", target=0.9, lr=0.05, max_epochs=5))
     plan = dict(TINY_PLAN, kernel_shapes=(), nets=("2-5-5-5-2",), modes=("full", 8), accuracy_runs=3)
-    results = bench.run(plan, stream=None)
+    results = bench.run(plan, stream=None, with_peers=False)
     runs = results["time_to_accuracy"]["runs"]
     assert [(r["mode"], r["repeats"]) for r in runs] == [("full-batch", 3), ("mini-batch 8", 3)]
     assert results["time_to_accuracy"]["skipped"] is None
@@ -183,15 +188,16 @@ def test_run_times_accuracy_per_mode_and_plots_it(tmp_path, monkeypatch):
 
 def test_run_skips_time_to_accuracy_without_the_digits(tmp_path):
     plan = dict(TINY_PLAN, kernel_shapes=(), nets=(), widths=(3, 4), accuracy_runs=1)
-    results = bench.run(plan, data_dir=tmp_path, stream=None)
+    results = bench.run(plan, data_dir=tmp_path, stream=None, with_peers=False)
     assert "MNIST digits not found" in results["time_to_accuracy"]["skipped"]
     assert results["time_to_accuracy"]["runs"] == []
 
 
 def test_bench_command_writes_its_outputs(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(bench.PLANS, "quick", TINY_PLAN)
-    assert cli.main(["bench", "--quick", "--out", str(tmp_path)]) == 0
+    assert cli.main(["bench", "--quick", "--no-peers", "--out", str(tmp_path)]) == 0
     out, err = capsys.readouterr()
+    assert json.loads((tmp_path / "results.json").read_text())["frameworks"] == BACKENDS
     assert (tmp_path / "results.json").exists() and (tmp_path / "throughput.png").exists()
     assert "gradient cost log-log slopes: naive" in out
     assert "[1/" in err and "sgemm" in err
