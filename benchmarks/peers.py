@@ -22,7 +22,7 @@ import numpy as np
 
 import fastnn
 from fastnn import engine as engines
-from fastnn import peers
+from fastnn import bench, peers
 
 BIG = [784, 256, 128, 10]
 SMALL = [2, 5, 5, 5, 2]
@@ -70,6 +70,7 @@ def measure_case(case, runners, repeats, dtype=np.float32):
     times = {framework: [] for framework in runs}
     for _ in range(repeats):
         for framework, run in runs.items():
+            time.sleep(bench.SPIN_PAUSE)  # let the previous framework's threads stop spinning
             start = time.perf_counter()
             run()
             times[framework].append(time.perf_counter() - start)

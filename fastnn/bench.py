@@ -34,7 +34,7 @@ from .config import config_info
 from .datasets import load_mnist
 from .grad import numerical_grad
 from .model import mlp
-from .engine import step_flops
+from .engine import TWO_THREAD_FLOPS, step_flops
 from .optim import SGD
 
 # --- what the results ran on ---------------------------------------------------------------
@@ -99,14 +99,21 @@ def result_info(backend, dtype, **details):
 
 # --- timing --------------------------------------------------------------------------------
 
-def measure(calls, repeats=7, min_time=0.02, warm_up=True):
+# Idle time between two timed callables that run multi-threaded: a BLAS or OpenMP pool
+# spins for a while after its last call (OpenBLAS ~2^28 cycles, about 0.1 s), and would
+# take a core from the next callable if that one uses another library's threads.
+SPIN_PAUSE = 0.15
+
+
+def measure(calls, repeats=7, min_time=0.02, warm_up=True, pause=0.0):
     """Median seconds per call of each callable in the dict ``calls``.
 
     Each callable first runs once untimed (compilation, caches) unless warm_up
     is False. With min_time > 0 it is then timed in batches of enough calls
     to last about min_time (one call otherwise). The repeats go round the
     callables in turn (A B C A B C ...) so that slow phases of a shared
-    machine hit all of them alike.
+    machine hit all of them alike, sleeping ``pause`` seconds before each
+    (SPIN_PAUSE for callables whose thread pools differ).
     """
     numbers = {}
     for name, call in calls.items():
@@ -121,6 +128,7 @@ def measure(calls, repeats=7, min_time=0.02, warm_up=True):
     for _ in range(repeats):
         for name, call in calls.items():
             number = numbers[name]
+            time.sleep(pause)
             start = time.perf_counter()
             for _ in range(number):
                 call()
@@ -509,7 +517,9 @@ def run(plan="default", data_dir=None, stream=sys.stderr, backends=None, with_pe
     for net in plan["nets"]:
         for batch_size in plan["modes"]:
             cases = {name: ModeCase(net, batch_size, name) for name in frameworks}
-            times = measure({name: case.run for name, case in cases.items()}, plan["repeats"], 0)
+            multi_threaded = step_flops(cases[frameworks[0]].sizes, 8192) >= TWO_THREAD_FLOPS
+            times = measure({name: case.run for name, case in cases.items()}, plan["repeats"], 0,
+                            pause=SPIN_PAUSE if multi_threaded else 0.0)
             for name, seconds in times.items():
                 results["modes"].append(mode_results(cases[name], seconds))
             progress(f"modes {net} {mode_name(batch_size)}: " + ", ".join(

@@ -35,6 +35,14 @@ def _cython_openmp():
     return kernels.get_backend("cython").raw.openmp_info()
 
 
+def _cython_engine():
+    """The Cython engine build fit loads here (the AVX2 one where the CPU has AVX2 and FMA)."""
+    from .engine import engine_module
+
+    module = engine_module("cython")
+    return None if module is None else module.__name__.rsplit(".", 1)[-1]
+
+
 def config_info():
     """The configuration as a dict (what show_config prints)."""
     # Loaded native libraries are only visible after the backends imported
@@ -55,6 +63,7 @@ def config_info():
         "FASTNN_BACKEND": os.environ.get("FASTNN_BACKEND"),
         "threadpools": libraries,
         "cython_openmp": _cython_openmp(),
+        "cython_engine": _cython_engine(),
         "numba": _numba_info(),
         "versions": {name: _version(name) for name in
                      ("numpy", "scipy", "numba", "llvmlite", "Cython", "threadpoolctl")},
@@ -81,6 +90,7 @@ def show_config(file=None):
         )
         lines.append(f"    {lib['filepath']}")
     lines.append(f"cython build OpenMP: {info['cython_openmp']}")
+    lines.append(f"cython training engine: {info['cython_engine']}")
     numba_info = info["numba"]
     lines.append(f"numba threading layer: {numba_info['threading_layer']}, {numba_info['num_threads']} threads")
     lines.append(f"numba cache: {numba_info['cache_dir']}")

@@ -31,21 +31,40 @@ ENGINE_MODULES = {"numba": "numba_engine", "cython": "cython_engine"}
 ACTIVATIONS = (Identity, ReLU, LeakyReLU, Sigmoid, Tanh)
 LOSSES = (SoftmaxCrossEntropy, MSE, BCEWithLogits)
 # Two BLAS threads pay once a step's matrix products reach this many flops: for
-# 784-256-128-10 (1.007 MFLOP per sample) that is batches of about 1000 and more;
-# at 32-256 rows the second thread slowed steps down (docs/engine.md).
-TWO_THREAD_FLOPS = 1e9
+# 784-256-128-10 (1.007 MFLOP per sample) from batches of about 50; below it the second
+# thread's start and wait cost as much as it saves, or more (docs/engine.md).
+TWO_THREAD_FLOPS = 5e7
+# Online training on two threads (the Cython engine splits every layer between them)
+# pays once one sample's step reaches this many flops: it meets at three barriers per
+# layer and sample, ~0.1 µs each (784-64-32-10, 0.2 MFLOP: 1.35x; 100-100-100-10,
+# 0.1 MFLOP: 1.0x; docs/engine.md).
+ONLINE_TWO_THREAD_FLOPS = 2e5
 WORKSPACES_KEPT = 4
 
 
+def _cpu_has_avx2():
+    """Whether this CPU has AVX2 and FMA (llvmlite, Numba's compiler, knows the host)."""
+    import llvmlite.binding
+
+    features = llvmlite.binding.get_host_cpu_features()
+    return bool(features.get("avx2")) and bool(features.get("fma"))
+
+
 def engine_module(backend_name):
-    """The compiled engine of a backend, or None when that backend has none."""
+    """The compiled engine of a backend, or None when that backend has none; for cython,
+    its AVX2 + FMA build where the CPU has both and it was built."""
     module_name = ENGINE_MODULES.get(backend_name)
     if module_name is None:
         return None
-    try:
-        return importlib.import_module(f"{kernels.__name__}.{module_name}")
-    except ImportError:
-        return None
+    names = [module_name]
+    if backend_name == "cython" and _cpu_has_avx2():
+        names.insert(0, f"{module_name}_avx2")
+    for name in names:
+        try:
+            return importlib.import_module(f"{kernels.__name__}.{name}")
+        except ImportError:
+            pass
+    return None
 
 
 def unsupported(model, loss, optimizer):
@@ -146,18 +165,31 @@ def _blas():
     return _controller
 
 
-def thread_count(n_threads, model, batch):
-    """BLAS threads for training ``model`` with this batch size.
+def parallel_online(module, clip_norm):
+    """Whether the engine module trains online on several threads: the Cython engine does,
+    unless the gradient is clipped (its norm needs the whole gradient first)."""
+    return getattr(module, "PARALLEL_ONLINE", False) and clip_norm is None
 
-    An explicit n_threads (or FASTNN_NUM_THREADS) wins. Otherwise: one thread for
-    online training and for steps under TWO_THREAD_FLOPS, else as many as the cores
-    and the BLAS limit already in force allow (a sweep that limited BLAS to one thread
-    per worker keeps it); one while another fit runs the engine in this process.
+
+def thread_count(n_threads, model, batch, online_threads=False):
+    """Threads for training ``model`` with this batch size: BLAS threads, and for online
+    training the engine's own when online_threads (see parallel_online).
+
+    An explicit n_threads (or FASTNN_NUM_THREADS) wins. Otherwise one thread for steps
+    under TWO_THREAD_FLOPS (ONLINE_TWO_THREAD_FLOPS online; always one online without
+    online_threads), else as many as the cores and the BLAS limit already in force allow
+    (a sweep that limited BLAS to one thread per worker keeps it); one while another fit
+    runs the engine in this process.
     """
     requested = requested_threads(n_threads)
     if requested is not None:
         return requested
-    if batch == 1 or step_flops(layer_sizes(model), batch) < TWO_THREAD_FLOPS or _running > 0:
+    flops = step_flops(layer_sizes(model), batch)
+    if batch == 1:
+        worth_it = online_threads and flops >= ONLINE_TWO_THREAD_FLOPS
+    else:
+        worth_it = flops >= TWO_THREAD_FLOPS
+    if not worth_it or _running > 0:
         return 1
     limits = [lib.num_threads for lib in _blas().lib_controllers] or [1]
     return max(1, min(os.cpu_count() or 1, 2, *limits))
@@ -243,8 +275,8 @@ class Failure:
 class Engine:
     """Compiled training of one model with one loss and optimizer on prepared arrays."""
 
-    def __init__(self, module, model, loss, optimizer, X, targets, weight, batch, clip_norm):
-        self.model, self.optimizer, self.batch = model, optimizer, batch
+    def __init__(self, module, model, loss, optimizer, X, targets, weight, batch, clip_norm, threads=1):
+        self.model, self.optimizer, self.batch, self.threads = model, optimizer, batch, threads
         self.run_epochs = module.run_online if batch == 1 else module.run_batches
         self.X = _writable(X)
         dtype = model.dtype
@@ -267,7 +299,7 @@ class Engine:
             values = (opt.lr, opt.momentum, opt.nesterov, opt.weight_decay, 0, 0, 0, 0)
         else:
             values = (opt.lr, 0, 0, opt.weight_decay, *opt.betas, opt.eps, opt.decoupled)
-        return np.array((*values, self.clip_norm), np.float64)
+        return np.array((*values, self.clip_norm, self.threads), np.float64)
 
     def _state(self):
         opt = self.optimizer

@@ -11,7 +11,8 @@ backup                 (3, n_params), out: params, state_a, state_b at the last 
 layers                 int64 (n_layers, 6): W offset in params, n_in, n_out, activation
                        code, offsets of the layer's input and output in ``acts``
 alphas                 float64 (n_layers,): leaky_relu slopes
-hyper                  float64 vector indexed by LR ... CLIP_NORM below
+hyper                  float64 vector indexed by LR ... THREADS below; THREADS is the
+                       online loop's thread count (the Cython engine's; Numba runs one)
 optimizer, loss        SGD/ADAM and CROSS_ENTROPY/CROSS_ENTROPY_SOFT/MSE/BCE
 step                   optimizer steps taken before this call (Adam's bias correction)
 X                      (n, n_in) training inputs
@@ -62,8 +63,8 @@ _OPTIONS = dict(cache=True, nogil=True, error_model="numpy")
 
 CROSS_ENTROPY, CROSS_ENTROPY_SOFT, MSE, BCE = range(4)
 SGD, ADAM = range(2)
-LR, MOMENTUM, NESTEROV, WEIGHT_DECAY, BETA1, BETA2, EPS, DECOUPLED, CLIP_NORM = range(9)
-N_HYPER = 9
+LR, MOMENTUM, NESTEROV, WEIGHT_DECAY, BETA1, BETA2, EPS, DECOUPLED, CLIP_NORM, THREADS = range(10)
+N_HYPER = 10
 W_OFFSET, N_IN, N_OUT, ACTIVATION, IN_OFFSET, OUT_OFFSET = range(6)
 
 
@@ -104,7 +105,7 @@ def _save(params, state_a, state_b, backup):
     backup[2, :state_b.shape[0]] = state_b
 
 
-@njit(**_OPTIONS)
+@njit(inline="always", **_OPTIONS)
 def _loss(loss, out, labels, targets, weights, grad):
     """Mean loss of out (rows, n_out) against labels or targets; d(loss)/d(out) into grad."""
     weighted = weights.shape[0] > 0
@@ -125,16 +126,17 @@ def _loss(loss, out, labels, targets, weights, grad):
     return bce_with_logits(out, targets, grad, None)
 
 
-@njit(**_OPTIONS)
-def _argmax(row):
+@njit(inline="always", **_OPTIONS)
+def _argmax(matrix, i):
+    """The column of row i's largest entry (the first one on ties)."""
     best = 0
-    for j in range(1, row.shape[0]):
-        if row[j] > row[best]:
+    for j in range(1, matrix.shape[1]):
+        if matrix[i, j] > matrix[i, best]:
             best = j
     return best
 
 
-@njit(**_OPTIONS)
+@njit(inline="always", **_OPTIONS)
 def _metric(loss, out, labels, targets):
     """The batch's metric times its rows: correct rows (cross-entropy), matching
     outputs / n_out (BCE), or rows * mean over outputs of R² (MSE); as Loss.score."""
@@ -142,10 +144,10 @@ def _metric(loss, out, labels, targets):
     total = 0.0
     if loss == CROSS_ENTROPY:
         for i in range(rows):
-            total += _argmax(out[i]) == labels[i]
+            total += _argmax(out, i) == labels[i]
     elif loss == CROSS_ENTROPY_SOFT:
         for i in range(rows):
-            total += _argmax(out[i]) == _argmax(targets[i])
+            total += _argmax(out, i) == _argmax(targets, i)
     elif loss == BCE:
         for i in range(rows):
             for j in range(cols):
@@ -216,17 +218,18 @@ def _update(params, grads, state_a, state_b, hyper, optimizer, step):
               hyper[EPS], hyper[WEIGHT_DECAY], hyper[DECOUPLED] != 0)
 
 
-@njit(**_OPTIONS)
+@njit(inline="always", **_OPTIONS)
 def _gather(order, lo, rows, X, labels, targets, weights, xwork, lwork, twork, wwork):
     """Copy samples order[lo:lo + rows] (samples lo:lo + rows when order is empty)
     into the first rows of the workspaces."""
     for r in range(rows):
         i = order[lo + r] if order.shape[0] > 0 else lo + r
-        xwork[r, :] = X[i]
+        for j in range(X.shape[1]):  # element by element: a row view would cost reference counting
+            xwork[r, j] = X[i, j]
         if labels.shape[0] > 0:
             lwork[r] = labels[i]
-        if targets.shape[0] > 0:
-            twork[r, :] = targets[i]
+        for j in range(targets.shape[1] if targets.shape[0] > 0 else 0):
+            twork[r, j] = targets[i, j]
         if weights.shape[0] > 0:
             wwork[r] = weights[i]
 
@@ -286,7 +289,7 @@ def run_batches(params, grads, state_a, state_b, backup, layers, alphas, hyper, 
     return n_epochs, 0, step, 0.0
 
 
-@njit(**_OPTIONS)
+@njit(inline="always", **_OPTIONS)
 def _activate(z, code, alpha):
     """f(z) for one activation code, by the formulas of numba_kernels._forward."""
     c = type(z)
@@ -303,7 +306,7 @@ def _activate(z, code, alpha):
     return _tanh(z)
 
 
-@njit(**_OPTIONS)
+@njit(inline="always", **_OPTIONS)
 def _activation_gradient(a, d, code, alpha):
     """d * f'(z) from a = f(z), by the formulas of numba_kernels._backward."""
     c = type(a)
@@ -321,7 +324,7 @@ def _activation_gradient(a, d, code, alpha):
 # The per-sample helpers index the flat buffers directly: views would cost two atomic
 # reference-count updates each, which dominate small layers. The offsets are unsigned so
 # that Numba drops its negative-index wraparound check and LLVM vectorises the row loops.
-@njit(**_OPTIONS)
+@njit(inline="always", **_OPTIONS)
 def _layout(layers, layer):
     """(W offset, n_in, n_out, input offset, output offset) of a layer, unsigned."""
     u = np.uint64
@@ -339,7 +342,7 @@ def _dot(x, x_start, y, y_start, n):
     return total
 
 
-@njit(**_OPTIONS)
+@njit(inline="always", **_OPTIONS)
 def _forward_one(params, layers, alphas, layer, acts):
     """One sample through one layer: out = f(a @ W + b), a row of W at a time,
     skipping zero inputs (such as relu's)."""
@@ -357,7 +360,7 @@ def _forward_one(params, layers, alphas, layer, acts):
         acts[z + j] = _activate(acts[z + j] + params[b + j], code, alpha)
 
 
-@njit(**_OPTIONS)
+@njit(inline="always", **_OPTIONS)
 def _backward_one(params, grads, layers, alphas, layer, acts, deltas, lr, in_place):
     """One sample back through one layer, from d(loss)/d(output) in deltas: the input
     gradient d @ W.T (except for the first layer) from each row of W before it changes,

@@ -1,11 +1,13 @@
 """The compiled training engine (fastnn/engine.py, kernels/*_engine): the same numbers as
 the per-module path for every activation, loss, optimizer and batch mode; fallback;
 no recompilation; no allocation per step; divergence; thread settings."""
+import os
 import tracemalloc
 import warnings
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 import fastnn
 from fastnn import engine as engines
@@ -14,7 +16,8 @@ from fastnn.losses import SoftmaxCrossEntropy
 ENGINE_BACKENDS = [name for name in ("numba", "cython") if engines.engine_module(name) is not None]
 ACTIVATION_NAMES = ["identity", "relu", "leaky_relu", "sigmoid", "tanh"]
 # (samples, batch_size, epochs): 10 optimizer steps each.
-BATCH_MODES = {"online": (10, 1, 1), "mini-batch": (23, 5, 2), "full": (12, "full", 10)}
+BATCH_MODES = {"online": (10, 1, 1), "online, 2 threads": (10, 1, 1), "mini-batch": (23, 5, 2),
+               "full": (12, "full", 10)}
 
 
 @pytest.fixture(params=ENGINE_BACKENDS)
@@ -38,8 +41,9 @@ def train_both(build, X, y, mode, optimizer=lambda: fastnn.SGD(0.1), **options):
     results = []
     for engine in (True, False):
         model = build()
+        threads = 2 if engine and mode == "online, 2 threads" else None  # the Cython engine's threads
         history = model.fit(X[:n], y[:n], optimizer=optimizer(), epochs=epochs, batch_size=batch_size, seed=3,
-                            verbose=0, engine=engine, **options)
+                            verbose=0, engine=engine, n_threads=threads, **options)
         results.append((model.params.copy(), history))
     return results
 
@@ -268,17 +272,19 @@ def test_steps_allocate_nothing(engine_backend, batch):
     assert short[0] < 8000  # per call: the returned tuple, Cython's memoryview objects
 
 
-@pytest.mark.parametrize("batch_size", [1, 4])
-def test_divergence_stops_like_the_module_path(engine_backend, batch_size):
+@pytest.mark.parametrize("batch_size, n_threads", [(1, None), (1, 2), (4, None)])
+def test_divergence_stops_like_the_module_path(engine_backend, batch_size, n_threads):
     X, y = data(40)
     X = X * 1e3
     results = []
     for engine in (True, False):
-        model = fastnn.mlp([3, 16, 3], dtype=np.float64, seed=0)
+        # A linear net, not relu: the engine may sum in another order, and a kink of relu hit by the
+        # last bit of a sum would be amplified by the learning rate into a different path.
+        model = fastnn.mlp([3, 16, 3], activation="identity", dtype=np.float64, seed=0)
         optimizer = fastnn.SGD(1e6)
         with pytest.warns(RuntimeWarning, match="training loss became .* training stopped with the last finite"):
             history = model.fit(X, y, optimizer=optimizer, epochs=50, batch_size=batch_size, verbose=0,
-                                seed=0, engine=engine)
+                                seed=0, engine=engine, n_threads=n_threads if engine else None)
         assert history.diverged and history.stop_reason == "diverged"
         assert np.isfinite(model.params).all()
         results.append((model.params.copy(), len(history), optimizer.steps, optimizer.epochs))
@@ -294,10 +300,42 @@ def test_thread_count_policy(monkeypatch):
     big = fastnn.mlp([784, 256, 128, 10], seed=0)
     assert engines.thread_count(None, tiny, 8192) == 1
     assert engines.thread_count(None, big, 1) == 1
+    assert engines.thread_count(None, big, 32) == 1  # 32 MFLOP per step: under TWO_THREAD_FLOPS
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert engines.thread_count(None, big, 128) == min(2, os.cpu_count())
+    with threadpool_limits(limits=1, user_api="blas"):  # a limit already in force (a sweep's) is kept
+        assert engines.thread_count(None, big, 128) == 1
     assert engines.thread_count(3, tiny, 1) == 3
     monkeypatch.setenv("FASTNN_NUM_THREADS", "2")
     assert engines.thread_count(None, tiny, 1) == 2
     assert engines.thread_count(1, big, 8192) == 1
+
+
+def test_online_threads_policy(monkeypatch):
+    monkeypatch.delenv("FASTNN_NUM_THREADS", raising=False)
+    tiny = fastnn.mlp([2, 5, 5, 5, 2], seed=0)
+    big = fastnn.mlp([784, 256, 128, 10], seed=0)
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert engines.thread_count(None, big, 1, online_threads=True) == min(2, os.cpu_count())
+        assert engines.thread_count(None, big, 1, online_threads=False) == 1
+        assert engines.thread_count(None, tiny, 1, online_threads=True) == 1  # under ONLINE_TWO_THREAD_FLOPS
+    cython = engines.engine_module("cython")
+    if cython is not None:
+        assert engines.parallel_online(cython, None) and not engines.parallel_online(cython, 1.0)
+    assert not engines.parallel_online(engines.engine_module("numba"), None)
+
+
+@pytest.mark.skipif(engines.engine_module("cython") is None, reason="the Cython engine is not built")
+def test_the_cython_engine_for_any_cpu_matches_the_module_path(monkeypatch):
+    """engine_module loads the AVX2 build where the CPU has it; the portable build must
+    train alike on the CPUs without it."""
+    monkeypatch.setattr(engines, "_cpu_has_avx2", lambda: False)
+    assert engines.engine_module("cython").__name__.endswith(".cython_engine")
+    X, y = data(30)
+    with fastnn.use_backend("cython"):
+        for mode in BATCH_MODES:
+            for optimizer in ("momentum", "adam"):
+                assert_same(*train_both(mlp64("tanh"), X, y, mode, optimizer=OPTIMIZERS[optimizer]))
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, "two", True])

@@ -103,6 +103,9 @@ def test_show_config_reports_what_is_in_use(capsys):
     assert f"backend selected:   {K.get_backend().name}" in text
     assert "blas: openblas" in text
     assert "cython build OpenMP: {'openmp': True" in text
+    from fastnn.engine import _cpu_has_avx2
+
+    assert f"cython training engine: cython_engine{'_avx2' if _cpu_has_avx2() else ''}" in text
     assert "numba threading layer:" in text and "numba cache:" in text
     assert f"numpy {np.__version__}" in text
 

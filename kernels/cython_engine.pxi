@@ -1,0 +1,709 @@
+# The Cython training engine, compiled twice from this one source: cython_engine.pyx
+# for any x86-64 (or other) CPU, cython_engine_avx2.pyx with AVX2 and FMA
+# (fastnn/engine.py loads the second where the CPU has them).
+import numpy as np
+
+from cython cimport floating
+from libc.math cimport exp, fabs, isfinite, log, log1p, sqrt
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy
+
+from cython.parallel cimport parallel, threadid
+from libc.stdlib cimport free, malloc
+cimport openmp
+
+from blas cimport gemm_ptr
+from elementwise cimport _sigmoid, _sqrt, _tanh
+
+# Codes and indices, as in numba_engine.py (which fastnn/engine.py reads them from) and reference.py.
+cdef enum:
+    IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH
+cdef enum:
+    CROSS_ENTROPY, CROSS_ENTROPY_SOFT, MSE, BCE
+cdef enum:
+    SGD, ADAM
+cdef enum:
+    LR, MOMENTUM, NESTEROV, WEIGHT_DECAY, BETA1, BETA2, EPS, DECOUPLED, CLIP_NORM, THREADS
+cdef enum:
+    W_OFFSET, N_IN, N_OUT, ACTIVATION, IN_OFFSET, OUT_OFFSET
+
+cdef object FLOAT64 = np.dtype(np.float64), FLOAT32 = np.dtype(np.float32)
+# run_online trains on hyper[THREADS] threads (fastnn/engine.py reads this).
+PARALLEL_ONLINE = True
+
+
+cdef inline floating _activate(floating z, int code, floating alpha) noexcept nogil:
+    """f(z), as cython_kernels._activate."""
+    if code == RELU:
+        return 0 if z < 0 else z
+    if code == LEAKY_RELU:
+        return z if z > 0 else z * alpha
+    if code == SIGMOID:
+        return _sigmoid(z)
+    if code == TANH:
+        return _tanh(z)
+    return z
+
+
+cdef inline floating _activation_gradient(floating a, floating d, int code, floating alpha) noexcept nogil:
+    """d * f'(z) from a = f(z), as cython_kernels._activation_gradient."""
+    if code == RELU:
+        return d if a > 0 else 0
+    if code == LEAKY_RELU:
+        return d * (1 if a > 0 else alpha)
+    if code == SIGMOID:
+        return d * a * (1 - a)
+    if code == TANH:
+        return d * (1 - a * a)
+    return d
+
+
+cdef struct Layer:
+    Py_ssize_t w, n_in, n_out, inputs, outputs
+    int code
+
+
+cdef inline Layer _layer(const int64_t[:, ::1] layers, Py_ssize_t i) noexcept nogil:
+    cdef Layer layer
+    layer.w = layers[i, W_OFFSET]
+    layer.n_in = layers[i, N_IN]
+    layer.n_out = layers[i, N_OUT]
+    layer.code = <int>layers[i, ACTIVATION]
+    layer.inputs = layers[i, IN_OFFSET]
+    layer.outputs = layers[i, OUT_OFFSET]
+    return layer
+
+
+cdef double _loss(int loss, const floating* out, Py_ssize_t rows, Py_ssize_t cols,
+                  const int64_t* labels, const floating* targets, const floating* weights,
+                  floating* grad) noexcept nogil:
+    """Weighted mean loss of out (rows, cols) and its gradient into grad, as the kernels:
+    row weights 1 / rows, or weights[i] / sum(weights) (a sum of 0 counts as 1)."""
+    cdef Py_ssize_t i, j
+    cdef double total = rows, w, top, lse, t, z, e, row_loss, target_sum, log_p, result = 0
+    cdef int64_t label
+    if weights != NULL:
+        total = 0
+        for i in range(rows):
+            total += weights[i]
+        if not total > 0:
+            total = 1
+    for i in range(rows):
+        w = (weights[i] if weights != NULL else 1.0) / total
+        if loss == CROSS_ENTROPY or loss == CROSS_ENTROPY_SOFT:
+            top = out[i * cols]
+            for j in range(1, cols):
+                if out[i * cols + j] > top:
+                    top = out[i * cols + j]
+            lse = 0
+            for j in range(cols):
+                lse += exp(out[i * cols + j] - top)
+            lse = log(lse)
+            if loss == CROSS_ENTROPY:
+                label = labels[i]
+                result -= w * ((out[i * cols + label] - top) - lse)
+                for j in range(cols):
+                    e = exp((out[i * cols + j] - top) - lse)
+                    grad[i * cols + j] = (e - 1.0 if j == label else e) * w
+            else:
+                target_sum = row_loss = 0
+                for j in range(cols):
+                    target_sum += targets[i * cols + j]
+                for j in range(cols):
+                    t = targets[i * cols + j]
+                    log_p = (out[i * cols + j] - top) - lse
+                    row_loss += t * log_p
+                    grad[i * cols + j] = (exp(log_p) * target_sum - t) * w
+                result -= w * row_loss
+        elif loss == MSE:
+            row_loss = 0
+            for j in range(cols):
+                z = <double>out[i * cols + j] - targets[i * cols + j]
+                row_loss += z * z
+                grad[i * cols + j] = z * (2.0 * w / cols)
+            result += w * row_loss
+        else:
+            row_loss = 0
+            for j in range(cols):
+                z = out[i * cols + j]
+                t = targets[i * cols + j]
+                e = exp(-fabs(z))
+                row_loss += (z if z > 0 else 0.0) - z * t + log1p(e)
+                grad[i * cols + j] = ((1.0 / (1.0 + e) if z >= 0 else e / (1.0 + e)) - t) * (w / cols)
+            result += w * row_loss
+    if loss == MSE or loss == BCE:
+        result /= cols
+    return result
+
+
+cdef inline Py_ssize_t _argmax(const floating* row, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j, best = 0
+    for j in range(1, n):
+        if row[j] > row[best]:
+            best = j
+    return best
+
+
+cdef double _metric(int loss, const floating* out, Py_ssize_t rows, Py_ssize_t cols,
+                    const int64_t* labels, const floating* targets) noexcept nogil:
+    """The batch's metric times its rows, as numba_engine._metric."""
+    cdef Py_ssize_t i, j
+    cdef double total = 0, mean, residual, spread
+    if loss == CROSS_ENTROPY:
+        for i in range(rows):
+            total += _argmax(out + i * cols, cols) == labels[i]
+    elif loss == CROSS_ENTROPY_SOFT:
+        for i in range(rows):
+            total += _argmax(out + i * cols, cols) == _argmax(targets + i * cols, cols)
+    elif loss == BCE:
+        for i in range(rows):
+            for j in range(cols):
+                total += (out[i * cols + j] > 0) == (targets[i * cols + j] > 0.5)
+        total /= cols
+    else:
+        for j in range(cols):
+            mean = residual = spread = 0
+            for i in range(rows):
+                mean += targets[i * cols + j]
+            mean /= rows
+            for i in range(rows):
+                residual += (<double>targets[i * cols + j] - out[i * cols + j]) ** 2
+                spread += (targets[i * cols + j] - mean) ** 2
+            if spread > 0:
+                total += 1.0 - residual / spread
+            elif residual == 0:
+                total += 1.0
+        total *= <double>rows / cols
+    return total
+
+
+cdef inline void _sgd_constants(const double* hyper, floating* c) noexcept nogil:
+    """c = lr, momentum, weight decay, nesterov (0 or 1) in the dtype, for _sgd_element."""
+    c[0], c[1], c[2] = <floating>hyper[LR], <floating>hyper[MOMENTUM], <floating>hyper[WEIGHT_DECAY]
+    c[3] = 1 if hyper[NESTEROV] != 0 else 0
+
+
+cdef inline void _sgd_element(floating* p, floating g, floating* velocity, const floating* c) noexcept nogil:
+    """One SGD step of one parameter p with gradient g (momentum, Nesterov, weight decay)."""
+    cdef floating v
+    g = g + c[2] * p[0]
+    if c[1] != 0:
+        v = c[1] * velocity[0] + g
+        velocity[0] = v
+        g = g + c[1] * v if c[3] != 0 else v
+    p[0] -= c[0] * g
+
+
+cdef inline void _adam_constants(const double* hyper, long step, floating* c) noexcept nogil:
+    """The constants of Adam step ``step`` in the dtype, for _adam_element: decoupled
+    shrink, L2 weight decay, beta1, beta2, 1 - beta1, 1 - beta2, lr / (1 - beta1^step),
+    sqrt(1 - beta2^step), eps."""
+    c[0] = <floating>(1.0 - hyper[LR] * hyper[WEIGHT_DECAY] if hyper[DECOUPLED] != 0 else 1.0)
+    c[1] = <floating>(0.0 if hyper[DECOUPLED] != 0 else hyper[WEIGHT_DECAY])
+    c[2], c[3] = <floating>hyper[BETA1], <floating>hyper[BETA2]
+    c[4], c[5] = <floating>(1.0 - hyper[BETA1]), <floating>(1.0 - hyper[BETA2])
+    c[6] = <floating>(hyper[LR] / (1.0 - hyper[BETA1] ** step))
+    c[7] = <floating>sqrt(1.0 - hyper[BETA2] ** step)
+    c[8] = <floating>hyper[EPS]
+
+
+cdef inline void _adam_element(floating* p, floating g, floating* m, floating* v, const floating* c) noexcept nogil:
+    """One Adam/AdamW step of one parameter p with gradient g, in the dtype (as numba_engine._adam)."""
+    cdef floating pf = p[0] * c[0]
+    cdef floating mf, vf
+    g = g + c[1] * pf
+    mf = c[2] * m[0] + c[4] * g
+    vf = c[3] * v[0] + c[5] * g * g
+    m[0] = mf
+    v[0] = vf
+    p[0] = pf - c[6] * mf / (_sqrt(vf) / c[7] + c[8])
+
+
+cdef void _update(floating* params, floating* grads, floating* state_a, floating* state_b,
+                  Py_ssize_t n, const double* hyper, int optimizer, long step) noexcept nogil:
+    """Clip by global norm (if set), then one SGD or Adam step, in the dtype."""
+    cdef Py_ssize_t k
+    cdef double norm = 0
+    cdef floating scale
+    cdef floating c[9]
+    if hyper[CLIP_NORM] > 0:
+        for k in range(n):
+            norm += <double>grads[k] * grads[k]
+        norm = sqrt(norm)
+        if norm > hyper[CLIP_NORM]:
+            scale = <floating>(hyper[CLIP_NORM] / norm)
+            for k in range(n):
+                grads[k] *= scale
+    if optimizer == SGD:
+        _sgd_constants(hyper, c)
+        for k in range(n):
+            _sgd_element(&params[k], grads[k], &state_a[k] if state_a != NULL else NULL, c)
+    else:
+        _adam_constants(hyper, step, c)
+        for k in range(n):
+            _adam_element(&params[k], grads[k], &state_a[k], &state_b[k], c)
+
+
+cdef void _gather(const int64_t* order, Py_ssize_t lo, Py_ssize_t rows, const floating[:, ::1] X,
+                  const int64_t[::1] labels, const floating[:, ::1] targets, const floating[::1] weights,
+                  floating* xwork, int64_t* lwork, floating* twork, floating* wwork) noexcept nogil:
+    """Copy samples order[lo:lo + rows] (samples lo:lo + rows when order is NULL) into
+    the workspaces."""
+    cdef Py_ssize_t r, i, n_in = X.shape[1], n_out = targets.shape[1]
+    for r in range(rows):
+        i = order[lo + r] if order != NULL else lo + r
+        memcpy(xwork + r * n_in, &X[i, 0], n_in * sizeof(floating))
+        if labels.shape[0] > 0:
+            lwork[r] = labels[i]
+        if targets.shape[0] > 0:
+            memcpy(twork + r * n_out, &targets[i, 0], n_out * sizeof(floating))
+        if weights.shape[0] > 0:
+            wwork[r] = weights[i]
+
+
+cdef void _forward_batch(floating* params, Layer layer, floating alpha, const floating* a,
+                         floating* z, Py_ssize_t rows) noexcept nogil:
+    """z = f(a @ W + b) for rows rows: one GEMM, then bias and activation row by row."""
+    cdef Py_ssize_t i, j
+    cdef const floating* b = params + layer.w + layer.n_in * layer.n_out
+    gemm_ptr(False, False, rows, layer.n_out, layer.n_in, a, layer.n_in, params + layer.w, layer.n_out,
+             z, layer.n_out)
+    for i in range(rows):
+        for j in range(layer.n_out):
+            z[i * layer.n_out + j] = _activate(z[i * layer.n_out + j] + b[j], layer.code, alpha)
+
+
+cdef void _backward_batch(floating* params, floating* grads, Layer layer, floating alpha,
+                          const floating* a, const floating* z, floating* d, floating* d_prev,
+                          Py_ssize_t rows) noexcept nogil:
+    """From d = d(loss)/d(output): dW = a.T @ d', db = column sums of d', and
+    d_prev = d' @ W.T unless d_prev is NULL, with d' = d * f'(z) (in place)."""
+    cdef Py_ssize_t i, j, n_out = layer.n_out
+    cdef floating* db = grads + layer.w + layer.n_in * n_out
+    if layer.code != IDENTITY:
+        for i in range(rows * n_out):
+            d[i] = _activation_gradient(z[i], d[i], layer.code, alpha)
+    gemm_ptr(True, False, layer.n_in, n_out, rows, a, layer.n_in, d, n_out, grads + layer.w, n_out)
+    for j in range(n_out):
+        db[j] = 0
+    for i in range(rows):
+        for j in range(n_out):
+            db[j] += d[i * n_out + j]
+    if d_prev != NULL:
+        gemm_ptr(False, True, rows, layer.n_in, n_out, d, n_out, params + layer.w, n_out, d_prev, layer.n_in)
+
+
+cdef void _forward_one(floating* params, Layer layer, floating alpha, floating* acts) noexcept nogil:
+    """One sample through one layer, a row of W at a time, skipping zero inputs."""
+    cdef Py_ssize_t j, k, n_out = layer.n_out
+    cdef floating* z = acts + layer.outputs
+    cdef const floating* row
+    cdef const floating* b = params + layer.w + layer.n_in * n_out
+    cdef floating ak
+    for j in range(n_out):
+        z[j] = 0
+    for k in range(layer.n_in):
+        ak = acts[layer.inputs + k]
+        if ak != 0:
+            row = params + layer.w + k * n_out
+            for j in range(n_out):
+                z[j] += ak * row[j]
+    for j in range(n_out):
+        z[j] = _activate(z[j] + b[j], layer.code, alpha)
+
+
+cdef void _backward_one(floating* params, floating* grads, Layer layer, floating alpha, floating* acts,
+                        floating* deltas, bint first, floating lr, bint in_place) noexcept nogil:
+    """One sample back through one layer, as numba_engine._backward_one."""
+    cdef Py_ssize_t j, k, n_out = layer.n_out
+    cdef floating* d = deltas + layer.outputs
+    cdef floating* row
+    cdef floating* grad_row
+    cdef floating ak, s
+    cdef Py_ssize_t b = layer.w + layer.n_in * n_out
+    if layer.code != IDENTITY:
+        for j in range(n_out):
+            d[j] = _activation_gradient(acts[layer.outputs + j], d[j], layer.code, alpha)
+    for k in range(layer.n_in):
+        row = params + layer.w + k * n_out
+        if not first:
+            s = 0
+            for j in range(n_out):
+                s += row[j] * d[j]
+            deltas[layer.inputs + k] = s
+        ak = acts[layer.inputs + k]
+        if not in_place:
+            grad_row = grads + layer.w + k * n_out
+            for j in range(n_out):
+                grad_row[j] = ak * d[j]
+        elif ak != 0:
+            for j in range(n_out):
+                row[j] -= lr * (ak * d[j])
+    for j in range(n_out):
+        if in_place:
+            params[b + j] -= lr * d[j]
+        else:
+            grads[b + j] = d[j]
+
+
+# --- online training on several threads ----------------------------------------------------
+#
+# The forward pass splits each layer's units (columns of W) between the threads, which
+# only read W there; the backward pass splits its rows (input units), so that each thread
+# writes its own contiguous block of W, b, m and v: with columns, two threads writing
+# neighbouring parts of every row made training several times slower than one thread.
+# A thread's backward pass over its rows computes their share of the input gradient
+# (complete for those units), then their optimizer step, fused: plain SGD, momentum and
+# Adam update each parameter where its gradient is formed; clipping needs the whole
+# gradient first and stays single-threaded. Threads meet at a spinning barrier after each
+# layer's forward pass (the next layer reads all outputs), after the loss (thread 0
+# computes it) and after each layer's backward pass.
+
+cdef extern from *:
+    """
+    #include <stdatomic.h>
+    typedef struct { atomic_int arrived; atomic_int phase; } fastnn_barrier;
+
+    static void fastnn_barrier_init(fastnn_barrier* b) {
+        atomic_init(&b->arrived, 0);
+        atomic_init(&b->phase, 0);
+    }
+
+    /* Wait until n threads have arrived; *phase is the caller's own copy of the phase. */
+    static void fastnn_barrier_wait(fastnn_barrier* b, int* phase, int n) {
+        int next = !*phase;
+        *phase = next;
+        if (atomic_fetch_add(&b->arrived, 1) == n - 1) {
+            atomic_store(&b->arrived, 0);
+            atomic_store(&b->phase, next);
+        } else {
+            while (atomic_load(&b->phase) != next) {
+    #if defined(__x86_64__) || defined(__i386__)
+                __builtin_ia32_pause();
+    #endif
+            }
+        }
+    }
+    """
+    ctypedef struct fastnn_barrier:
+        pass
+    void fastnn_barrier_init(fastnn_barrier* b) noexcept nogil
+    void fastnn_barrier_wait(fastnn_barrier* b, int* phase, int n) noexcept nogil
+
+
+cdef struct Shared:
+    fastnn_barrier barrier
+    bint diverged
+    Py_ssize_t epoch, index
+    double value
+    long steps
+
+
+cdef inline Py_ssize_t _split(Py_ssize_t n, int t, int n_threads) noexcept nogil:
+    """Where thread t's share of n rows or units starts (n for t = n_threads)."""
+    return n * t // n_threads
+
+
+cdef inline floating _dot(const floating* x, const floating* y, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating total = 0
+    for j in range(n):
+        total += x[j] * y[j]
+    return total
+
+
+cdef void _forward_rows(const floating* params, Layer layer, const floating* a, floating* partial,
+                        Py_ssize_t k0, Py_ssize_t k1) noexcept nogil:
+    """partial[:n_out] = a[k0:k1] @ W[k0:k1] for one sample, skipping zero inputs."""
+    cdef Py_ssize_t j, k, n_out = layer.n_out
+    cdef const floating* row
+    cdef floating ak
+    for j in range(n_out):
+        partial[j] = 0
+    for k in range(k0, k1):
+        ak = a[k]
+        if ak != 0:
+            row = params + layer.w + k * n_out
+            for j in range(n_out):
+                partial[j] += ak * row[j]
+
+
+cdef void _forward_units(const floating* params, Layer layer, floating alpha, const floating* partials,
+                         Py_ssize_t stride, int n_threads, floating* z, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    """z[j0:j1] = f(sum of the threads' partials + b) (partials of thread u at u * stride)."""
+    cdef Py_ssize_t j
+    cdef int u
+    cdef floating total
+    cdef const floating* b = params + layer.w + layer.n_in * layer.n_out
+    for j in range(j0, j1):
+        total = 0
+        for u in range(n_threads):
+            total += partials[u * stride + j]
+        z[j] = _activate(total + b[j], layer.code, alpha)
+
+
+cdef void _backward_rows(floating* params, floating* state_a, floating* state_b, Layer layer,
+                         const floating* a, const floating* d, floating* d_prev, int prev_code,
+                         floating prev_alpha, Py_ssize_t k0, Py_ssize_t k1, int optimizer, bint plain,
+                         const floating* constants) noexcept nogil:
+    """For one sample, rows k0:k1 of a layer's [W; b] (row n_in is the bias, input 1), from
+    d = d(loss)/d(output): d_prev[k] = (W[k] @ d) * f'(a[k]) (the gradient at the previous
+    layer's output, f its activation) from W[k] before it changes, unless d_prev is NULL;
+    then the optimizer step of row k with gradient a[k] * d (plain SGD skips zero inputs,
+    whose rows do not change)."""
+    cdef Py_ssize_t j, k, n_out = layer.n_out, offset
+    cdef floating ak
+    cdef floating c[9]  # a local copy: the compiler cannot tell that constants does not alias params
+    memcpy(c, constants, 9 * sizeof(floating))
+    for k in range(k0, k1):
+        offset = layer.w + k * n_out
+        ak = a[k] if k < layer.n_in else 1
+        if d_prev != NULL and k < layer.n_in:
+            d_prev[k] = _activation_gradient(ak, _dot(params + offset, d, n_out), prev_code, prev_alpha)
+        if plain:
+            if ak != 0:
+                for j in range(n_out):
+                    params[offset + j] -= c[0] * (ak * d[j])
+        elif optimizer == SGD:
+            for j in range(n_out):
+                _sgd_element(&params[offset + j], ak * d[j], &state_a[offset + j] if state_a != NULL else NULL, c)
+        else:
+            for j in range(n_out):
+                _adam_element(&params[offset + j], ak * d[j], &state_a[offset + j], &state_b[offset + j], c)
+
+
+cdef void _online_thread(int t, int n_threads, Shared* shared, floating* p, floating* sa, floating* sb,
+                         floating[:, ::1] backup, const int64_t[:, ::1] layers, const double[::1] alphas,
+                         const double* hyper, int optimizer, int loss, long step,
+                         const floating[:, ::1] X, const int64_t[::1] labels, const floating[:, ::1] targets,
+                         const floating[::1] weights, const int64_t[:, ::1] orders, Py_ssize_t n_epochs,
+                         floating* a, floating* d, floating* partials, Py_ssize_t n_acts,
+                         double[:, ::1] stats) noexcept nogil:
+    """Thread t of n_threads of the parallel online loop. Thread 0 also keeps the backup,
+    computes the loss, writes the statistics and the optimizer steps taken."""
+    cdef Py_ssize_t n = X.shape[0], last = layers.shape[0] - 1, n_params = backup.shape[1]
+    cdef Py_ssize_t epoch, sample, i, layer, k, u, c0, c1
+    cdef Layer top = _layer(layers, last), current
+    cdef int phase = 0
+    cdef bint plain = (optimizer == SGD and hyper[MOMENTUM] == 0 and hyper[WEIGHT_DECAY] == 0)
+    cdef floating c[9]
+    cdef floating total
+    cdef const floating* x
+    cdef const int64_t* lab
+    cdef const floating* tgt
+    cdef floating* partial = partials + t * n_acts
+    cdef double value, loss_sum = 0, metric_sum = 0
+    if optimizer == SGD:
+        _sgd_constants(hyper, c)
+    for epoch in range(n_epochs):
+        if t == 0:
+            memcpy(&backup[0, 0], p, n_params * sizeof(floating))
+            if sa != NULL:
+                memcpy(&backup[1, 0], sa, n_params * sizeof(floating))
+            if sb != NULL:
+                memcpy(&backup[2, 0], sb, n_params * sizeof(floating))
+            loss_sum = metric_sum = 0
+        fastnn_barrier_wait(&shared.barrier, &phase, n_threads)
+        for sample in range(n):
+            i = orders[epoch, sample] if orders.shape[0] > 0 else sample
+            x = &X[i, 0]
+            for layer in range(last + 1):
+                current = _layer(layers, layer)
+                _forward_rows(p, current, x if layer == 0 else a + current.inputs, partial + current.outputs,
+                              _split(current.n_in, t, n_threads), _split(current.n_in, t + 1, n_threads))
+                fastnn_barrier_wait(&shared.barrier, &phase, n_threads)
+                _forward_units(p, current, <floating>alphas[layer], partials + current.outputs, n_acts, n_threads,
+                               a + current.outputs, _split(current.n_out, t, n_threads),
+                               _split(current.n_out, t + 1, n_threads))
+                fastnn_barrier_wait(&shared.barrier, &phase, n_threads)
+            if t == 0:
+                lab = &labels[i] if labels.shape[0] > 0 else NULL
+                tgt = &targets[i, 0] if targets.shape[0] > 0 else NULL
+                value = _loss(loss, a + top.outputs, 1, top.n_out, lab, tgt,
+                              &weights[i] if weights.shape[0] > 0 else NULL, d + top.outputs)
+                if isfinite(value):
+                    loss_sum += value
+                    metric_sum += _metric(loss, a + top.outputs, 1, top.n_out, lab, tgt)
+                    if top.code != IDENTITY:
+                        for k in range(top.n_out):
+                            d[top.outputs + k] = _activation_gradient(a[top.outputs + k], d[top.outputs + k],
+                                                                      top.code, <floating>alphas[last])
+                else:
+                    shared.diverged, shared.epoch, shared.index, shared.value = True, epoch, sample, value
+                    shared.steps = step
+            fastnn_barrier_wait(&shared.barrier, &phase, n_threads)
+            if shared.diverged:
+                return
+            step += 1
+            if optimizer == ADAM:
+                _adam_constants(hyper, step, c)
+            for layer in range(last, -1, -1):
+                current = _layer(layers, layer)
+                # Rows split evenly; the bias row (n_in) goes with the last thread's share.
+                _backward_rows(p, sa, sb, current, x if layer == 0 else a + current.inputs, d + current.outputs,
+                               NULL if layer == 0 else d + current.inputs,
+                               IDENTITY if layer == 0 else _layer(layers, layer - 1).code,
+                               0 if layer == 0 else <floating>alphas[layer - 1],
+                               _split(current.n_in, t, n_threads),
+                               _split(current.n_in, t + 1, n_threads) + (t == n_threads - 1),
+                               optimizer, plain, c)
+                # The next layer back, or the next sample's forward pass, reads all rows.
+                fastnn_barrier_wait(&shared.barrier, &phase, n_threads)
+        if t == 0:
+            stats[epoch, 0] = loss_sum
+            stats[epoch, 1] = metric_sum
+    if t == 0:
+        shared.steps = step
+
+
+cdef tuple _run_online_parallel(int n_threads, floating[::1] params, floating[::1] state_a,
+                                floating[::1] state_b, floating[:, ::1] backup, const int64_t[:, ::1] layers,
+                                const double[::1] alphas, const double[::1] hyper, int optimizer, int loss,
+                                long step, const floating[:, ::1] X, const int64_t[::1] labels,
+                                const floating[:, ::1] targets, const floating[::1] weights,
+                                const int64_t[:, ::1] orders, Py_ssize_t n_epochs, floating[::1] acts,
+                                floating[::1] deltas, double[:, ::1] stats):
+    """Online training on n_threads threads (see above); returns as _run does."""
+    cdef Shared shared
+    cdef Py_ssize_t n_acts = acts.shape[0]
+    cdef floating* partials = <floating*>malloc(n_threads * n_acts * sizeof(floating))
+    cdef floating* sa = &state_a[0] if state_a.shape[0] > 0 else NULL
+    cdef floating* sb = &state_b[0] if state_b.shape[0] > 0 else NULL
+    cdef int team
+    if partials == NULL:
+        raise MemoryError("no memory for the online loop's partial sums")
+    fastnn_barrier_init(&shared.barrier)
+    shared.diverged = False
+    try:
+        with nogil, parallel(num_threads=n_threads):
+            team = openmp.omp_get_num_threads()  # fewer than asked when OpenMP says so
+            _online_thread(threadid(), team, &shared, &params[0], sa, sb, backup, layers, alphas, &hyper[0],
+                           optimizer, loss, step, X, labels, targets, weights, orders, n_epochs,
+                           &acts[0], &deltas[0], partials, n_acts, stats)
+    finally:
+        free(partials)
+    if shared.diverged:
+        return shared.epoch, shared.index, shared.steps, shared.value
+    return n_epochs, 0, shared.steps, 0.0
+
+
+cdef tuple _run(bint online, floating[::1] params, floating[::1] grads, floating[::1] state_a,
+                floating[::1] state_b, floating[:, ::1] backup, const int64_t[:, ::1] layers,
+                const double[::1] alphas, const double[::1] hyper, int optimizer, int loss, long step,
+                const floating[:, ::1] X, const int64_t[::1] labels, const floating[:, ::1] targets,
+                const floating[::1] weights, const int64_t[:, ::1] orders, Py_ssize_t n_epochs,
+                Py_ssize_t batch, floating[::1] acts, floating[::1] deltas, floating[:, ::1] twork,
+                floating[::1] wwork, int64_t[::1] lwork, double[:, ::1] stats):
+    cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_layers = layers.shape[0]
+    cdef Py_ssize_t n_params = params.shape[0], last = n_layers - 1
+    cdef Py_ssize_t epoch, index, lo, rows, layer
+    cdef Layer top = _layer(layers, last), current
+    cdef Py_ssize_t n_out = top.n_out
+    cdef floating* p = &params[0]
+    cdef floating* g = &grads[0]
+    cdef floating* sa = &state_a[0] if state_a.shape[0] > 0 else NULL
+    cdef floating* sb = &state_b[0] if state_b.shape[0] > 0 else NULL
+    cdef floating* a = &acts[0]
+    cdef floating* d = &deltas[0]
+    cdef bint shuffled = orders.shape[0] > 0, weighted = weights.shape[0] > 0
+    cdef bint has_labels = labels.shape[0] > 0, has_targets = targets.shape[0] > 0
+    # Online and shuffled batches are gathered into the workspaces; otherwise the rows
+    # lo:lo + rows are read where they are.
+    cdef bint gather = online or shuffled
+    cdef const int64_t* order
+    cdef const floating* x
+    cdef const int64_t* lab
+    cdef const floating* tgt
+    cdef const floating* wgt
+    cdef double value = 0, loss_sum, metric_sum
+    cdef bint in_place = (online and optimizer == SGD and hyper[MOMENTUM] == 0 and hyper[WEIGHT_DECAY] == 0
+                          and hyper[CLIP_NORM] == 0)
+    cdef bint diverged = False
+    cdef floating lr = <floating>hyper[LR]
+    if online and hyper[THREADS] > 1 and hyper[CLIP_NORM] == 0:
+        return _run_online_parallel(<int>hyper[THREADS], params, state_a, state_b, backup, layers, alphas, hyper,
+                                    optimizer, loss, step, X, labels, targets, weights, orders, n_epochs, acts,
+                                    deltas, stats)
+    if online:
+        batch = 1
+    cdef Py_ssize_t n_batches = (n + batch - 1) // batch
+    with nogil:
+        for epoch in range(n_epochs):
+            memcpy(&backup[0, 0], p, n_params * sizeof(floating))
+            if sa != NULL:
+                memcpy(&backup[1, 0], sa, state_a.shape[0] * sizeof(floating))
+            if sb != NULL:
+                memcpy(&backup[2, 0], sb, state_b.shape[0] * sizeof(floating))
+            order = &orders[epoch, 0] if shuffled else NULL
+            loss_sum = metric_sum = 0
+            for index in range(n_batches):
+                lo = index * batch
+                rows = min(batch, n - lo)
+                if gather:
+                    _gather(order, lo, rows, X, labels, targets, weights, a, &lwork[0], &twork[0, 0], &wwork[0])
+                    x, lab, tgt, wgt = a, &lwork[0], &twork[0, 0], &wwork[0]
+                else:
+                    x = &X[lo, 0]
+                    lab = &labels[lo] if has_labels else NULL
+                    tgt = &targets[lo, 0] if has_targets else NULL
+                    wgt = &weights[lo] if weighted else NULL
+                if not weighted:
+                    wgt = NULL
+                for layer in range(n_layers):
+                    current = _layer(layers, layer)
+                    if online:
+                        _forward_one(p, current, <floating>alphas[layer], a)
+                    else:
+                        _forward_batch(p, current, <floating>alphas[layer],
+                                       x if layer == 0 else a + current.inputs, a + current.outputs, rows)
+                value = _loss(loss, a + top.outputs, rows, n_out, lab, tgt, wgt, d + top.outputs)
+                if not isfinite(value):
+                    diverged = True
+                    break
+                loss_sum += value * rows
+                metric_sum += _metric(loss, a + top.outputs, rows, n_out, lab, tgt)
+                for layer in range(last, -1, -1):
+                    current = _layer(layers, layer)
+                    if online:
+                        _backward_one(p, g, current, <floating>alphas[layer], a, d, layer == 0, lr, in_place)
+                    else:
+                        _backward_batch(p, g, current, <floating>alphas[layer],
+                                        x if layer == 0 else a + current.inputs, a + current.outputs,
+                                        d + current.outputs, NULL if layer == 0 else d + current.inputs, rows)
+                step += 1
+                if not in_place:
+                    _update(p, g, sa, sb, n_params, &hyper[0], optimizer, step)
+            if diverged:
+                break
+            stats[epoch, 0] = loss_sum
+            stats[epoch, 1] = metric_sum
+    if diverged:
+        return epoch, index, step, value
+    return n_epochs, 0, step, 0.0
+
+
+def _train(online, params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer, loss, step,
+           X, labels, targets, weights, orders, n_epochs, batch, acts, deltas, twork, wwork, lwork, stats):
+    if params.dtype == FLOAT64:
+        return _run[double](online, params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer,
+                            loss, step, X, labels, targets, weights, orders, n_epochs, batch, acts, deltas,
+                            twork, wwork, lwork, stats)
+    if params.dtype == FLOAT32:
+        return _run[float](online, params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer,
+                           loss, step, X, labels, targets, weights, orders, n_epochs, batch, acts, deltas,
+                           twork, wwork, lwork, stats)
+    raise TypeError(f"params must be float32 or float64; got {params.dtype}")
+
+
+def run_batches(params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer, loss, step,
+                X, labels, targets, weights, orders, n_epochs, batch, acts, deltas, twork, wwork, lwork, stats):
+    """Mini-batch training for n_epochs: see numba_engine.py."""
+    return _train(False, params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer, loss, step,
+                  X, labels, targets, weights, orders, n_epochs, batch, acts, deltas, twork, wwork, lwork, stats)
+
+
+def run_online(params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer, loss, step,
+               X, labels, targets, weights, orders, n_epochs, batch, acts, deltas, twork, wwork, lwork, stats):
+    """Online training (batch 1) for n_epochs: see numba_engine.py."""
+    return _train(True, params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer, loss, step,
+                  X, labels, targets, weights, orders, n_epochs, batch, acts, deltas, twork, wwork, lwork, stats)
