@@ -97,15 +97,18 @@ cdef double _loss(int loss, const floating* out, Py_ssize_t rows, Py_ssize_t col
                     top = out[i * cols + j]
             lse = 0
             for j in range(cols):
-                lse += exp(out[i * cols + j] - top)
-            lse = log(lse)
+                e = exp(out[i * cols + j] - top)
+                lse += e
+                if loss == CROSS_ENTROPY:
+                    grad[i * cols + j] = e  # kept for the gradient below: one exp per entry
             if loss == CROSS_ENTROPY:
                 label = labels[i]
-                result -= w * ((out[i * cols + label] - top) - lse)
+                result -= w * ((out[i * cols + label] - top) - log(lse))
                 for j in range(cols):
-                    e = exp((out[i * cols + j] - top) - lse)
+                    e = grad[i * cols + j] / lse
                     grad[i * cols + j] = (e - 1.0 if j == label else e) * w
             else:
+                lse = log(lse)
                 target_sum = row_loss = 0
                 for j in range(cols):
                     target_sum += targets[i * cols + j]
