@@ -4,13 +4,14 @@
 engine; when they do, an :class:`Engine` holds the prepared arrays and the
 workspaces (allocated once per model and batch size) and runs chunks of
 epochs in the backend's compiled loop (kernels/numba_engine.py or
-kernels/cython_engine.pyx). Anything else falls back to the per-module path
+kernels/cython_engine.pxi). Anything else falls back to the per-module path
 in fastnn/train.py, which computes the same numbers one layer call at a time.
 
 BLAS threads are set through threadpoolctl around the compiled calls: one
 thread for small products, two (this machine's cores) once a step's
-matrix products are large enough to pay for the second thread; see
-:func:`thread_count` and docs/engine.md.
+matrix products are large enough to pay for the second thread; online
+training in the Cython engine runs on two threads of its own from a size on;
+see :func:`thread_count` and docs/engine.md.
 """
 import contextlib
 import importlib
@@ -31,9 +32,9 @@ ENGINE_MODULES = {"numba": "numba_engine", "cython": "cython_engine"}
 ACTIVATIONS = (Identity, ReLU, LeakyReLU, Sigmoid, Tanh)
 LOSSES = (SoftmaxCrossEntropy, MSE, BCEWithLogits)
 # Two BLAS threads pay once a step's matrix products reach this many flops: for
-# 784-256-128-10 (1.007 MFLOP per sample) from batches of about 50; below it the second
+# 784-256-128-10 (1.007 MFLOP per sample) from batches of 30; below it the second
 # thread's start and wait cost as much as it saves, or more (docs/engine.md).
-TWO_THREAD_FLOPS = 5e7
+TWO_THREAD_FLOPS = 3e7
 # Online training on two threads (the Cython engine splits every layer between them)
 # pays once one sample's step reaches this many flops: it meets at three barriers per
 # layer and sample, ~0.1 µs each (784-64-32-10, 0.2 MFLOP: 1.35x; 100-100-100-10,

@@ -300,7 +300,7 @@ def test_thread_count_policy(monkeypatch):
     big = fastnn.mlp([784, 256, 128, 10], seed=0)
     assert engines.thread_count(None, tiny, 8192) == 1
     assert engines.thread_count(None, big, 1) == 1
-    assert engines.thread_count(None, big, 32) == 1  # 32 MFLOP per step: under TWO_THREAD_FLOPS
+    assert engines.thread_count(None, big, 16) == 1  # 16 MFLOP per step: under TWO_THREAD_FLOPS
     with threadpool_limits(limits=2, user_api="blas"):
         assert engines.thread_count(None, big, 128) == min(2, os.cpu_count())
     with threadpool_limits(limits=1, user_api="blas"):  # a limit already in force (a sweep's) is kept
