@@ -237,10 +237,10 @@ cdef void _update(floating* params, floating* grads, floating* state_a, floating
             scale = <floating>(hyper[CLIP_NORM] / norm)
             for k in range(n):
                 grads[k] *= scale
-    if optimizer == SGD:
+    if optimizer == SGD:  # state_a is SGD's velocity, allocated with or without momentum
         _sgd_constants(hyper, c)
         for k in range(n):
-            _sgd_element(&params[k], grads[k], &state_a[k] if state_a != NULL else NULL, c)
+            _sgd_element(&params[k], grads[k], &state_a[k], c)
     else:
         _adam_constants(hyper, step, c)
         for k in range(n):
@@ -469,7 +469,7 @@ cdef void _backward_rows(floating* params, floating* state_a, floating* state_b,
                     params[offset + j] -= c[0] * (ak * d[j])
         elif optimizer == SGD:
             for j in range(n_out):
-                _sgd_element(&params[offset + j], ak * d[j], &state_a[offset + j] if state_a != NULL else NULL, c)
+                _sgd_element(&params[offset + j], ak * d[j], &state_a[offset + j], c)
         else:
             for j in range(n_out):
                 _adam_element(&params[offset + j], ak * d[j], &state_a[offset + j], &state_b[offset + j], c)
