@@ -445,13 +445,14 @@ def gradient_summary(cases):
 
 # --- the runner ----------------------------------------------------------------------------
 
-# What each plan runs: kernel shapes (batch, in, out); nets and modes for throughput; gradient
+# What each plan runs: kernel shapes (batch, in, out); nets and modes for throughput (the peers
+# train the peer_nets, all nets when absent; mode_samples replaces MODE_SAMPLES); gradient
 # net widths; repeats per measurement and the least time of one timed batch of calls; runs per
 # time-to-accuracy mode (0: none); the Numba cold start; the size of the sgemm measurement.
 PLANS = {
     "quick": {"kernel_shapes": ((1, 784, 256), (256, 784, 256)), "nets": tuple(NETS), "modes": MODES,
-              "widths": GRADIENT_WIDTHS[:4], "repeats": 3, "min_time": 0.01, "accuracy_runs": 0,
-              "cold_start": False, "gemm_size": 2048},
+              "peer_nets": ("784-256-128-10",), "mode_samples": 2048, "widths": GRADIENT_WIDTHS[:4],
+              "repeats": 3, "min_time": 0.01, "accuracy_runs": 0, "cold_start": False, "gemm_size": 2048},
     "default": {"kernel_shapes": DEFAULT_SHAPES, "nets": tuple(NETS), "modes": MODES,
                 "widths": GRADIENT_WIDTHS[:5], "repeats": 7, "min_time": 0.02, "accuracy_runs": 1,
                 "cold_start": True, "gemm_size": 2048},
@@ -518,8 +519,11 @@ def run(plan="default", data_dir=None, stream=sys.stderr, backends=None, with_pe
 
     results["modes"] = []
     for net in plan["nets"]:
+        with_peers = net in plan.get("peer_nets", plan["nets"])
         for batch_size in plan["modes"]:
-            cases = {name: ModeCase(net, batch_size, name) for name in frameworks}
+            n_samples = plan.get("mode_samples", MODE_SAMPLES)
+            cases = {name: ModeCase(net, batch_size, name, n_samples=n_samples)
+                     for name in (frameworks if with_peers else backends)}
             multi_threaded = step_flops(cases[frameworks[0]].sizes, 8192) >= TWO_THREAD_FLOPS
             times = measure({name: case.run for name, case in cases.items()}, plan["repeats"], 0,
                             pause=SPIN_PAUSE if multi_threaded else 0.0)
