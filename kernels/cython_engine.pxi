@@ -351,16 +351,18 @@ cdef void _backward_one(floating* params, floating* grads, Layer layer, floating
 
 # --- online training on several threads ----------------------------------------------------
 #
-# The forward pass splits each layer's units (columns of W) between the threads, which
-# only read W there; the backward pass splits its rows (input units), so that each thread
-# writes its own contiguous block of W, b, m and v: with columns, two threads writing
-# neighbouring parts of every row made training several times slower than one thread.
-# A thread's backward pass over its rows computes their share of the input gradient
-# (complete for those units), then their optimizer step, fused: plain SGD, momentum and
-# Adam update each parameter where its gradient is formed; clipping needs the whole
-# gradient first and stays single-threaded. Threads meet at a spinning barrier after each
-# layer's forward pass (the next layer reads all outputs), after the loss (thread 0
-# computes it) and after each layer's backward pass.
+# Each thread owns a contiguous share of every layer's rows (input units) of W, with their
+# b, m and v, and only it reads or writes them. Forward: each thread sums its rows' part
+# of a @ W into its own scratch; after a barrier each thread adds up the parts, the bias
+# and the activation for its share of the output units; another barrier before the next
+# layer. Thread 0 computes the loss; a barrier. Backward: each thread computes, for its
+# rows, the input gradient of those units (complete: a whole row times the delta) from the
+# row before it changes, then the row's optimizer step: plain SGD, momentum and Adam
+# update each parameter where its gradient is formed; a barrier after each layer.
+# Clipping needs the whole gradient first and stays on one thread. Splitting W by
+# columns, so that two threads wrote neighbouring parts of every row, made training
+# several times slower than on one thread, and reading W by columns while writing it by
+# rows moved half of it between the cores' caches every sample.
 
 cdef extern from *:
     """
@@ -485,12 +487,11 @@ cdef void _online_thread(int t, int n_threads, Shared* shared, floating* p, floa
     """Thread t of n_threads of the parallel online loop. Thread 0 also keeps the backup,
     computes the loss, writes the statistics and the optimizer steps taken."""
     cdef Py_ssize_t n = X.shape[0], last = layers.shape[0] - 1, n_params = backup.shape[1]
-    cdef Py_ssize_t epoch, sample, i, layer, k, u, c0, c1
+    cdef Py_ssize_t epoch, sample, i, layer, k
     cdef Layer top = _layer(layers, last), current
     cdef int phase = 0
     cdef bint plain = (optimizer == SGD and hyper[MOMENTUM] == 0 and hyper[WEIGHT_DECAY] == 0)
     cdef floating c[9]
-    cdef floating total
     cdef const floating* x
     cdef const int64_t* lab
     cdef const floating* tgt
