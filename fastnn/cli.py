@@ -217,6 +217,14 @@ def train(args, parser):
     print(f"model {'-'.join(map(str, sizes))} {args.activation}, {settings}, batch size {args.batch_size}, "
           f"{args.epochs} epochs, {backend.name} backend, {args.dtype}")
     with kernels.use_backend(backend.name):
+        # A short fit of a throw-away copy compiles (or loads from Numba's cache) the code the
+        # real fit runs, so that its samples/s measure training, not compilation.
+        start = time.perf_counter()
+        warm_rows = len(X_train) if args.batch_size == "full" else min(len(X_train), 2 * args.batch_size)
+        mlp(sizes, activation=args.activation, dtype=args.dtype, seed=args.seed).fit(
+            X_train[:warm_rows], y_train[:warm_rows], optimizer=get_optimizer(args.optimizer, **options),
+            epochs=1, batch_size=args.batch_size, seed=args.seed, verbose=0)
+        print(f"warm-up (compiles on the first run only): {time.perf_counter() - start:.2f} s")
         start = time.perf_counter()
         history = model.fit(X_train, y_train, optimizer=optimizer, epochs=args.epochs,
                             batch_size=args.batch_size, seed=args.seed, verbose=0 if args.quiet else 1)

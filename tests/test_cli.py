@@ -53,6 +53,7 @@ def test_train_digits_reports_accuracy_and_throughput(capsys):
     assert code == 0 and err == ""
     assert "model 64-32-16-10 relu" in out
     assert 0.5 < accuracy(out) <= 1
+    assert re.search(r"^warm-up \(compiles on the first run only\): \d+\.\d\d s$", out, re.MULTILINE)
     assert re.search(r"^training: 4,311 samples in \d+\.\d\d s, [\d,]+ samples/s$", out, re.MULTILINE)
 
 
