@@ -277,7 +277,10 @@ class Engine:
     """Compiled training of one model with one loss and optimizer on prepared arrays."""
 
     def __init__(self, module, model, loss, optimizer, X, targets, weight, batch, clip_norm, threads=1):
-        self.model, self.optimizer, self.batch, self.threads = model, optimizer, batch, threads
+        self.model, self.optimizer, self.batch = model, optimizer, batch
+        # The online loop's threads spin at barriers: more threads than cores would wait
+        # for one another's time slices at every layer.
+        self.threads = min(threads, os.cpu_count() or 1)
         self.run_epochs = module.run_online if batch == 1 else module.run_batches
         self.X = _writable(X)
         dtype = model.dtype

@@ -338,6 +338,15 @@ def test_the_cython_engine_for_any_cpu_matches_the_module_path(monkeypatch):
                 assert_same(*train_both(mlp64("tanh"), X, y, mode, optimizer=OPTIMIZERS[optimizer]))
 
 
+def test_more_online_threads_than_cores_still_train_alike(engine_backend):
+    X, y = data(30)
+    results = [mlp64("tanh")() for _ in range(2)]
+    for model, engine in zip(results, (True, False)):
+        model.fit(X[:10], y[:10], optimizer=fastnn.SGD(0.1), epochs=1, batch_size=1, seed=3, verbose=0,
+                  engine=engine, n_threads=4 * (os.cpu_count() or 1) if engine else None)
+    np.testing.assert_allclose(results[0].params, results[1].params, rtol=1e-5, atol=1e-9)
+
+
 @pytest.mark.parametrize("value", [0, -1, 1.5, "two", True])
 def test_n_threads_is_validated(value):
     X, y = data(12)
