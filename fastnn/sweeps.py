@@ -83,7 +83,9 @@ def _run_dask(run, tasks, client, threads):
 
     A future fails when its worker died more often than the scheduler's allowed-failures;
     tasks queued on a dying worker can fail with it. Each failed task is therefore
-    tried again alone, and becomes an error row only if it fails alone too.
+    tried again alone, and becomes an error row only if it fails alone too. Results are
+    fetched as soon as they exist: a finished task's result lives on its worker until
+    fetched, and a later death of that worker (a retry that kills it again) would lose it.
     """
     import cloudpickle
 
@@ -92,13 +94,16 @@ def _run_dask(run, tasks, client, threads):
     payload = cloudpickle.dumps(run)
     futures = [client.submit(_call_pickled, i, payload, *task, threads, pure=False)
                for i, task in enumerate(tasks)]
+    fields = {}
     try:
-        failed = [i for i, future in enumerate(futures) if future.exception() is not None]  # waits for all
-        for i in failed:
-            futures[i] = client.submit(_call_pickled, i, payload, *tasks[i], threads, pure=False)
-            futures[i].exception()  # waits: the next retry starts after this one ended
-        return [future.result()[1] if future.exception() is None else _lost(future.exception())
-                for future in futures]
+        for i, future in enumerate(futures):
+            if future.exception() is None:  # waits for it
+                fields[i] = future.result()[1]
+        for i in range(len(tasks)):
+            if i not in fields:  # one at a time: the next retry starts after this one ended
+                futures[i] = retry = client.submit(_call_pickled, i, payload, *tasks[i], threads, pure=False)
+                fields[i] = retry.result()[1] if retry.exception() is None else _lost(retry.exception())
+        return [fields[i] for i in range(len(tasks))]
     finally:
         client.cancel(futures)
 
