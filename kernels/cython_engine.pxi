@@ -296,22 +296,38 @@ cdef void _backward_batch(floating* params, floating* grads, Layer layer, floati
         gemm_ptr(False, True, rows, layer.n_in, n_out, d, n_out, params + layer.w, n_out, d_prev, layer.n_in)
 
 
-cdef void _forward_one(floating* params, Layer layer, floating alpha, floating* acts) noexcept nogil:
-    """One sample through one layer, a row of W at a time, skipping zero inputs."""
+cdef inline floating _dot(const floating* x, const floating* y, Py_ssize_t n) noexcept nogil:
+    """x[:n] @ y[:n], summed in whatever order vectorises (-fassociative-math)."""
+    cdef Py_ssize_t j
+    cdef floating total = 0
+    for j in range(n):
+        total += x[j] * y[j]
+    return total
+
+
+cdef void _forward_rows(const floating* params, Layer layer, const floating* a, floating* partial,
+                        Py_ssize_t k0, Py_ssize_t k1) noexcept nogil:
+    """partial[:n_out] = a[k0:k1] @ W[k0:k1] for one sample, skipping zero inputs."""
     cdef Py_ssize_t j, k, n_out = layer.n_out
-    cdef floating* z = acts + layer.outputs
     cdef const floating* row
-    cdef const floating* b = params + layer.w + layer.n_in * n_out
     cdef floating ak
     for j in range(n_out):
-        z[j] = 0
-    for k in range(layer.n_in):
-        ak = acts[layer.inputs + k]
+        partial[j] = 0
+    for k in range(k0, k1):
+        ak = a[k]
         if ak != 0:
             row = params + layer.w + k * n_out
             for j in range(n_out):
-                z[j] += ak * row[j]
-    for j in range(n_out):
+                partial[j] += ak * row[j]
+
+
+cdef void _forward_one(floating* params, Layer layer, floating alpha, floating* acts) noexcept nogil:
+    """One sample through one layer, a row of W at a time, skipping zero inputs."""
+    cdef Py_ssize_t j
+    cdef floating* z = acts + layer.outputs
+    cdef const floating* b = params + layer.w + layer.n_in * layer.n_out
+    _forward_rows(params, layer, acts + layer.inputs, z, 0, layer.n_in)
+    for j in range(layer.n_out):
         z[j] = _activate(z[j] + b[j], layer.code, alpha)
 
 
@@ -322,7 +338,7 @@ cdef void _backward_one(floating* params, floating* grads, Layer layer, floating
     cdef floating* d = deltas + layer.outputs
     cdef floating* row
     cdef floating* grad_row
-    cdef floating ak, s
+    cdef floating ak
     cdef Py_ssize_t b = layer.w + layer.n_in * n_out
     if layer.code != IDENTITY:
         for j in range(n_out):
@@ -330,10 +346,7 @@ cdef void _backward_one(floating* params, floating* grads, Layer layer, floating
     for k in range(layer.n_in):
         row = params + layer.w + k * n_out
         if not first:
-            s = 0
-            for j in range(n_out):
-                s += row[j] * d[j]
-            deltas[layer.inputs + k] = s
+            deltas[layer.inputs + k] = _dot(row, d, n_out)
         ak = acts[layer.inputs + k]
         if not in_place:
             grad_row = grads + layer.w + k * n_out
@@ -407,30 +420,6 @@ cdef struct Shared:
 cdef inline Py_ssize_t _split(Py_ssize_t n, int t, int n_threads) noexcept nogil:
     """Where thread t's share of n rows or units starts (n for t = n_threads)."""
     return n * t // n_threads
-
-
-cdef inline floating _dot(const floating* x, const floating* y, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef floating total = 0
-    for j in range(n):
-        total += x[j] * y[j]
-    return total
-
-
-cdef void _forward_rows(const floating* params, Layer layer, const floating* a, floating* partial,
-                        Py_ssize_t k0, Py_ssize_t k1) noexcept nogil:
-    """partial[:n_out] = a[k0:k1] @ W[k0:k1] for one sample, skipping zero inputs."""
-    cdef Py_ssize_t j, k, n_out = layer.n_out
-    cdef const floating* row
-    cdef floating ak
-    for j in range(n_out):
-        partial[j] = 0
-    for k in range(k0, k1):
-        ak = a[k]
-        if ak != 0:
-            row = params + layer.w + k * n_out
-            for j in range(n_out):
-                partial[j] += ak * row[j]
 
 
 cdef void _forward_units(const floating* params, Layer layer, floating alpha, const floating* partials,
