@@ -22,7 +22,7 @@ import numpy as np
 
 import fastnn
 from fastnn import engine as engines
-from fastnn import bench, peers
+from fastnn import bench, datasets, peers
 
 BIG = [784, 256, 128, 10]
 SMALL = [2, 5, 5, 5, 2]
@@ -64,27 +64,20 @@ def measure_case(case, runners, repeats, dtype=np.float32):
     sgemm, sgemm_flops = sgemm_runner(dtype=dtype)
     runs = {"sgemm": sgemm}
     for framework, make in runners.items():
-        run = make(sizes, activation, batch, optimizer, X, y).run
-        run()  # compile, allocate, warm caches
-        runs[framework] = run
-    times = {framework: [] for framework in runs}
-    for _ in range(repeats):
-        for framework, run in runs.items():
-            time.sleep(bench.SPIN_PAUSE)  # let the previous framework's threads stop spinning
-            start = time.perf_counter()
-            run()
-            times[framework].append(time.perf_counter() - start)
-    rates = {framework: n / np.median(t) for framework, t in times.items()}
-    rates["sgemm"] = sgemm_flops / np.median(times["sgemm"]) / 1e9
+        runs[framework] = make(sizes, activation, batch, optimizer, X, y).run
+    # Each run once untimed (compile, allocate, warm caches), then the repeats in turn,
+    # with a pause before each so that the previous framework's threads stop spinning.
+    seconds = bench.measure(runs, repeats, min_time=0, pause=bench.SPIN_PAUSE)
+    rates = {framework: n / s for framework, s in seconds.items()}
+    rates["sgemm"] = sgemm_flops / seconds["sgemm"] / 1e9
     return rates
 
 
 def ten_point_seconds(backend, repeats, dtype=np.float32):
     """Median seconds of fit(X, y, epochs=50_000, batch_size=1, optimizer=SGD) on the
     10-point set of the 2-2-3-2 example with a 2-5-5-5-2 sigmoid net (after a warm-up)."""
-    x1 = [0.1, 0.3, 0.1, 0.6, 0.4, 0.6, 0.5, 0.9, 0.4, 0.7]
-    x2 = [0.1, 0.4, 0.5, 0.9, 0.2, 0.3, 0.6, 0.2, 0.4, 0.6]
-    X, y = np.c_[x1, x2].astype(dtype), np.repeat([0, 1], 5)
+    X, y = datasets.ten_points()
+    X = X.astype(dtype)
     times = []
     with fastnn.use_backend(backend):
         fastnn.mlp(SMALL, activation="sigmoid", dtype=dtype, seed=0).fit(X, y, epochs=2, batch_size=1, optimizer="sgd", verbose=0)

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from fastnn.peers import PEERS
+
 sys.path.insert(0, str(Path(__file__).parent))
 import peers  # noqa: E402
 
-FRAMEWORKS = ["fastnn-numba", "fastnn-cython", "pytorch", "jax", "scikit-learn"]
-MODULES = {"pytorch": "torch", "jax": "jax", "scikit-learn": "sklearn"}
+FRAMEWORKS = ["fastnn-numba", "fastnn-cython", *PEERS]
+MODULES = {name: module for name, (module, _) in PEERS.items()}
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
