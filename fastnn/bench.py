@@ -518,15 +518,14 @@ def run(plan="default", data_dir=None, stream=sys.stderr, backends=None, with_pe
             progress(f"kernels {case.label}: " + ", ".join(f"{n} {s * 1e6:.1f} us" for n, s in times.items()))
 
     results["modes"] = []
+    n_samples = plan.get("mode_samples", MODE_SAMPLES)
     for net in plan["nets"]:
-        with_peers = net in plan.get("peer_nets", plan["nets"])
+        names = frameworks if net in plan.get("peer_nets", plan["nets"]) else backends
+        # A net whose full batch goes multi-threaded: pause between the frameworks' thread pools.
+        pause = SPIN_PAUSE if step_flops(NETS[net][0], n_samples) >= TWO_THREAD_FLOPS else 0.0
         for batch_size in plan["modes"]:
-            n_samples = plan.get("mode_samples", MODE_SAMPLES)
-            cases = {name: ModeCase(net, batch_size, name, n_samples=n_samples)
-                     for name in (frameworks if with_peers else backends)}
-            multi_threaded = step_flops(cases[frameworks[0]].sizes, 8192) >= TWO_THREAD_FLOPS
-            times = measure({name: case.run for name, case in cases.items()}, plan["repeats"], 0,
-                            pause=SPIN_PAUSE if multi_threaded else 0.0)
+            cases = {name: ModeCase(net, batch_size, name, n_samples=n_samples) for name in names}
+            times = measure({name: case.run for name, case in cases.items()}, plan["repeats"], 0, pause=pause)
             for name, seconds in times.items():
                 results["modes"].append(mode_results(cases[name], seconds))
             progress(f"modes {net} {mode_name(batch_size)}: " + ", ".join(
