@@ -20,6 +20,10 @@ import warnings
 
 import numpy as np
 
+from . import kernels
+from .model import mlp
+from .optim import SGD, Adam
+
 LEARNING_RATES = {"sgd": 0.01, "momentum": 0.01, "adam": 1e-3}
 MOMENTUM = 0.9
 OPTIMIZERS = tuple(LEARNING_RATES)
@@ -33,17 +37,15 @@ class FastnnTrainer:
     """fastnn's fit on one backend (``backend``), engine as fit chooses it."""
 
     def __init__(self, sizes, activation, batch, optimizer, X, y, backend="numba"):
-        import fastnn
-
-        self.fastnn, self.backend, self.batch, self.X, self.y = fastnn, backend, batch, X, y
-        self.model = fastnn.mlp(sizes, activation=activation, dtype=X.dtype, seed=0)
+        self.backend, self.batch, self.X, self.y = backend, batch, X, y
+        self.model = mlp(sizes, activation=activation, dtype=X.dtype, seed=0)
         lr = LEARNING_RATES[optimizer]
-        self.optimizer = (fastnn.Adam(lr) if optimizer == "adam"
-                          else fastnn.SGD(lr, momentum=MOMENTUM if optimizer == "momentum" else 0.0))
+        self.optimizer = (Adam(lr) if optimizer == "adam"
+                          else SGD(lr, momentum=MOMENTUM if optimizer == "momentum" else 0.0))
 
     def run(self):
         """One epoch; a diverged epoch would time a partial one, so it is an error."""
-        with self.fastnn.use_backend(self.backend):
+        with kernels.use_backend(self.backend):
             history = self.model.fit(self.X, self.y, optimizer=self.optimizer, epochs=1,
                                      batch_size=self.batch, shuffle=False, verbose=0)
         if history.diverged:
