@@ -7,11 +7,11 @@ epochs in the backend's compiled loop (kernels/numba_engine.py or
 kernels/cython_engine.pxi). Anything else falls back to the per-module path
 in fastnn/train.py, which computes the same numbers one layer call at a time.
 
-BLAS threads are set through threadpoolctl around the compiled calls: one
-thread for small products, two (this machine's cores) once a step's
-matrix products are large enough to pay for the second thread; online
-training in the Cython engine runs on two threads of its own from a size on;
-see :func:`thread_count` and docs/engine.md.
+Threads: the Numba engine uses BLAS's, set through threadpoolctl around the
+compiled calls: one for small products, two (this machine's cores) once a
+step's matrix products are large enough to pay for the second. The Cython
+engine runs threads of its own (BLAS on one), online and in mini-batches,
+from smaller sizes on; see :func:`thread_count` and docs/engine.md.
 """
 import contextlib
 import functools
@@ -36,6 +36,11 @@ LOSSES = (SoftmaxCrossEntropy, MSE, BCEWithLogits)
 # 784-256-128-10 (1.007 MFLOP per sample) from batches of 30; below it the second
 # thread's start and wait cost as much as it saves, or more (docs/engine.md).
 TWO_THREAD_FLOPS = 3e7
+# The Cython engine's own two threads (each multiplying its share of every layer, BLAS on
+# one thread) pay from smaller steps: 100-100-100-10 at batch 32 (3.4 MFLOP) 0.93x,
+# 64-64-10 at batch 128 (2.6 MFLOP) 1.07x, 784-64-32-10 at batch 64 (14 MFLOP) 1.23x,
+# 784-256-128-10 at batch 16 (16 MFLOP) 1.45x (docs/engine.md).
+OWN_TWO_THREAD_FLOPS = 5e6
 # Online training on two threads (the Cython engine splits every layer between them)
 # pays once one sample's step reaches this many flops: it meets at three barriers per
 # layer and sample, ~0.1 µs each (784-64-32-10, 0.2 MFLOP: 1.35x; 100-100-100-10,
@@ -169,30 +174,30 @@ def _blas():
     return _controller
 
 
-def parallel_online(module, clip_norm):
-    """Whether the engine module trains online on several threads: the Cython engine does,
-    unless the gradient is clipped (its norm needs the whole gradient first)."""
-    return getattr(module, "PARALLEL_ONLINE", False) and clip_norm is None
+def own_threads(module, clip_norm):
+    """Whether the engine module trains on threads of its own, with BLAS on one: the Cython
+    engine does, unless the gradient is clipped (its norm needs the whole gradient first)."""
+    return getattr(module, "OWN_THREADS", False) and clip_norm is None
 
 
-def thread_count(n_threads, model, batch, online_threads=False):
-    """Threads for training ``model`` with this batch size: BLAS threads, and for online
-    training the engine's own when online_threads (see parallel_online).
+def thread_count(n_threads, model, batch, engine_threads=False):
+    """Threads for training ``model`` with this batch size: the engine's own threads when
+    engine_threads (see own_threads), else BLAS threads (online training then has one).
 
     An explicit n_threads (or FASTNN_NUM_THREADS) wins. Otherwise one thread for steps
-    under TWO_THREAD_FLOPS (ONLINE_TWO_THREAD_FLOPS online; always one online without
-    online_threads), else as many as the cores and the BLAS limit already in force allow
-    (a sweep that limited BLAS to one thread per worker keeps it); one while another fit
-    runs the engine in this process.
+    under TWO_THREAD_FLOPS (OWN_TWO_THREAD_FLOPS with the engine's threads,
+    ONLINE_TWO_THREAD_FLOPS online), else as many as the cores and the BLAS limit already
+    in force allow (a sweep that limited BLAS to one thread per worker keeps it); one
+    while another fit runs the engine in this process.
     """
     requested = requested_threads(n_threads)
     if requested is not None:
         return requested
     flops = step_flops(layer_sizes(model), batch)
     if batch == 1:
-        worth_it = online_threads and flops >= ONLINE_TWO_THREAD_FLOPS
+        worth_it = engine_threads and flops >= ONLINE_TWO_THREAD_FLOPS
     else:
-        worth_it = flops >= TWO_THREAD_FLOPS
+        worth_it = flops >= (OWN_TWO_THREAD_FLOPS if engine_threads else TWO_THREAD_FLOPS)
     if not worth_it or _running > 0:
         return 1
     limits = [lib.num_threads for lib in _blas().lib_controllers] or [1]
@@ -284,6 +289,7 @@ class Engine:
         # The online loop's threads spin at barriers: more threads than cores would wait
         # for one another's time slices at every layer.
         self.threads = min(threads, os.cpu_count() or 1)
+        self.blas_threads = 1 if own_threads(module, clip_norm) else threads
         self.run_epochs = module.run_online if batch == 1 else module.run_batches
         self.X = _writable(X)
         dtype = model.dtype

@@ -28,8 +28,9 @@ cdef enum:
     W_OFFSET, N_IN, N_OUT, ACTIVATION, IN_OFFSET, OUT_OFFSET
 
 cdef object FLOAT64 = np.dtype(np.float64), FLOAT32 = np.dtype(np.float32)
-# run_online trains on hyper[THREADS] threads (fastnn/engine.py reads this).
-PARALLEL_ONLINE = True
+# run_online and run_batches train on hyper[THREADS] threads of their own, with BLAS on
+# one thread (fastnn/engine.py reads this).
+OWN_THREADS = True
 
 
 cdef inline floating _activate(floating z, int code, floating alpha) noexcept nogil:
@@ -74,20 +75,28 @@ cdef inline Layer _layer(const int64_t[:, ::1] layers, Py_ssize_t i) noexcept no
     return layer
 
 
+cdef double _weight_total(const int64_t* order, Py_ssize_t lo, Py_ssize_t rows,
+                          const floating[::1] weights) noexcept nogil:
+    """The loss's divisor for samples order[lo:lo + rows] (lo:lo + rows when order is NULL):
+    their number, or the sum of their weights when weighted (a sum of 0 counts as 1)."""
+    cdef Py_ssize_t r
+    cdef double total = 0
+    if weights.shape[0] == 0:
+        return rows
+    for r in range(rows):
+        total += weights[order[lo + r] if order != NULL else lo + r]
+    return total if total > 0 else 1.0
+
+
 cdef double _loss(int loss, const floating* out, Py_ssize_t rows, Py_ssize_t cols,
                   const int64_t* labels, const floating* targets, const floating* weights,
-                  floating* grad) noexcept nogil:
-    """Weighted mean loss of out (rows, cols) and its gradient into grad, as the kernels:
-    row weights 1 / rows, or weights[i] / sum(weights) (a sum of 0 counts as 1)."""
+                  double total, floating* grad) noexcept nogil:
+    """Weighted loss of out (rows, cols) and its gradient into grad, as the kernels: row
+    weights 1 / total, or weights[i] / total, total from _weight_total (of these rows, or
+    of the whole batch when a thread computes the loss of its share)."""
     cdef Py_ssize_t i, j
-    cdef double total = rows, w, top, lse, t, z, e, row_loss, target_sum, log_p, result = 0
+    cdef double w, top, lse, t, z, e, row_loss, target_sum, log_p, result = 0
     cdef int64_t label
-    if weights != NULL:
-        total = 0
-        for i in range(rows):
-            total += weights[i]
-        if not total > 0:
-            total = 1
     for i in range(rows):
         w = (weights[i] if weights != NULL else 1.0) / total
         if loss == CROSS_ENTROPY or loss == CROSS_ENTROPY_SOFT:
@@ -199,19 +208,21 @@ cdef inline void _sgd_element(floating* p, floating g, floating* velocity, const
 
 cdef inline void _adam_constants(const double* hyper, long step, floating* c) noexcept nogil:
     """The constants of Adam step ``step`` in the dtype, for _adam_element: decoupled
-    shrink, L2 weight decay, beta1, beta2, 1 - beta1, 1 - beta2, lr / (1 - beta1^step),
-    sqrt(1 - beta2^step), eps."""
+    shrink, L2 weight decay, beta1, beta2, 1 - beta1, 1 - beta2, and with
+    s = sqrt(1 - beta2^step): lr * s / (1 - beta1^step), eps * s."""
+    cdef double s = sqrt(1.0 - hyper[BETA2] ** step)
     c[0] = <floating>(1.0 - hyper[LR] * hyper[WEIGHT_DECAY] if hyper[DECOUPLED] != 0 else 1.0)
     c[1] = <floating>(0.0 if hyper[DECOUPLED] != 0 else hyper[WEIGHT_DECAY])
     c[2], c[3] = <floating>hyper[BETA1], <floating>hyper[BETA2]
     c[4], c[5] = <floating>(1.0 - hyper[BETA1]), <floating>(1.0 - hyper[BETA2])
-    c[6] = <floating>(hyper[LR] / (1.0 - hyper[BETA1] ** step))
-    c[7] = <floating>sqrt(1.0 - hyper[BETA2] ** step)
-    c[8] = <floating>hyper[EPS]
+    c[6] = <floating>(hyper[LR] * s / (1.0 - hyper[BETA1] ** step))
+    c[7] = <floating>(hyper[EPS] * s)
 
 
 cdef inline void _adam_element(floating* p, floating g, floating* m, floating* v, const floating* c) noexcept nogil:
-    """One Adam/AdamW step of one parameter p with gradient g, in the dtype (as numba_engine._adam)."""
+    """One Adam/AdamW step of one parameter p with gradient g, in the dtype (as numba_engine._adam):
+    lr / (1 - beta1^t) * m / (sqrt(v) / s + eps) written with one division, as
+    lr * s / (1 - beta1^t) * m / (sqrt(v) + eps * s), s = sqrt(1 - beta2^t)."""
     cdef floating pf = p[0] * c[0]
     cdef floating mf, vf
     g = g + c[1] * pf
@@ -219,7 +230,30 @@ cdef inline void _adam_element(floating* p, floating g, floating* m, floating* v
     vf = c[3] * v[0] + c[5] * g * g
     m[0] = mf
     v[0] = vf
-    p[0] = pf - c[6] * mf / (_sqrt(vf) / c[7] + c[8])
+    p[0] = pf - c[6] * mf / (_sqrt(vf) + c[7])
+
+
+cdef inline void _step_constants(const double* hyper, int optimizer, long step, floating* c) noexcept nogil:
+    """The constants of optimizer step ``step``, for _step."""
+    if optimizer == SGD:
+        _sgd_constants(hyper, c)
+    else:
+        _adam_constants(hyper, step, c)
+
+
+cdef void _step(floating* params, const floating* grads, floating* state_a, floating* state_b, Py_ssize_t n,
+                int optimizer, const floating* constants) noexcept nogil:
+    """One SGD or Adam step of params[:n] with gradient grads[:n] (state_a is SGD's velocity,
+    allocated with or without momentum, or Adam's m; state_b Adam's v)."""
+    cdef Py_ssize_t k
+    cdef floating c[9]  # a local copy: the compiler cannot tell that constants does not alias params
+    memcpy(c, constants, 9 * sizeof(floating))
+    if optimizer == SGD:
+        for k in range(n):
+            _sgd_element(&params[k], grads[k], &state_a[k], c)
+    else:
+        for k in range(n):
+            _adam_element(&params[k], grads[k], &state_a[k], &state_b[k], c)
 
 
 cdef void _update(floating* params, floating* grads, floating* state_a, floating* state_b,
@@ -237,14 +271,8 @@ cdef void _update(floating* params, floating* grads, floating* state_a, floating
             scale = <floating>(hyper[CLIP_NORM] / norm)
             for k in range(n):
                 grads[k] *= scale
-    if optimizer == SGD:  # state_a is SGD's velocity, allocated with or without momentum
-        _sgd_constants(hyper, c)
-        for k in range(n):
-            _sgd_element(&params[k], grads[k], &state_a[k], c)
-    else:
-        _adam_constants(hyper, step, c)
-        for k in range(n):
-            _adam_element(&params[k], grads[k], &state_a[k], &state_b[k], c)
+    _step_constants(hyper, optimizer, step, c)
+    _step(params, grads, state_a, state_b, n, optimizer, c)
 
 
 cdef void _gather(const int64_t* order, Py_ssize_t lo, Py_ssize_t rows, const floating[:, ::1] X,
@@ -265,35 +293,53 @@ cdef void _gather(const int64_t* order, Py_ssize_t lo, Py_ssize_t rows, const fl
 
 
 cdef void _forward_batch(floating* params, Layer layer, floating alpha, const floating* a,
-                         floating* z, Py_ssize_t rows) noexcept nogil:
-    """z = f(a @ W + b) for rows rows: one GEMM, then bias and activation row by row."""
-    cdef Py_ssize_t i, j
-    cdef const floating* b = params + layer.w + layer.n_in * layer.n_out
-    gemm_ptr(False, False, rows, layer.n_out, layer.n_in, a, layer.n_in, params + layer.w, layer.n_out,
-             z, layer.n_out)
-    for i in range(rows):
-        for j in range(layer.n_out):
-            z[i * layer.n_out + j] = _activate(z[i * layer.n_out + j] + b[j], layer.code, alpha)
-
-
-cdef void _backward_batch(floating* params, floating* grads, Layer layer, floating alpha,
-                          const floating* a, const floating* z, floating* d, floating* d_prev,
-                          Py_ssize_t rows) noexcept nogil:
-    """From d = d(loss)/d(output): dW = a.T @ d', db = column sums of d', and
-    d_prev = d' @ W.T unless d_prev is NULL, with d' = d * f'(z) (in place)."""
+                         floating* z, Py_ssize_t rows, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    """Columns j0:j1 of z = f(a @ W + b) for rows rows: one GEMM, then bias and activation."""
     cdef Py_ssize_t i, j, n_out = layer.n_out
-    cdef floating* db = grads + layer.w + layer.n_in * n_out
-    if layer.code != IDENTITY:
-        for i in range(rows * n_out):
-            d[i] = _activation_gradient(z[i], d[i], layer.code, alpha)
-    gemm_ptr(True, False, layer.n_in, n_out, rows, a, layer.n_in, d, n_out, grads + layer.w, n_out)
-    for j in range(n_out):
-        db[j] = 0
+    cdef const floating* b = params + layer.w + layer.n_in * n_out
+    if j1 <= j0:
+        return
+    gemm_ptr(False, False, rows, j1 - j0, layer.n_in, a, layer.n_in, params + layer.w + j0, n_out, z + j0, n_out)
     for i in range(rows):
+        for j in range(j0, j1):
+            z[i * n_out + j] = _activate(z[i * n_out + j] + b[j], layer.code, alpha)
+
+
+cdef void _activation_gradients(floating* d, const floating* a, Py_ssize_t n, int code,
+                                floating alpha) noexcept nogil:
+    """d[:n] *= f'(z), from a = f(z)."""
+    cdef Py_ssize_t i
+    if code != IDENTITY:
+        for i in range(n):
+            d[i] = _activation_gradient(a[i], d[i], code, alpha)
+
+
+cdef void _backward_share(floating* params, floating* grads, Layer layer, const floating* a, const floating* d,
+                          floating* d_prev, int prev_code, floating prev_alpha, Py_ssize_t rows,
+                          Py_ssize_t k0, Py_ssize_t k1) noexcept nogil:
+    """Rows k0:k1 of one layer's [W; b] (row n_in is b) in the backward pass over a batch
+    of ``rows`` rows, from d = d(loss)/dz (z = a @ W + b, before the activation): columns
+    k0:k1 of d_prev = (d @ W.T) * f'(a) unless d_prev is NULL (f the previous layer's
+    activation, a = f(its z)), and the gradient of those rows: a.T @ d, column sums of d."""
+    cdef Py_ssize_t i, j, k, n_in = layer.n_in, n_out = layer.n_out
+    cdef Py_ssize_t k_end = min(k1, n_in)
+    cdef floating* db = grads + layer.w + n_in * n_out
+    if k_end > k0:
+        if d_prev != NULL:
+            gemm_ptr(False, True, rows, k_end - k0, n_out, d, n_out, params + layer.w + k0 * n_out, n_out,
+                     d_prev + k0, n_in)
+            if prev_code != IDENTITY:
+                for i in range(rows):
+                    for k in range(k0, k_end):
+                        d_prev[i * n_in + k] = _activation_gradient(a[i * n_in + k], d_prev[i * n_in + k],
+                                                                    prev_code, prev_alpha)
+        gemm_ptr(True, False, k_end - k0, n_out, rows, a + k0, n_in, d, n_out, grads + layer.w + k0 * n_out, n_out)
+    if k1 > n_in:
         for j in range(n_out):
-            db[j] += d[i * n_out + j]
-    if d_prev != NULL:
-        gemm_ptr(False, True, rows, layer.n_in, n_out, d, n_out, params + layer.w, n_out, d_prev, layer.n_in)
+            db[j] = 0
+        for i in range(rows):
+            for j in range(n_out):
+                db[j] += d[i * n_out + j]
 
 
 cdef inline floating _dot(const floating* x, const floating* y, Py_ssize_t n) noexcept nogil:
@@ -409,6 +455,33 @@ cdef extern from *:
     void fastnn_barrier_wait(fastnn_barrier* b, int* phase, int n) noexcept nogil
 
 
+cdef extern from *:
+    """
+    #if defined(__SSE__) || defined(__x86_64__)
+    #include <xmmintrin.h>
+    /* Flush denormal results to zero and read denormal inputs as zero (MXCSR FTZ, DAZ)
+       in the calling thread; returns the previous control word for fastnn_restore_fp.
+       The engine trains so (as TensorFlow's threads run; PyTorch offers it as
+       torch.set_flush_denormal): Adam's moments of units that stopped learning
+       decay through the denormal range, where every operation on them is many times
+       slower (95 % of m was denormal in the random-label benchmark, and the optimizer
+       step took most of the time); numbers below 1.2e-38 (float32) or 2.2e-308
+       (float64) become 0. */
+    static unsigned int fastnn_flush_denormals(void) {
+        unsigned int previous = _mm_getcsr();
+        _mm_setcsr(previous | 0x8040);
+        return previous;
+    }
+    static void fastnn_restore_fp(unsigned int previous) { _mm_setcsr(previous); }
+    #else
+    static unsigned int fastnn_flush_denormals(void) { return 0; }
+    static void fastnn_restore_fp(unsigned int previous) { (void)previous; }
+    #endif
+    """
+    unsigned int fastnn_flush_denormals() noexcept nogil
+    void fastnn_restore_fp(unsigned int previous) noexcept nogil
+
+
 cdef struct Shared:
     fastnn_barrier barrier
     bint diverged
@@ -513,7 +586,8 @@ cdef void _online_thread(int t, int n_threads, Shared* shared, floating* p, floa
                 lab = &labels[i] if labels.shape[0] > 0 else NULL
                 tgt = &targets[i, 0] if targets.shape[0] > 0 else NULL
                 value = _loss(loss, a + top.outputs, 1, top.n_out, lab, tgt,
-                              &weights[i] if weights.shape[0] > 0 else NULL, d + top.outputs)
+                              &weights[i] if weights.shape[0] > 0 else NULL, _weight_total(NULL, i, 1, weights),
+                              d + top.outputs)
                 if isfinite(value):
                     loss_sum += value
                     metric_sum += _metric(loss, a + top.outputs, 1, top.n_out, lab, tgt)
@@ -549,32 +623,157 @@ cdef void _online_thread(int t, int n_threads, Shared* shared, floating* p, floa
         shared.steps = step
 
 
-cdef tuple _run_online_parallel(int n_threads, floating[::1] params, floating[::1] state_a,
-                                floating[::1] state_b, floating[:, ::1] backup, const int64_t[:, ::1] layers,
-                                const double[::1] alphas, const double[::1] hyper, int optimizer, int loss,
-                                long step, const floating[:, ::1] X, const int64_t[::1] labels,
-                                const floating[:, ::1] targets, const floating[::1] weights,
-                                const int64_t[:, ::1] orders, Py_ssize_t n_epochs, floating[::1] acts,
-                                floating[::1] deltas, double[:, ::1] stats):
-    """Online training on n_threads threads (see above); returns as _run does."""
+# --- mini-batches on several threads ------------------------------------------------------
+#
+# As in the online loop, each thread owns a contiguous share of every layer's rows (input
+# units) of [W; b]; the matrix products are split between the threads, each making its own
+# BLAS calls with BLAS on one thread. Forward, per layer: each thread computes its share of
+# the output units (columns of z) for all batch rows; a barrier. The loss: each thread takes
+# a share of the batch's rows; a barrier, after which every thread knows the batch's loss
+# (and stops on a non-finite one before any update). Backward, per layer: each thread
+# computes, from its rows of W only, their columns of the delta at the previous layer and
+# their gradient, and applies the optimizer to them at once; a barrier. A step thus meets
+# at 2 x layers + 1 barriers instead of starting and stopping BLAS's threads in every
+# product, each thread packs only its share of W for BLAS, and the optimizer's pass over
+# the parameters is shared too (splitting the batch's rows instead made batch 32 of
+# 784-256-128-10 30 % slower: both threads packed all of W for every product).
+
+cdef void _batch_thread(int t, int n_threads, Shared* shared, double* losses, floating* p, floating* g,
+                        floating* sa, floating* sb, floating[:, ::1] backup, const int64_t[:, ::1] layers,
+                        const double[::1] alphas, const double* hyper, int optimizer, int loss, long step,
+                        const floating[:, ::1] X, const int64_t[::1] labels, const floating[:, ::1] targets,
+                        const floating[::1] weights, const int64_t[:, ::1] orders, Py_ssize_t n_epochs,
+                        Py_ssize_t batch, floating* a, floating* d, floating* twork, floating* wwork,
+                        int64_t* lwork, double[:, ::1] stats) noexcept nogil:
+    """Thread t of n_threads of the parallel mini-batch loop; losses has a slot per thread.
+    Thread 0 also keeps the backup, computes the metric and writes the statistics."""
+    cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], last = layers.shape[0] - 1, n_params = backup.shape[1]
+    cdef Py_ssize_t n_batches = (n + batch - 1) // batch
+    cdef Py_ssize_t epoch, index, lo, rows, r0, r1, layer, k0, k1, offset
+    cdef Layer top = _layer(layers, last), current
+    cdef Py_ssize_t n_out = top.n_out
+    cdef int phase = 0, u
+    cdef bint shuffled = orders.shape[0] > 0
+    cdef const int64_t* order = NULL
+    cdef const floating* x
+    cdef const int64_t* lab
+    cdef const floating* tgt
+    cdef const floating* wgt
+    cdef double value, loss_sum = 0, metric_sum = 0
+    cdef floating c[9]
+    for epoch in range(n_epochs):
+        if t == 0:
+            memcpy(&backup[0, 0], p, n_params * sizeof(floating))
+            if sa != NULL:
+                memcpy(&backup[1, 0], sa, n_params * sizeof(floating))
+            if sb != NULL:
+                memcpy(&backup[2, 0], sb, n_params * sizeof(floating))
+            loss_sum = metric_sum = 0
+        fastnn_barrier_wait(&shared.barrier, &phase, n_threads)
+        if shuffled:
+            order = &orders[epoch, 0]
+        for index in range(n_batches):
+            lo = index * batch
+            rows = min(batch, n - lo)
+            r0, r1 = _split(rows, t, n_threads), _split(rows, t + 1, n_threads)
+            if shuffled:
+                _gather(order, lo + r0, r1 - r0, X, labels, targets, weights, a + r0 * n_in, lwork + r0,
+                        twork + r0 * n_out, wwork + r0)
+                x, lab, tgt, wgt = a, lwork, twork, wwork
+                fastnn_barrier_wait(&shared.barrier, &phase, n_threads)
+            else:
+                x = &X[lo, 0]
+                lab = &labels[lo] if labels.shape[0] > 0 else NULL
+                tgt = &targets[lo, 0] if targets.shape[0] > 0 else NULL
+                wgt = &weights[lo] if weights.shape[0] > 0 else NULL
+            for layer in range(last + 1):
+                current = _layer(layers, layer)
+                _forward_batch(p, current, <floating>alphas[layer], x if layer == 0 else a + current.inputs,
+                               a + current.outputs, rows, _split(current.n_out, t, n_threads),
+                               _split(current.n_out, t + 1, n_threads))
+                fastnn_barrier_wait(&shared.barrier, &phase, n_threads)
+            losses[t] = 0
+            if r1 > r0:
+                losses[t] = _loss(loss, a + top.outputs + r0 * n_out, r1 - r0, n_out,
+                                  lab + r0 if labels.shape[0] > 0 else NULL,
+                                  tgt + r0 * n_out if targets.shape[0] > 0 else NULL,
+                                  wgt + r0 if weights.shape[0] > 0 else NULL,
+                                  _weight_total(order, lo, rows, weights), d + top.outputs + r0 * n_out)
+                _activation_gradients(d + top.outputs + r0 * n_out, a + top.outputs + r0 * n_out,
+                                      (r1 - r0) * n_out, top.code, <floating>alphas[last])
+            fastnn_barrier_wait(&shared.barrier, &phase, n_threads)
+            value = 0
+            for u in range(n_threads):
+                value += losses[u]
+            if not isfinite(value):
+                if t == 0:
+                    shared.diverged, shared.epoch, shared.index, shared.value = True, epoch, index, value
+                    shared.steps = step
+                return
+            if t == 0:
+                loss_sum += value * rows
+                metric_sum += _metric(loss, a + top.outputs, rows, n_out, lab, tgt)
+            step += 1
+            _step_constants(hyper, optimizer, step, c)
+            for layer in range(last, -1, -1):
+                current = _layer(layers, layer)
+                # Rows split evenly; the bias row (n_in) goes with the last thread's share.
+                k0 = _split(current.n_in, t, n_threads)
+                k1 = _split(current.n_in, t + 1, n_threads) + (t == n_threads - 1)
+                _backward_share(p, g, current, x if layer == 0 else a + current.inputs, d + current.outputs,
+                                NULL if layer == 0 else d + current.inputs,
+                                _layer(layers, layer - 1).code if layer > 0 else IDENTITY,
+                                <floating>alphas[layer - 1] if layer > 0 else 0, rows, k0, k1)
+                offset = current.w + k0 * current.n_out
+                _step(p + offset, g + offset, sa + offset if sa != NULL else NULL,
+                      sb + offset if sb != NULL else NULL, (k1 - k0) * current.n_out, optimizer, c)
+                # The next layer back reads all of this delta; the next step's forward pass all of W.
+                fastnn_barrier_wait(&shared.barrier, &phase, n_threads)
+        if t == 0:
+            stats[epoch, 0] = loss_sum
+            stats[epoch, 1] = metric_sum
+    if t == 0:
+        shared.steps = step
+
+
+cdef tuple _run_parallel(bint online, int n_threads, floating[::1] params, floating[::1] grads,
+                         floating[::1] state_a, floating[::1] state_b, floating[:, ::1] backup,
+                         const int64_t[:, ::1] layers, const double[::1] alphas, const double[::1] hyper,
+                         int optimizer, int loss, long step, const floating[:, ::1] X,
+                         const int64_t[::1] labels, const floating[:, ::1] targets,
+                         const floating[::1] weights, const int64_t[:, ::1] orders, Py_ssize_t n_epochs,
+                         Py_ssize_t batch, floating[::1] acts, floating[::1] deltas, floating[:, ::1] twork,
+                         floating[::1] wwork, int64_t[::1] lwork, double[:, ::1] stats):
+    """Online or mini-batch training on n_threads threads (see above); returns as _run does."""
     cdef Shared shared
     cdef Py_ssize_t n_acts = acts.shape[0]
-    cdef floating* partials = <floating*>malloc(n_threads * n_acts * sizeof(floating))
+    # Per-thread scratch: online, each thread's partial sums of every layer's outputs;
+    # mini-batch, each thread's part of the batch's loss.
+    cdef void* scratch = malloc(n_threads * (n_acts * sizeof(floating) if online else sizeof(double)))
     cdef floating* sa = &state_a[0] if state_a.shape[0] > 0 else NULL
     cdef floating* sb = &state_b[0] if state_b.shape[0] > 0 else NULL
     cdef int team
-    if partials == NULL:
-        raise MemoryError("no memory for the online loop's partial sums")
+    cdef unsigned int fp
+    if scratch == NULL:
+        raise MemoryError("no memory for the threads' scratch space")
     fastnn_barrier_init(&shared.barrier)
     shared.diverged = False
     try:
         with nogil, parallel(num_threads=n_threads):
             team = openmp.omp_get_num_threads()  # fewer than asked when OpenMP says so
-            _online_thread(threadid(), team, &shared, &params[0], sa, sb, backup, layers, alphas, &hyper[0],
-                           optimizer, loss, step, X, labels, targets, weights, orders, n_epochs,
-                           &acts[0], &deltas[0], partials, n_acts, stats)
+            fp = fastnn_flush_denormals()
+            if online:
+                _online_thread(threadid(), team, &shared, &params[0], sa, sb, backup, layers, alphas, &hyper[0],
+                               optimizer, loss, step, X, labels, targets, weights, orders, n_epochs,
+                               &acts[0], &deltas[0], <floating*>scratch, n_acts, stats)
+            else:
+                _batch_thread(threadid(), team, &shared, <double*>scratch, &params[0], &grads[0], sa, sb, backup,
+                              layers, alphas, &hyper[0], optimizer, loss, step, X, labels, targets, weights,
+                              orders, n_epochs, batch, &acts[0], &deltas[0], &twork[0, 0], &wwork[0], &lwork[0],
+                              stats)
+            fastnn_restore_fp(fp)
     finally:
-        free(partials)
+        free(scratch)
     if shared.diverged:
         return shared.epoch, shared.index, shared.steps, shared.value
     return n_epochs, 0, shared.steps, 0.0
@@ -613,14 +812,16 @@ cdef tuple _run(bint online, floating[::1] params, floating[::1] grads, floating
                           and hyper[CLIP_NORM] == 0)
     cdef bint diverged = False
     cdef floating lr = <floating>hyper[LR]
-    if online and hyper[THREADS] > 1 and hyper[CLIP_NORM] == 0:
-        return _run_online_parallel(<int>hyper[THREADS], params, state_a, state_b, backup, layers, alphas, hyper,
-                                    optimizer, loss, step, X, labels, targets, weights, orders, n_epochs, acts,
-                                    deltas, stats)
+    cdef unsigned int fp
+    if hyper[THREADS] > 1 and hyper[CLIP_NORM] == 0:
+        return _run_parallel(online, <int>hyper[THREADS], params, grads, state_a, state_b, backup, layers, alphas,
+                             hyper, optimizer, loss, step, X, labels, targets, weights, orders, n_epochs, batch,
+                             acts, deltas, twork, wwork, lwork, stats)
     if online:
         batch = 1
     cdef Py_ssize_t n_batches = (n + batch - 1) // batch
     with nogil:
+        fp = fastnn_flush_denormals()
         for epoch in range(n_epochs):
             memcpy(&backup[0, 0], p, n_params * sizeof(floating))
             if sa != NULL:
@@ -648,21 +849,27 @@ cdef tuple _run(bint online, floating[::1] params, floating[::1] grads, floating
                         _forward_one(p, current, <floating>alphas[layer], a)
                     else:
                         _forward_batch(p, current, <floating>alphas[layer],
-                                       x if layer == 0 else a + current.inputs, a + current.outputs, rows)
-                value = _loss(loss, a + top.outputs, rows, n_out, lab, tgt, wgt, d + top.outputs)
+                                       x if layer == 0 else a + current.inputs, a + current.outputs, rows, 0,
+                                       current.n_out)
+                value = _loss(loss, a + top.outputs, rows, n_out, lab, tgt, wgt,
+                              _weight_total(order, lo, rows, weights), d + top.outputs)
                 if not isfinite(value):
                     diverged = True
                     break
                 loss_sum += value * rows
                 metric_sum += _metric(loss, a + top.outputs, rows, n_out, lab, tgt)
+                if not online:
+                    _activation_gradients(d + top.outputs, a + top.outputs, rows * n_out, top.code,
+                                          <floating>alphas[last])
                 for layer in range(last, -1, -1):
                     current = _layer(layers, layer)
                     if online:
                         _backward_one(p, g, current, <floating>alphas[layer], a, d, layer == 0, lr, in_place)
                     else:
-                        _backward_batch(p, g, current, <floating>alphas[layer],
-                                        x if layer == 0 else a + current.inputs, a + current.outputs,
-                                        d + current.outputs, NULL if layer == 0 else d + current.inputs, rows)
+                        _backward_share(p, g, current, x if layer == 0 else a + current.inputs, d + current.outputs,
+                                        NULL if layer == 0 else d + current.inputs,
+                                        _layer(layers, layer - 1).code if layer > 0 else IDENTITY,
+                                        <floating>alphas[layer - 1] if layer > 0 else 0, rows, 0, current.n_in + 1)
                 step += 1
                 if not in_place:
                     _update(p, g, sa, sb, n_params, &hyper[0], optimizer, step)
@@ -670,6 +877,7 @@ cdef tuple _run(bint online, floating[::1] params, floating[::1] grads, floating
                 break
             stats[epoch, 0] = loss_sum
             stats[epoch, 1] = metric_sum
+        fastnn_restore_fp(fp)
     if diverged:
         return epoch, index, step, value
     return n_epochs, 0, step, 0.0

@@ -2,7 +2,7 @@
 
 ``run_batches`` (mini-batch and full batch, matrix products through blas.pxd)
 and ``run_online`` (one sample per update: matrix-vector loops, the optimizer step
-fused with the gradient, on hyper[THREADS] threads) take the arguments
+fused with the gradient), both on hyper[THREADS] threads of their own, take the arguments
 numba_engine.py documents and return the same (epochs completed, batch index,
 optimizer steps, loss). The scalar math (exp, sqrt, tanh, sigmoid) is
 elementwise.pxd's, shared with cython_kernels.pyx; the per-row loss, activation and

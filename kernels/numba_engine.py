@@ -187,14 +187,16 @@ def _clip(grads, max_norm):
 @njit(**_OPTIONS)
 def _adam(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
     """One Adam/AdamW step: adam_update's formula computed in the params' dtype (float32
-    stays float32, vectorised 16 wide; float64 gives adam_update's numbers)."""
+    stays float32, vectorised 16 wide), with one division per parameter instead of two:
+    lr / (1 - beta1^t) * m / (sqrt(v) / s + eps) = lr * s / (1 - beta1^t) * m / (sqrt(v) + eps * s),
+    s = sqrt(1 - beta2^t)."""
     c = params.dtype.type
     shrink = c(1.0 - lr * weight_decay if decoupled else 1.0)
     l2 = c(0.0 if decoupled else weight_decay)
     b1, b2, keep1, keep2 = c(beta1), c(beta2), c(1.0 - beta1), c(1.0 - beta2)
-    step_size = c(lr / (1.0 - beta1 ** step))
-    sqrt_bias2 = c(np.sqrt(1.0 - beta2 ** step))
-    eps_ = c(eps)
+    sqrt_bias2 = np.sqrt(1.0 - beta2 ** step)
+    step_size = c(lr * sqrt_bias2 / (1.0 - beta1 ** step))
+    eps_ = c(eps * sqrt_bias2)
     for k in range(params.shape[0]):
         p = params[k] * shrink
         g = grads[k] + l2 * p
@@ -202,7 +204,7 @@ def _adam(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoup
         v_k = b2 * v[k] + keep2 * g * g
         m[k] = m_k
         v[k] = v_k
-        params[k] = p - step_size * m_k / (np.sqrt(v_k) / sqrt_bias2 + eps_)
+        params[k] = p - step_size * m_k / (np.sqrt(v_k) + eps_)
 
 
 @njit(**_OPTIONS)

@@ -15,9 +15,11 @@ from fastnn.losses import SoftmaxCrossEntropy
 
 ENGINE_BACKENDS = [name for name in ("numba", "cython") if engines.engine_module(name) is not None]
 ACTIVATION_NAMES = ["identity", "relu", "leaky_relu", "sigmoid", "tanh"]
-# (samples, batch_size, epochs): 10 optimizer steps each.
+# (samples, batch_size, epochs): 10 optimizer steps each. With 2 threads, the engine's
+# threads in the Cython engine, BLAS's in the Numba engine; the two-thread mini-batches
+# end with a batch of one row, so that one thread has no rows of it.
 BATCH_MODES = {"online": (10, 1, 1), "online, 2 threads": (10, 1, 1), "mini-batch": (23, 5, 2),
-               "full": (12, "full", 10)}
+               "mini-batch, 2 threads": (21, 5, 2), "full": (12, "full", 10), "full, 2 threads": (12, "full", 10)}
 
 
 @pytest.fixture(params=ENGINE_BACKENDS)
@@ -41,7 +43,7 @@ def train_both(build, X, y, mode, optimizer=lambda: fastnn.SGD(0.1), **options):
     results = []
     for engine in (True, False):
         model = build()
-        threads = 2 if engine and mode == "online, 2 threads" else None  # the Cython engine's threads
+        threads = 2 if engine and mode.endswith("2 threads") else None
         history = model.fit(X[:n], y[:n], optimizer=optimizer(), epochs=epochs, batch_size=batch_size, seed=3,
                             verbose=0, engine=engine, n_threads=threads, **options)
         results.append((model.params.copy(), history))
@@ -237,7 +239,7 @@ def test_new_batch_sizes_do_not_recompile():
         assert (len(module.run_batches.signatures), len(module.run_online.signatures)) == counts
 
 
-def _allocations(engine_backend, n, batch):
+def _allocations(engine_backend, n, batch, threads):
     """(bytes traced by tracemalloc, NRT allocations) of one engine call over n samples."""
     from numba.core.runtime import _nrt_python, rtsys
 
@@ -247,7 +249,7 @@ def _allocations(engine_backend, n, batch):
     optimizer.bind(model.n_params, model.dtype)
     loss = SoftmaxCrossEntropy()
     engine = engines.Engine(engines.engine_module(engine_backend), model, loss, optimizer, X.astype(np.float32),
-                            loss.targets(y, 4, model.dtype), None, batch, None)
+                            loss.targets(y, 4, model.dtype), None, batch, None, threads)
     orders = np.tile(np.arange(n), (1, 1))
     engine.run(orders, 1)
     _nrt_python.memsys_enable_stats()
@@ -265,14 +267,15 @@ def _allocations(engine_backend, n, batch):
 
 
 @pytest.mark.parametrize("batch", [1, 8])
-def test_steps_allocate_nothing(engine_backend, batch):
-    short = _allocations(engine_backend, 300 * batch, batch)
-    long = _allocations(engine_backend, 400 * batch, batch)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_steps_allocate_nothing(engine_backend, batch, threads):
+    short = _allocations(engine_backend, 300 * batch, batch, threads)
+    long = _allocations(engine_backend, 400 * batch, batch, threads)
     assert long == short  # 100 more steps, not one byte more
     assert short[0] < 8000  # per call: the returned tuple, Cython's memoryview objects
 
 
-@pytest.mark.parametrize("batch_size, n_threads", [(1, None), (1, 2), (4, None)])
+@pytest.mark.parametrize("batch_size, n_threads", [(1, None), (1, 2), (4, None), (4, 2)])
 def test_divergence_stops_like_the_module_path(engine_backend, batch_size, n_threads):
     X, y = data(40)
     X = X * 1e3
@@ -301,8 +304,10 @@ def test_thread_count_policy(monkeypatch):
     assert engines.thread_count(None, tiny, 8192) == 1
     assert engines.thread_count(None, big, 1) == 1
     assert engines.thread_count(None, big, 16) == 1  # 16 MFLOP per step: under TWO_THREAD_FLOPS
+    assert engines.thread_count(None, tiny, 8192, engine_threads=True) == 1  # under OWN_TWO_THREAD_FLOPS
     with threadpool_limits(limits=2, user_api="blas"):
         assert engines.thread_count(None, big, 128) == min(2, os.cpu_count())
+        assert engines.thread_count(None, big, 16, engine_threads=True) == min(2, os.cpu_count())
     with threadpool_limits(limits=1, user_api="blas"):  # a limit already in force (a sweep's) is kept
         assert engines.thread_count(None, big, 128) == 1
     assert engines.thread_count(3, tiny, 1) == 3
@@ -316,13 +321,13 @@ def test_online_threads_policy(monkeypatch):
     tiny = fastnn.mlp([2, 5, 5, 5, 2], seed=0)
     big = fastnn.mlp([784, 256, 128, 10], seed=0)
     with threadpool_limits(limits=2, user_api="blas"):
-        assert engines.thread_count(None, big, 1, online_threads=True) == min(2, os.cpu_count())
-        assert engines.thread_count(None, big, 1, online_threads=False) == 1
-        assert engines.thread_count(None, tiny, 1, online_threads=True) == 1  # under ONLINE_TWO_THREAD_FLOPS
+        assert engines.thread_count(None, big, 1, engine_threads=True) == min(2, os.cpu_count())
+        assert engines.thread_count(None, big, 1, engine_threads=False) == 1
+        assert engines.thread_count(None, tiny, 1, engine_threads=True) == 1  # under ONLINE_TWO_THREAD_FLOPS
     cython = engines.engine_module("cython")
     if cython is not None:
-        assert engines.parallel_online(cython, None) and not engines.parallel_online(cython, 1.0)
-    assert not engines.parallel_online(engines.engine_module("numba"), None)
+        assert engines.own_threads(cython, None) and not engines.own_threads(cython, 1.0)
+    assert not engines.own_threads(engines.engine_module("numba"), None)
 
 
 @pytest.mark.skipif(engines.engine_module("cython") is None, reason="the Cython engine is not built")
@@ -338,13 +343,24 @@ def test_the_cython_engine_for_any_cpu_matches_the_module_path(monkeypatch):
                 assert_same(*train_both(mlp64("tanh"), X, y, mode, optimizer=OPTIMIZERS[optimizer]))
 
 
-def test_more_online_threads_than_cores_still_train_alike(engine_backend):
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_more_threads_than_cores_still_train_alike(engine_backend, batch_size):
     X, y = data(30)
     results = [mlp64("tanh")() for _ in range(2)]
     for model, engine in zip(results, (True, False)):
-        model.fit(X[:10], y[:10], optimizer=fastnn.SGD(0.1), epochs=1, batch_size=1, seed=3, verbose=0,
+        model.fit(X[:10], y[:10], optimizer=fastnn.SGD(0.1), epochs=1, batch_size=batch_size, seed=3, verbose=0,
                   engine=engine, n_threads=4 * (os.cpu_count() or 1) if engine else None)
     np.testing.assert_allclose(results[0].params, results[1].params, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("mode", BATCH_MODES)
+def test_layers_narrower_than_the_threads_train_alike(engine_backend, mode):
+    """One input and one output unit: with two threads, one has no rows or columns of them."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 1))
+    y = np.sin(X)
+    build = lambda: fastnn.mlp([1, 3, 1], activation="tanh", dtype=np.float64, seed=1)  # noqa: E731
+    assert_same(*train_both(build, X, y, mode, loss="mse", optimizer=lambda: fastnn.Adam(0.01)))
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, "two", True])
@@ -370,12 +386,13 @@ def test_threads_are_set_for_the_fit_and_restored(engine_backend):
 
     X, y = data(64)
     before = blas_threads()
+    own = engines.own_threads(engines.engine_module(engine_backend), None)
     params = []
     for n_threads in (1, 2):
         seen = []
         model = mlp64("relu")()
         model.fit(X, y, epochs=2, verbose=0, seed=0, n_threads=n_threads, callbacks=[lambda h: seen.append(blas_threads())])
-        assert seen == [[n_threads] * len(before)] * 2
+        assert seen == [[1 if own else n_threads] * len(before)] * 2  # BLAS on one thread under the engine's
         assert blas_threads() == before
         params.append(model.params)
     np.testing.assert_allclose(params[0], params[1], rtol=1e-12)
