@@ -41,6 +41,10 @@ TWO_THREAD_FLOPS = 3e7
 # 64-64-10 at batch 128 (2.6 MFLOP) 1.07x, 784-64-32-10 at batch 64 (14 MFLOP) 1.23x,
 # 784-256-128-10 at batch 16 (16 MFLOP) 1.45x (docs/engine.md).
 OWN_TWO_THREAD_FLOPS = 5e6
+# Above this many flops per step BLAS's own threads multiply faster (784-256-128-10,
+# 1.007 MFLOP per sample: batch 1024-8192 0.83-0.95x on the engine's threads, batch
+# 256-512 alike).
+OWN_THREAD_MAX_FLOPS = 1e9
 # Online training on two threads (the Cython engine splits every layer between them)
 # pays once one sample's step reaches this many flops: it meets at three barriers per
 # layer and sample, ~0.1 µs each (784-64-32-10, 0.2 MFLOP: 1.35x; 100-100-100-10,
@@ -174,10 +178,13 @@ def _blas():
     return _controller
 
 
-def own_threads(module, clip_norm):
-    """Whether the engine module trains on threads of its own, with BLAS on one: the Cython
-    engine does, unless the gradient is clipped (its norm needs the whole gradient first)."""
-    return getattr(module, "OWN_THREADS", False) and clip_norm is None
+def own_threads(module, clip_norm, model, batch):
+    """Whether the engine module trains this model and batch size on threads of its own,
+    with BLAS on one: the Cython engine does, online and for steps up to
+    OWN_THREAD_MAX_FLOPS, unless the gradient is clipped (its norm needs the whole
+    gradient first)."""
+    return (getattr(module, "OWN_THREADS", False) and clip_norm is None
+            and (batch == 1 or step_flops(layer_sizes(model), batch) <= OWN_THREAD_MAX_FLOPS))
 
 
 def thread_count(n_threads, model, batch, engine_threads=False):
@@ -288,8 +295,9 @@ class Engine:
         self.model, self.optimizer, self.batch = model, optimizer, batch
         # The online loop's threads spin at barriers: more threads than cores would wait
         # for one another's time slices at every layer.
-        self.threads = min(threads, os.cpu_count() or 1)
-        self.blas_threads = 1 if own_threads(module, clip_norm) else threads
+        own = own_threads(module, clip_norm, model, batch)
+        self.threads = min(threads, os.cpu_count() or 1) if own else 1
+        self.blas_threads = 1 if own else threads
         self.run_epochs = module.run_online if batch == 1 else module.run_batches
         self.X = _writable(X)
         dtype = model.dtype

@@ -316,7 +316,7 @@ def test_thread_count_policy(monkeypatch):
     assert engines.thread_count(1, big, 8192) == 1
 
 
-def test_online_threads_policy(monkeypatch):
+def test_engine_threads_policy(monkeypatch):
     monkeypatch.delenv("FASTNN_NUM_THREADS", raising=False)
     tiny = fastnn.mlp([2, 5, 5, 5, 2], seed=0)
     big = fastnn.mlp([784, 256, 128, 10], seed=0)
@@ -326,8 +326,10 @@ def test_online_threads_policy(monkeypatch):
         assert engines.thread_count(None, tiny, 1, engine_threads=True) == 1  # under ONLINE_TWO_THREAD_FLOPS
     cython = engines.engine_module("cython")
     if cython is not None:
-        assert engines.own_threads(cython, None) and not engines.own_threads(cython, 1.0)
-    assert not engines.own_threads(engines.engine_module("numba"), None)
+        assert engines.own_threads(cython, None, big, 1) and engines.own_threads(cython, None, big, 128)
+        assert not engines.own_threads(cython, 1.0, big, 1)  # clipping needs the whole gradient
+        assert not engines.own_threads(cython, None, big, 8192)  # over OWN_THREAD_MAX_FLOPS: BLAS's threads
+    assert not engines.own_threads(engines.engine_module("numba"), None, big, 1)
 
 
 @pytest.mark.skipif(engines.engine_module("cython") is None, reason="the Cython engine is not built")
@@ -386,7 +388,7 @@ def test_threads_are_set_for_the_fit_and_restored(engine_backend):
 
     X, y = data(64)
     before = blas_threads()
-    own = engines.own_threads(engines.engine_module(engine_backend), None)
+    own = engines.own_threads(engines.engine_module(engine_backend), None, mlp64("relu")(), 32)
     params = []
     for n_threads in (1, 2):
         seen = []
