@@ -34,7 +34,7 @@ from .config import config_info
 from .datasets import load_mnist
 from .grad import numerical_grad
 from .model import mlp
-from .engine import TWO_THREAD_FLOPS, step_flops
+from .engine import OWN_TWO_THREAD_FLOPS, step_flops
 from .optim import SGD
 
 # --- what the results ran on ---------------------------------------------------------------
@@ -521,8 +521,9 @@ def run(plan="default", data_dir=None, stream=sys.stderr, backends=None, with_pe
     n_samples = plan.get("mode_samples", MODE_SAMPLES)
     for net in plan["nets"]:
         names = frameworks if net in plan.get("peer_nets", plan["nets"]) else backends
-        # A net whose full batch goes multi-threaded: pause between the frameworks' thread pools.
-        pause = SPIN_PAUSE if step_flops(NETS[net][0], n_samples) >= TWO_THREAD_FLOPS else 0.0
+        # A net whose full batch can go multi-threaded (the lowest threshold is the Cython engine's
+        # own threads'): pause between the frameworks' thread pools.
+        pause = SPIN_PAUSE if step_flops(NETS[net][0], n_samples) >= OWN_TWO_THREAD_FLOPS else 0.0
         for batch_size in plan["modes"]:
             cases = {name: ModeCase(net, batch_size, name, n_samples=n_samples) for name in names}
             times = measure({name: case.run for name, case in cases.items()}, plan["repeats"], 0, pause=pause)
