@@ -275,6 +275,17 @@ cdef void _update(floating* params, floating* grads, floating* state_a, floating
     _step(params, grads, state_a, state_b, n, optimizer, c)
 
 
+cdef void _save_backup(floating[:, ::1] backup, const floating* p, const floating* sa,
+                       const floating* sb) noexcept nogil:
+    """The epoch-start copy of the parameters and the optimizer state (rows 0, 1, 2)."""
+    cdef Py_ssize_t n = backup.shape[1]
+    memcpy(&backup[0, 0], p, n * sizeof(floating))
+    if sa != NULL:
+        memcpy(&backup[1, 0], sa, n * sizeof(floating))
+    if sb != NULL:
+        memcpy(&backup[2, 0], sb, n * sizeof(floating))
+
+
 cdef void _gather(const int64_t* order, Py_ssize_t lo, Py_ssize_t rows, const floating[:, ::1] X,
                   const int64_t[::1] labels, const floating[:, ::1] targets, const floating[::1] weights,
                   floating* xwork, int64_t* lwork, floating* twork, floating* wwork) noexcept nogil:
@@ -321,18 +332,15 @@ cdef void _backward_share(floating* params, floating* grads, Layer layer, const 
     of ``rows`` rows, from d = d(loss)/dz (z = a @ W + b, before the activation): columns
     k0:k1 of d_prev = (d @ W.T) * f'(a) unless d_prev is NULL (f the previous layer's
     activation, a = f(its z)), and the gradient of those rows: a.T @ d, column sums of d."""
-    cdef Py_ssize_t i, j, k, n_in = layer.n_in, n_out = layer.n_out
+    cdef Py_ssize_t i, j, n_in = layer.n_in, n_out = layer.n_out
     cdef Py_ssize_t k_end = min(k1, n_in)
     cdef floating* db = grads + layer.w + n_in * n_out
     if k_end > k0:
         if d_prev != NULL:
             gemm_ptr(False, True, rows, k_end - k0, n_out, d, n_out, params + layer.w + k0 * n_out, n_out,
                      d_prev + k0, n_in)
-            if prev_code != IDENTITY:
-                for i in range(rows):
-                    for k in range(k0, k_end):
-                        d_prev[i * n_in + k] = _activation_gradient(a[i * n_in + k], d_prev[i * n_in + k],
-                                                                    prev_code, prev_alpha)
+            for i in range(rows):
+                _activation_gradients(d_prev + i * n_in + k0, a + i * n_in + k0, k_end - k0, prev_code, prev_alpha)
         gemm_ptr(True, False, k_end - k0, n_out, rows, a + k0, n_in, d, n_out, grads + layer.w + k0 * n_out, n_out)
     if k1 > n_in:
         for j in range(n_out):
@@ -548,7 +556,7 @@ cdef void _online_thread(int t, int n_threads, Shared* shared, floating* p, floa
                          double[:, ::1] stats) noexcept nogil:
     """Thread t of n_threads of the parallel online loop. Thread 0 also keeps the backup,
     computes the loss, writes the statistics and the optimizer steps taken."""
-    cdef Py_ssize_t n = X.shape[0], last = layers.shape[0] - 1, n_params = backup.shape[1]
+    cdef Py_ssize_t n = X.shape[0], last = layers.shape[0] - 1
     cdef Py_ssize_t epoch, sample, i, layer, k
     cdef Layer top = _layer(layers, last), current
     cdef int phase = 0
@@ -563,11 +571,7 @@ cdef void _online_thread(int t, int n_threads, Shared* shared, floating* p, floa
         _sgd_constants(hyper, c)
     for epoch in range(n_epochs):
         if t == 0:
-            memcpy(&backup[0, 0], p, n_params * sizeof(floating))
-            if sa != NULL:
-                memcpy(&backup[1, 0], sa, n_params * sizeof(floating))
-            if sb != NULL:
-                memcpy(&backup[2, 0], sb, n_params * sizeof(floating))
+            _save_backup(backup, p, sa, sb)
             loss_sum = metric_sum = 0
         fastnn_barrier_wait(&shared.barrier, &phase, n_threads)
         for sample in range(n):
@@ -647,7 +651,7 @@ cdef void _batch_thread(int t, int n_threads, Shared* shared, double* losses, fl
                         int64_t* lwork, double[:, ::1] stats) noexcept nogil:
     """Thread t of n_threads of the parallel mini-batch loop; losses has a slot per thread.
     Thread 0 also keeps the backup, computes the metric and writes the statistics."""
-    cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], last = layers.shape[0] - 1, n_params = backup.shape[1]
+    cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], last = layers.shape[0] - 1
     cdef Py_ssize_t n_batches = (n + batch - 1) // batch
     cdef Py_ssize_t epoch, index, lo, rows, r0, r1, layer, k0, k1, offset
     cdef Layer top = _layer(layers, last), current
@@ -663,11 +667,7 @@ cdef void _batch_thread(int t, int n_threads, Shared* shared, double* losses, fl
     cdef floating c[9]
     for epoch in range(n_epochs):
         if t == 0:
-            memcpy(&backup[0, 0], p, n_params * sizeof(floating))
-            if sa != NULL:
-                memcpy(&backup[1, 0], sa, n_params * sizeof(floating))
-            if sb != NULL:
-                memcpy(&backup[2, 0], sb, n_params * sizeof(floating))
+            _save_backup(backup, p, sa, sb)
             loss_sum = metric_sum = 0
         fastnn_barrier_wait(&shared.barrier, &phase, n_threads)
         if shuffled:
@@ -823,11 +823,7 @@ cdef tuple _run(bint online, floating[::1] params, floating[::1] grads, floating
     with nogil:
         fp = fastnn_flush_denormals()
         for epoch in range(n_epochs):
-            memcpy(&backup[0, 0], p, n_params * sizeof(floating))
-            if sa != NULL:
-                memcpy(&backup[1, 0], sa, state_a.shape[0] * sizeof(floating))
-            if sb != NULL:
-                memcpy(&backup[2, 0], sb, state_b.shape[0] * sizeof(floating))
+            _save_backup(backup, p, sa, sb)
             order = &orders[epoch, 0] if shuffled else NULL
             loss_sum = metric_sum = 0
             for index in range(n_batches):
