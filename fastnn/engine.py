@@ -291,13 +291,16 @@ class Failure:
 class Engine:
     """Compiled training of one model with one loss and optimizer on prepared arrays."""
 
-    def __init__(self, module, model, loss, optimizer, X, targets, weight, batch, clip_norm, threads=1):
+    def __init__(self, module, model, loss, optimizer, X, targets, weight, batch, clip_norm, n_threads=1):
+        """n_threads as fit's (None: thread_count's choice); self.threads are the engine's
+        own threads, self.blas_threads those BLAS should run with."""
         self.model, self.optimizer, self.batch = model, optimizer, batch
-        # The online loop's threads spin at barriers: more threads than cores would wait
-        # for one another's time slices at every layer.
         own = own_threads(module, clip_norm, model, batch)
-        self.threads = min(threads, os.cpu_count() or 1) if own else 1
-        self.blas_threads = 1 if own else threads
+        count = thread_count(n_threads, model, batch, own)
+        # The engine's threads spin at barriers: more threads than cores would wait for
+        # one another's time slices at every layer.
+        self.threads = min(count, os.cpu_count() or 1) if own else 1
+        self.blas_threads = 1 if own else count
         self.run_epochs = module.run_online if batch == 1 else module.run_batches
         self.X = _writable(X)
         dtype = model.dtype

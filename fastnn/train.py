@@ -193,9 +193,7 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
     n = len(X)
     runner = threads = None
     if module is not None:
-        own = engines.own_threads(module, clip_norm, model, batch)
-        count = engines.thread_count(requested, model, batch, own)
-        runner = engines.Engine(module, model, loss, optimizer, X, targets, weight, batch, clip_norm, count)
+        runner = engines.Engine(module, model, loss, optimizer, X, targets, weight, batch, clip_norm, requested)
         threads = engines.blas_threads(runner.blas_threads)
     # Epochs run one at a time when Python has work after each (validation, callbacks,
     # early stopping, a schedule) or on the per-module path; otherwise the engine
