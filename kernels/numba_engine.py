@@ -40,11 +40,13 @@ activations and Adam follow the same formulas, Adam in the parameters' dtype
 float32 step): the engine and the per-module path compute the same numbers in
 float64 and agree to float32 rounding in float32. Sizes are runtime integers and
 workspaces are sliced to the batch's rows, so a short last batch or a new
-batch size runs the same compiled code; nothing is allocated per step.
+batch size runs the same compiled code; nothing is allocated per step. Both
+loops flush denormals to zero in their thread while they run (numba_fp.py).
 """
 import numpy as np
 from numba import njit
 
+from .numba_fp import flush_denormals, restore_fp
 from .numba_kernels import (
     _backward,
     _forward,
@@ -237,8 +239,8 @@ def _gather(order, lo, rows, X, labels, targets, weights, xwork, lwork, twork, w
 
 
 @njit(**_OPTIONS)
-def run_batches(params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer, loss, step,
-                X, labels, targets, weights, orders, n_epochs, batch, acts, deltas, twork, wwork, lwork, stats):
+def _run_batches(params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer, loss, step,
+                 X, labels, targets, weights, orders, n_epochs, batch, acts, deltas, twork, wwork, lwork, stats):
     """Mini-batch training for n_epochs: see the module docstring."""
     n = X.shape[0]
     last = layers.shape[0] - 1
@@ -392,8 +394,8 @@ def _backward_one(params, grads, layers, alphas, layer, acts, deltas, lr, in_pla
 
 
 @njit(**_OPTIONS)
-def run_online(params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer, loss, step,
-               X, labels, targets, weights, orders, n_epochs, batch, acts, deltas, twork, wwork, lwork, stats):
+def _run_online(params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer, loss, step,
+                X, labels, targets, weights, orders, n_epochs, batch, acts, deltas, twork, wwork, lwork, stats):
     """Online training (batch 1) for n_epochs: see the module docstring. Plain SGD (no
     momentum, weight decay or clipping) updates the weights in place as it goes back
     through the layers, without forming the gradient; other optimizers get the gradient."""
@@ -429,3 +431,24 @@ def run_online(params, grads, state_a, state_b, backup, layers, alphas, hyper, o
         stats[epoch, 0] = loss_sum
         stats[epoch, 1] = metric_sum
     return n_epochs, 0, step, 0.0
+
+
+
+def _flushing_denormals(run):
+    """run with denormals flushed to zero in the calling thread (numba_fp.py), as the
+    Cython engine trains; set by separate compiled calls, so that no floating-point
+    operation of run can be moved across the switch."""
+    def run_flushing(*args):
+        previous = flush_denormals()
+        try:
+            return run(*args)
+        finally:
+            restore_fp(previous)
+
+    run_flushing.__doc__ = run.__doc__
+    run_flushing.compiled = run
+    return run_flushing
+
+
+run_batches = _flushing_denormals(_run_batches)
+run_online = _flushing_denormals(_run_online)

@@ -7,10 +7,12 @@ import warnings
 
 import numpy as np
 import pytest
+from numba import njit
 from threadpoolctl import threadpool_limits
 
 import fastnn
 from fastnn import engine as engines
+from fastnn.kernels import numba_fp
 from fastnn.losses import SoftmaxCrossEntropy
 
 ENGINE_BACKENDS = [name for name in ("numba", "cython") if engines.engine_module(name) is not None]
@@ -229,14 +231,14 @@ def test_new_batch_sizes_do_not_recompile():
         for dtype in (np.float32, np.float64):
             fastnn.mlp([3, 4, 3], dtype=dtype, seed=0).fit(X, y, epochs=1, batch_size=8, verbose=0)
             fastnn.mlp([3, 4, 3], dtype=dtype, seed=0).fit(X, y, epochs=1, batch_size=1, verbose=0)
-        counts = len(module.run_batches.signatures), len(module.run_online.signatures)
+        counts = len(module.run_batches.compiled.signatures), len(module.run_online.compiled.signatures)
         for batch_size in (3, 7, 16, 49, 1):
             for dtype in (np.float32, np.float64):
                 model = fastnn.mlp([3, 5, 3], dtype=dtype, seed=0)
                 model.fit(X[:49], y[:49], epochs=2, batch_size=batch_size, verbose=0,
                           sample_weight=np.ones(49), optimizer="sgd", clip_norm=1.0)
                 model.fit(X, np.eye(3)[y], epochs=1, batch_size=batch_size, verbose=0, shuffle=False)
-        assert (len(module.run_batches.signatures), len(module.run_online.signatures)) == counts
+        assert (len(module.run_batches.compiled.signatures), len(module.run_online.compiled.signatures)) == counts
 
 
 def _allocations(engine_backend, n, batch, threads):
@@ -400,12 +402,46 @@ def test_threads_are_set_for_the_fit_and_restored(engine_backend):
     np.testing.assert_allclose(params[0], params[1], rtol=1e-12)
 
 
+needs_x86 = pytest.mark.skipif(not numba_fp.X86, reason="MXCSR is x86's")
+
+
+@njit
+def _product(x, y):
+    return x * y
+
+
+@needs_x86
+def test_flush_denormals_zeroes_denormal_results_until_restored():
+    tiny, small = np.float32(1e-30), np.float32(1e-10)
+    previous = numba_fp.flush_denormals()
+    try:
+        flushed = _product(tiny, small)
+    finally:
+        numba_fp.restore_fp(previous)
+    restored = _product(tiny, small)
+    assert flushed == 0
+    assert 0 < restored < np.finfo(np.float32).tiny
+
+
+@needs_x86
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_training_restores_the_floating_point_control_word(engine_backend, batch_size):
+    X, y = data(32)
+    before = numba_fp.flush_denormals()
+    numba_fp.restore_fp(before)
+    fastnn.mlp([3, 4, 3], seed=0).fit(X, y, epochs=2, batch_size=batch_size, optimizer="adam", verbose=0)
+    after = numba_fp.flush_denormals()
+    numba_fp.restore_fp(after)
+    assert after == before and not before & numba_fp.FTZ_DAZ
+
+
 @pytest.mark.parametrize("backend", ENGINE_BACKENDS)
 def test_warmup_compiles_both_dtypes_and_loops(backend):
     assert fastnn.warmup(backend) >= 0
     if backend == "numba":
         module = engines.engine_module("numba")
-        dtypes = {sig[0].dtype.name for sig in module.run_batches.signatures + module.run_online.signatures}
+        dtypes = {sig[0].dtype.name for sig in module.run_batches.compiled.signatures
+                  + module.run_online.compiled.signatures}
         assert dtypes == {"float32", "float64"}
     with pytest.raises(ValueError, match="'numpy' has no compiled engine"):
         fastnn.warmup("numpy")
