@@ -35,6 +35,13 @@ def _cython_openmp():
     return kernels.get_backend("cython").raw.openmp_info()
 
 
+def _cython_kernels():
+    """The Cython kernels build loaded here (the AVX2 one where the CPU has AVX2 and FMA)."""
+    if "cython" not in kernels.available_backends():
+        return None
+    return kernels.get_backend("cython").raw.__name__.rsplit(".", 1)[-1]
+
+
 def _cython_engine():
     """The Cython engine build fit loads here (the AVX2 one where the CPU has AVX2 and FMA)."""
     from .engine import engine_module
@@ -63,6 +70,7 @@ def config_info():
         "FASTNN_BACKEND": os.environ.get("FASTNN_BACKEND"),
         "threadpools": libraries,
         "cython_openmp": _cython_openmp(),
+        "cython_kernels": _cython_kernels(),
         "cython_engine": _cython_engine(),
         "numba": _numba_info(),
         "versions": {name: _version(name) for name in
@@ -90,6 +98,7 @@ def show_config(file=None):
         )
         lines.append(f"    {lib['filepath']}")
     lines.append(f"cython build OpenMP: {info['cython_openmp']}")
+    lines.append(f"cython kernels: {info['cython_kernels']}")
     lines.append(f"cython training engine: {info['cython_engine']}")
     numba_info = info["numba"]
     lines.append(f"numba threading layer: {numba_info['threading_layer']}, {numba_info['num_threads']} threads")

@@ -14,8 +14,6 @@ engine runs threads of its own (BLAS on one), online and in mini-batches,
 from smaller sizes on; see :func:`thread_count` and docs/engine.md.
 """
 import contextlib
-import functools
-import importlib
 import os
 import threading
 import weakref
@@ -53,31 +51,16 @@ ONLINE_TWO_THREAD_FLOPS = 2e5
 WORKSPACES_KEPT = 4
 
 
-@functools.cache
-def _cpu_has_avx2():
-    """Whether this CPU has AVX2 and FMA (llvmlite, Numba's compiler, knows the host);
-    asked once: the query takes ~0.14 ms, and every fit looks up its engine."""
-    import llvmlite.binding
-
-    features = llvmlite.binding.get_host_cpu_features()
-    return bool(features.get("avx2")) and bool(features.get("fma"))
-
-
 def engine_module(backend_name):
     """The compiled engine of a backend, or None when that backend has none; for cython,
     its AVX2 + FMA build where the CPU has both and it was built."""
     module_name = ENGINE_MODULES.get(backend_name)
     if module_name is None:
         return None
-    names = [module_name]
-    if backend_name == "cython" and _cpu_has_avx2():
-        names.insert(0, f"{module_name}_avx2")
-    for name in names:
-        try:
-            return importlib.import_module(f"{kernels.__name__}.{name}")
-        except ImportError:
-            pass
-    return None
+    try:
+        return kernels.import_build(module_name)
+    except ImportError:
+        return None
 
 
 def unsupported(model, loss, optimizer):

@@ -30,9 +30,9 @@ KERNELS = (
     "sgd_update",
     "adam_update",
 )
-# Fastest first, by the kernel benchmarks in docs/kernels.md; the default
-# backend is the first one that imports.
-PREFERENCE = ("numba", "cython", "numpy")
+# Fastest first for training (fit's compiled engine; docs/kernels.md has the
+# measurements); the default backend is the first one that imports.
+PREFERENCE = ("cython", "numba", "numpy")
 _MODULES = {"numpy": "reference", "numba": "numba_kernels", "cython": "cython_kernels"}
 
 
@@ -60,11 +60,33 @@ def _checked(kernel_name, kernel):
     return checked_kernel
 
 
+@functools.cache
+def cpu_has_avx2():
+    """Whether this CPU has AVX2 and FMA (llvmlite, Numba's compiler, knows the host);
+    asked once: the query takes ~0.14 ms, and every fit looks up its engine."""
+    import llvmlite.binding
+
+    features = llvmlite.binding.get_host_cpu_features()
+    return bool(features.get("avx2")) and bool(features.get("fma"))
+
+
+def import_build(module_name):
+    """Import the module of this package named module_name: its AVX2 + FMA build
+    (module_name + "_avx2", which the Cython modules have on x86-64) where this CPU has
+    both and it was built, else module_name itself."""
+    if cpu_has_avx2():
+        try:
+            return importlib.import_module(f"{__name__}.{module_name}_avx2")
+        except ImportError:
+            pass
+    return importlib.import_module(f"{__name__}.{module_name}")
+
+
 def _load_backends():
     backends, errors = {}, {}
     for name, module_name in _MODULES.items():
         try:
-            module = importlib.import_module(f"{__name__}.{module_name}")
+            module = import_build(module_name)
         except ImportError as error:
             errors[name] = f"{type(error).__name__}: {error}"
             continue

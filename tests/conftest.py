@@ -1,3 +1,5 @@
+import importlib
+
 import numpy as np
 import pytest
 
@@ -12,10 +14,16 @@ def dtype(request):
     return request.param
 
 
-@pytest.fixture(params=COMPILED_BACKENDS)
+@pytest.fixture(params=COMPILED_BACKENDS + ["cython-portable"])
 def backend(request):
-    """Each compiled backend; tests compare it with the NumPy reference."""
-    return K.get_backend(request.param)
+    """Each compiled backend; tests compare it with the NumPy reference. cython-portable:
+    the Cython kernels' build for any CPU, where the backend here is the AVX2 build."""
+    if request.param != "cython-portable":
+        return K.get_backend(request.param)
+    portable = importlib.import_module("fastnn.kernels.cython_kernels")
+    if K.get_backend("cython").raw is portable:
+        pytest.skip("the cython backend here is its portable build")
+    return K.Backend("cython", portable)
 
 
 @pytest.fixture(params=["numpy"] + COMPILED_BACKENDS)

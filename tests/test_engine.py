@@ -338,7 +338,7 @@ def test_engine_threads_policy(monkeypatch):
 def test_the_cython_engine_for_any_cpu_matches_the_module_path(monkeypatch):
     """engine_module loads the AVX2 build where the CPU has it; the portable build must
     train alike on the CPUs without it."""
-    monkeypatch.setattr(engines, "_cpu_has_avx2", lambda: False)
+    monkeypatch.setattr(fastnn.kernels, "cpu_has_avx2", lambda: False)
     assert engines.engine_module("cython").__name__.endswith(".cython_engine")
     X, y = data(30)
     with fastnn.use_backend("cython"):

@@ -58,7 +58,7 @@ def test_use_backend_restores_on_exit_and_on_error():
 
 @pytest.mark.parametrize("call", [fastnn.set_backend, K.get_backend, fastnn.use_backend])
 def test_unknown_backend_names_the_available_ones(call):
-    with pytest.raises(ValueError, match=r"backend must be one of \['numba', 'cython', 'numpy'\]; got 'torch'"):
+    with pytest.raises(ValueError, match=r"backend must be one of \['cython', 'numba', 'numpy'\]; got 'torch'"):
         result = call("torch")
         if hasattr(result, "__enter__"):
             result.__enter__()
@@ -99,13 +99,13 @@ def test_activation_codes():
 def test_show_config_reports_what_is_in_use(capsys):
     fastnn.show_config()
     text = capsys.readouterr().out
-    assert "backends available: numba, cython, numpy" in text
+    assert "backends available: cython, numba, numpy" in text
     assert f"backend selected:   {K.get_backend().name}" in text
     assert "blas: openblas" in text
     assert "cython build OpenMP: {'openmp': True" in text
-    from fastnn.engine import _cpu_has_avx2
-
-    assert f"cython training engine: cython_engine{'_avx2' if _cpu_has_avx2() else ''}" in text
+    build = "_avx2" if K.cpu_has_avx2() else ""
+    assert f"cython kernels: cython_kernels{build}" in text
+    assert f"cython training engine: cython_engine{build}" in text
     assert "numba threading layer:" in text and "numba cache:" in text
     assert f"numpy {np.__version__}" in text
 
