@@ -433,7 +433,6 @@ def _run_online(params, grads, state_a, state_b, backup, layers, alphas, hyper, 
     return n_epochs, 0, step, 0.0
 
 
-
 def _flushing_denormals(run):
     """run with denormals flushed to zero in the calling thread (numba_fp.py), as the
     Cython engine trains; set by separate compiled calls, so that no floating-point
