@@ -111,9 +111,13 @@ def measure(calls, repeats=7, min_time=0.02, warm_up=True, pause=0.0):
     Each callable first runs once untimed (compilation, caches) unless warm_up
     is False. With min_time > 0 it is then timed in batches of enough calls
     to last about min_time (one call otherwise). The repeats go round the
-    callables in turn (A B C A B C ...) so that slow phases of a shared
-    machine hit all of them alike, sleeping ``pause`` seconds before each
-    (SPIN_PAUSE for callables whose thread pools differ).
+    callables, the first round in the dict's order and each later one in a
+    shuffled order (a fixed seed), so that slow phases of a shared machine, and
+    what the callable before leaves behind (another library's spinning threads,
+    evicted caches), hit all of them alike: in a fixed order one library's
+    short fits always came right after scikit-learn's and ran at half speed.
+    ``pause`` seconds of sleep before each call (SPIN_PAUSE for callables whose
+    thread pools differ).
     """
     numbers = {}
     for name, call in calls.items():
@@ -125,9 +129,11 @@ def measure(calls, repeats=7, min_time=0.02, warm_up=True, pause=0.0):
             call()
             numbers[name] = max(1, math.ceil(min_time / max(time.perf_counter() - start, 1e-9)))
     samples = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            number = numbers[name]
+    names = list(calls)
+    shuffle = np.random.default_rng(0)
+    for repeat in range(repeats):
+        for name in names if repeat == 0 else shuffle.permutation(names):
+            call, number = calls[name], numbers[name]
             time.sleep(pause)
             start = time.perf_counter()
             for _ in range(number):

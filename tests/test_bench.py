@@ -56,12 +56,16 @@ def test_gemm_rate_is_a_rate():
     assert math.isfinite(rate) and rate > 0
 
 
-def test_measure_warms_up_and_interleaves():
+def test_measure_warms_up_and_interleaves_in_shuffled_rounds():
     order = []
-    calls = {name: (lambda name=name: order.append(name)) for name in "ab"}
-    times = bench.measure(calls, repeats=3, min_time=0)
-    assert order == ["a", "b"] + ["a", "b"] * 3
-    assert set(times) == {"a", "b"} and all(t >= 0 for t in times.values())
+    calls = {name: (lambda name=name: order.append(name)) for name in "abcd"}
+    times = bench.measure(calls, repeats=6, min_time=0)
+    assert order[:8] == list("abcd") * 2  # the warm-up calls, then the first round in order
+    rounds = [order[i:i + 4] for i in range(4, len(order), 4)]
+    assert len(rounds) == 6 and all(sorted(r) == list("abcd") for r in rounds)
+    assert len({tuple(r) for r in rounds}) > 1  # later rounds in other orders
+    assert {r[r.index("a") - 1] for r in rounds if r[0] != "a"} != {"d"}  # a's predecessor varies
+    assert set(times) == set("abcd") and all(t >= 0 for t in times.values())
 
 
 def test_step_flops_of_the_mnist_net():
