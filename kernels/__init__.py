@@ -70,16 +70,22 @@ def cpu_has_avx2():
     return bool(features.get("avx2")) and bool(features.get("fma"))
 
 
+@functools.cache
+def _avx2_build(module_name):
+    """module_name's AVX2 + FMA build (module_name + "_avx2", which the Cython modules have
+    on x86-64), or None; asked once: a failed import searches the package each time
+    (~20 µs, on every fit of a backend without such a build)."""
+    try:
+        return importlib.import_module(f"{__name__}.{module_name}_avx2")
+    except ImportError:
+        return None
+
+
 def import_build(module_name):
-    """Import the module of this package named module_name: its AVX2 + FMA build
-    (module_name + "_avx2", which the Cython modules have on x86-64) where this CPU has
-    both and it was built, else module_name itself."""
-    if cpu_has_avx2():
-        try:
-            return importlib.import_module(f"{__name__}.{module_name}_avx2")
-        except ImportError:
-            pass
-    return importlib.import_module(f"{__name__}.{module_name}")
+    """Import the module of this package named module_name: its AVX2 + FMA build where
+    this CPU has both and it was built, else module_name itself."""
+    build = _avx2_build(module_name) if cpu_has_avx2() else None
+    return build or importlib.import_module(f"{__name__}.{module_name}")
 
 
 def _load_backends():
