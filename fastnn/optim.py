@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from . import kernels
+from .atomic import deferred_interrupt
 from .kernels.contract import finite_number
 
 
@@ -74,9 +75,10 @@ class SGD(Optimizer):
                 "weight_decay": self.weight_decay, "schedule": self.schedule}
 
     def step(self, params, grads):
-        self.steps += 1
-        kernels.get_backend().raw.sgd_update(params, grads, self.state["velocity"], self.lr,
-                                             self.momentum, self.nesterov, self.weight_decay)
+        with deferred_interrupt():
+            self.steps += 1
+            kernels.get_backend().raw.sgd_update(params, grads, self.state["velocity"], self.lr,
+                                                 self.momentum, self.nesterov, self.weight_decay)
 
 
 class Adam(Optimizer):
@@ -100,9 +102,11 @@ class Adam(Optimizer):
                 "decoupled": self.decoupled, "schedule": self.schedule}
 
     def step(self, params, grads):
-        self.steps += 1
-        kernels.get_backend().raw.adam_update(params, grads, self.state["m"], self.state["v"], self.steps,
-                                              self.lr, *self.betas, self.eps, self.weight_decay, self.decoupled)
+        with deferred_interrupt():
+            self.steps += 1
+            kernels.get_backend().raw.adam_update(params, grads, self.state["m"], self.state["v"], self.steps,
+                                                  self.lr, *self.betas, self.eps, self.weight_decay,
+                                                  self.decoupled)
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}

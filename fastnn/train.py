@@ -12,6 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import engine as engines
+from .atomic import deferred_interrupt, watching_interrupts
 from .grad import forward_backward
 from .init import as_generator
 from .losses import SoftmaxCrossEntropy, get_loss
@@ -157,7 +158,9 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
     A non-finite loss stops training with a RuntimeWarning and history.diverged = True; the
     model keeps its last finite weights (the current ones if finite, else those at the start
     of the epoch). A KeyboardInterrupt leaves the model at its last completed step; the
-    partial History is at model.history and the interrupt propagates.
+    partial History is at model.history and the interrupt propagates. The engine's chunks
+    of epochs and every optimizer step are applied whole (fastnn.atomic): the weights,
+    optimizer state, step and epoch counts and the History then describe one moment.
     """
     rng = as_generator(seed)
     loss = get_loss(loss or model.loss or SoftmaxCrossEntropy())
@@ -202,38 +205,46 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
         or optimizer.schedule is not None
     progress = tqdm(total=epochs, disable=not verbose, unit="epoch", leave=True)
     model.train(True)
-    done = 0
+    done = pending = 0
     chunk = 1
     try:
-        with threads or contextlib.nullcontext():
+        with threads or contextlib.nullcontext(), watching_interrupts():
             while done < epochs:
                 count = min(chunk, epochs - done)
-                start = time.perf_counter()
-                optimizer.start_epoch(count)
-                orders = _epoch_orders(rng, n, count) if shuffle else None
-                if runner is None:
-                    losses, metrics, failure = _module_epoch(model, loss, optimizer, X, targets, weight,
-                                                             None if orders is None else orders[0], batch,
-                                                             clip_norm)
-                else:
-                    losses, metrics, failure = runner.run(orders, count)
-                seconds = time.perf_counter() - start
-                completed = len(losses)
-                stop = False
-                if completed == 1 and per_epoch:
-                    stop = _end_epoch(model, loss, history, stopper, validation, done, losses[0] / n,
-                                      metrics[0] / n, seconds)
-                elif completed:
-                    history.record_many(done + 1, (np.asarray(losses) / n).tolist(),
-                                        (np.asarray(metrics) / n).tolist(), seconds)
-                done += completed
+                with deferred_interrupt():
+                    start = time.perf_counter()
+                    optimizer.start_epoch(count)
+                    pending = count
+                    orders = _epoch_orders(rng, n, count) if shuffle else None
+                # A Ctrl-C waits for the engine's chunk and its record (the model, optimizer
+                # and history then agree); the per-module path stops after an optimizer step.
+                with contextlib.nullcontext() if runner is None else deferred_interrupt():
+                    if runner is None:
+                        losses, metrics, failure = _module_epoch(model, loss, optimizer, X, targets, weight,
+                                                                 None if orders is None else orders[0], batch,
+                                                                 clip_norm)
+                    else:
+                        losses, metrics, failure = runner.run(orders, count)
+                    with deferred_interrupt():
+                        seconds = time.perf_counter() - start
+                        completed = len(losses)
+                        stop = False
+                        if completed == 1 and per_epoch:
+                            stop = _end_epoch(model, loss, history, stopper, validation, done, losses[0] / n,
+                                              metrics[0] / n, seconds)
+                        elif completed:
+                            history.record_many(done + 1, (np.asarray(losses) / n).tolist(),
+                                                (np.asarray(metrics) / n).tolist(), seconds)
+                        done += completed
+                        pending = 0
+                        if failure is not None:
+                            optimizer.epochs -= count - completed - 1
+                            _diverged(model, optimizer, history, done, failure.batch, failure.value,
+                                      failure.params, (failure.state, failure.steps))
                 if verbose and completed:
                     progress.update(completed)
                     _show(progress, history, n * completed / seconds)
                 if failure is not None:
-                    optimizer.epochs -= count - completed - 1
-                    _diverged(model, optimizer, history, done, failure.batch, failure.value, failure.params,
-                              (failure.state, failure.steps))
                     break
                 if per_epoch:
                     stop = any([callback(history) for callback in callbacks]) or stop
@@ -244,6 +255,7 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
                         history.stop_reason = "callback"
                     break
     except KeyboardInterrupt:
+        optimizer.epochs -= pending
         history.stop_reason = "interrupted"
         raise
     finally:
