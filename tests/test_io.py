@@ -1,8 +1,14 @@
 """save/load: round trips, exact resumption of training, atomic writes, bad files, pickling."""
+import fcntl
 import json
 import os
 import pathlib
 import pickle
+import re
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -206,6 +212,58 @@ def test_save_replaces_an_existing_file(existing_file):
 def test_save_into_a_missing_directory_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         save(fastnn.mlp([2, 2], seed=0), tmp_path / "nowhere" / "model.fnn")
+
+
+KILLED_SAVE = """
+import sys
+import fastnn
+model = fastnn.mlp([1000, 1000, 10], seed=0)
+print("ready", flush=True)
+while True:
+    model.save(sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_the_next_save_removes_the_temporary_files_of_killed_saves(tmp_path, signum):
+    """A save killed while writing leaves its hidden temporary file; the next save to the
+    same target removes it, and leaves those of other targets and of live writers alone."""
+    path = tmp_path / "m.fnn"
+    for _ in range(20):
+        process = subprocess.Popen([sys.executable, "-c", KILLED_SAVE, str(path)], stdout=subprocess.PIPE, text=True)
+        assert process.stdout.readline().strip() == "ready"
+        time.sleep(0.3)
+        process.send_signal(signum)
+        process.wait(timeout=60)
+        process.stdout.close()
+        if len(os.listdir(tmp_path)) > 1:
+            break
+    killed = sorted(set(os.listdir(tmp_path)) - {path.name})
+    assert killed and all(re.fullmatch(r"\.m\.fnn\.[0-9a-f]{16}\.tmp", name) for name in killed)
+    other = tmp_path / ".n.fnn.0123456789abcdef.tmp"
+    other.write_bytes(b"another target's")
+    live = tmp_path / ".m.fnn.fedcba9876543210.tmp"
+    with open(live, "wb") as writer:
+        fcntl.flock(writer.fileno(), fcntl.LOCK_EX)
+        model = fastnn.mlp([2, 2], seed=0)
+        save(model, path)
+    assert sorted(os.listdir(tmp_path)) == sorted([path.name, other.name, live.name])
+    assert_same_model(load(path), model)
+
+
+def test_a_save_error_names_the_target_not_the_temporary_file(tmp_path, monkeypatch):
+    path = tmp_path / "m.fnn"
+    real_open = os.open
+
+    def denied(name, flags, mode=0o777):  # as in a read-only directory (root writes there anyway)
+        if str(name).endswith(".tmp"):
+            raise PermissionError(13, "Permission denied", name)
+        return real_open(name, flags, mode)
+
+    monkeypatch.setattr(os, "open", denied)
+    with pytest.raises(PermissionError, match="Permission denied") as info:
+        save(fastnn.mlp([2, 2], seed=0), path)
+    assert repr(str(path)) in str(info.value) and ".tmp" not in str(info.value)
 
 
 # Bad files
