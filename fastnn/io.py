@@ -451,6 +451,8 @@ def _build(meta, arrays, model):
     and optimizer; one of the errors load catches when meta is invalid."""
     if arrays["params"] is not model.params:
         model.params[...] = arrays["params"]
+    if not np.isfinite(model.params).all():
+        raise ValueError("the parameters hold NaN or infinite values")
     model.loss = None if meta["loss"] is None else LOSSES[meta["loss"]]()
     model.optimizer = None if meta["optimizer"] is None else _optimizer(meta["optimizer"], arrays)
     model.train(meta["training"])
@@ -498,12 +500,17 @@ def _optimizer(spec, arrays):
     if schedule is not None:
         params["schedule"] = SCHEDULES[schedule["type"]](**schedule["fields"])
     optimizer = kind(**params)
-    optimizer.lr = float(spec["lr"])
-    optimizer.steps = int(spec["steps"])
-    optimizer.epochs = int(spec["epochs"])
+    optimizer.lr = spec["lr"]
+    for count in ("steps", "epochs"):
+        if type(spec[count]) is not int or not 0 <= spec[count] < 2**63:
+            raise ValueError(f"the optimizer's {count} must be an integer in [0, 2**63); got {spec[count]!r}")
+        setattr(optimizer, count, spec[count])
     for name in spec["state"]:
         if name not in kind.state_names:
             raise ValueError(f"{spec['type']} has no state buffer {name!r}")
         buffer = arrays[f"state_{name}"]
+        if not np.isfinite(buffer).all() or name == "v" and (buffer < 0).any():
+            raise ValueError(f"the optimizer state {name!r} holds NaN, infinite{' or negative' * (name == 'v')} "
+                             "values")
         optimizer.state[name] = buffer.astype(buffer.dtype.newbyteorder("="), copy=False)
     return optimizer

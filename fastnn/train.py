@@ -15,6 +15,7 @@ from . import engine as engines
 from .atomic import deferred_interrupt, watching_interrupts
 from .grad import forward_backward
 from .init import as_generator
+from .kernels.contract import finite_number
 from .losses import SoftmaxCrossEntropy, get_loss
 from .optim import get_optimizer
 from .validation import check_batch_size, check_fraction, check_positive_int, check_sample_weight
@@ -173,8 +174,8 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
     if len(targets) != len(X):
         raise ValueError(f"X and y must have the same number of samples; got {len(X)} and {len(targets)}")
     weight = check_sample_weight(sample_weight, len(X), model.dtype)
-    if clip_norm is not None and not float(clip_norm) > 0:
-        raise ValueError(f"clip_norm must be > 0; got {clip_norm}")
+    if clip_norm is not None:
+        clip_norm = finite_number("clip_norm", clip_norm, 0.0, low_inclusive=False)
     stopper = EarlyStopping() if early_stopping is True else early_stopping or None
     if stopper is not None and not isinstance(stopper, EarlyStopping):
         raise TypeError(f"early_stopping must be True, False/None or an EarlyStopping; got {early_stopping!r}")

@@ -439,6 +439,48 @@ def test_deeply_nested_metadata_is_a_model_file_error(tmp_path):
     assert_model_file_error(path, "metadata is not valid JSON.*RecursionError")
 
 
+def rewrite_arrays(path, **changes):
+    """Rewrite the model file at path with some arrays replaced (metadata and checksum to match)."""
+    with np.load(path) as archive:
+        arrays = dict(archive)
+    arrays.update(changes)
+    meta = json.loads(arrays["meta"].tobytes())
+    for name in changes:
+        meta["arrays"][name] = {"dtype": arrays[name].dtype.name, "shape": list(arrays[name].shape)}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    arrays["sha256"] = np.frombuffer(_digest({k: v for k, v in arrays.items() if k != "sha256"}), np.uint8)
+    with open(path, "wb") as file:
+        np.savez(file, **arrays)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("lr", -0.1, "lr must be a finite number > 0; got -0.1"),
+    ("steps", -5, "steps must be an integer in \\[0, 2\\*\\*63\\); got -5"),
+    ("epochs", 2.5, "epochs must be an integer in \\[0, 2\\*\\*63\\); got 2.5"),
+])
+def test_a_forged_optimizer_record_is_refused(existing_file, field, value, message):
+    path, _ = existing_file
+    with np.load(path) as archive:
+        optimizer = json.loads(archive["meta"].tobytes())["optimizer"]
+    rewrite(path, optimizer={**optimizer, field: value})
+    assert_model_file_error(path, "invalid model description.*" + message)
+
+
+def test_forged_parameters_and_optimizer_state_are_refused(existing_file):
+    path, old_bytes = existing_file
+    params = load(path).params
+    cases = [({"params": np.where(np.arange(params.size) == 3, np.nan, params).astype(params.dtype)},
+              "the parameters hold NaN or infinite values"),
+             ({"state_m": np.zeros(params.size - 1, params.dtype)}, r"array 'state_m' is declared as float32 \("),
+             ({"state_v": np.zeros(params.size, np.float64)}, "array 'state_v' is declared as float64"),
+             ({"state_v": np.full(params.size, -1.0, params.dtype)}, "state 'v' holds NaN, infinite or negative"),
+             ({"state_m": np.full(params.size, np.inf, params.dtype)}, "state 'm' holds NaN, infinite values")]
+    for changes, message in cases:
+        path.write_bytes(old_bytes)
+        rewrite_arrays(path, **changes)
+        assert_model_file_error(path, "invalid model description.*" + message)
+
+
 def test_foreign_files_are_errors(tmp_path):
     foreign_npz = tmp_path / "arrays.npz"
     np.savez(foreign_npz, a=np.arange(3), b=np.ones((2, 2)))

@@ -224,7 +224,20 @@ def test_accepts_float64_fortran_and_strided_x(rng):
     ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"batch_size": "half"}, ValueError, "batch_size must be"),
     ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"lr": 0.0}, ValueError, "lr must be a finite number > 0; got 0.0"),
     ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"epochs": 0}, ValueError, "epochs must be an integer >= 1; got 0"),
-    ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"clip_norm": -1}, ValueError, "clip_norm must be > 0"),
+    ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"clip_norm": -1}, ValueError, "clip_norm must be a finite number > 0"),
+    ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"clip_norm": "big"}, TypeError, "clip_norm must be a number; got 'big'"),
+    ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"lr": "fast"}, TypeError, "lr must be a number; got 'fast'"),
+    ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"seed": -1}, ValueError, "seed must be a non-negative int.*got -1"),
+    ([[0.0, 1.0]] * 4, [0, 1, 0, 1e30], {}, ValueError, r"labels must lie in \[0, 2\).*to 1e\+30"),
+    ([[0.0, 1.0]] * 4, np.full(4, 2**64 - 1, np.uint64), {}, ValueError,
+     r"labels must lie in \[0, 2\).*18446744073709551615 to 18446744073709551615"),
+    ([[0.0, 1.0]] * 4, [[0.0, 1.0]] * 3 + [[0.0, 1e39]], {"loss": "mse"}, ValueError,
+     "y contains NaN or infinity, or values beyond the range of float32"),
+    (np.ma.masked_array([[0.0, 1.0]] * 4, mask=[[0, 1]] * 4), [0, 1, 0, 1], {}, TypeError,
+     "X must be an array without a mask"),
+    ([[0.0, 1.0]] * 4, np.ma.masked_array([0, 1, 0, 1]), {}, TypeError, "y must be an array without a mask"),
+    ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"sample_weight": np.ma.masked_array([1, 1, 1, 1])}, TypeError,
+     "sample_weight must be an array without a mask"),
     ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"sample_weight": [1, 1, 1]}, ValueError, "sample_weight must have shape"),
     ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"callbacks": [3]}, TypeError, "callbacks must be callables"),
 ])
@@ -232,7 +245,7 @@ def test_bad_input_is_rejected_before_training(X, y, kwargs, error, message):
     model = fastnn.mlp([2, 3, 2], seed=0)
     before = model.params.copy()
     with pytest.raises(error, match=message):
-        model.fit(np.asarray(X), np.asarray(y), verbose=0, **kwargs)
+        model.fit(np.asanyarray(X), np.asanyarray(y), verbose=0, **kwargs)
     np.testing.assert_array_equal(model.params, before)
 
 
