@@ -16,6 +16,7 @@ from .atomic import deferred_interrupt, watching_interrupts
 from .grad import forward_backward
 from .init import as_generator
 from .kernels.contract import finite_number
+from .kernels.reference import LOSS_LIMIT
 from .losses import SoftmaxCrossEntropy, get_loss
 from .optim import get_optimizer
 from .validation import check_batch_size, check_fraction, check_positive_int, check_sample_weight
@@ -156,9 +157,10 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
     n_threads: BLAS threads for the engine (default: FASTNN_NUM_THREADS, else one or
     two by the size of a step).
 
-    A non-finite loss stops training with a RuntimeWarning and history.diverged = True; the
-    model keeps its last finite weights (the current ones if finite, else those at the start
-    of the epoch). A KeyboardInterrupt leaves the model at its last completed step; the
+    A loss that is not finite or exceeds kernels.reference.LOSS_LIMIT (1e18) stops training
+    with a RuntimeWarning and history.diverged = True; the model keeps the current weights
+    if they are finite, within LOSS_LIMIT and predict finite outputs on X, else those (and
+    the optimizer state) of the start of the epoch. A KeyboardInterrupt leaves the model at its last completed step; the
     partial History is at model.history and the interrupt propagates. The engine's chunks
     of epochs and every optimizer step are applied whole (fastnn.atomic): the weights,
     optimizer state, step and epoch counts and the History then describe one moment.
@@ -241,7 +243,7 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
                         if failure is not None:
                             optimizer.epochs -= count - completed - 1
                             _diverged(model, optimizer, history, done, failure.batch, failure.value,
-                                      failure.params, (failure.state, failure.steps))
+                                      failure.params, (failure.state, failure.steps), X)
                 if verbose and completed:
                     progress.update(completed)
                     _show(progress, history, n * completed / seconds)
@@ -299,7 +301,7 @@ def _module_epoch(model, loss, optimizer, X, targets, weight, order, batch, clip
         xb, tb = Xe[lo:lo + batch], te[lo:lo + batch]
         wb = None if we is None else we[lo:lo + batch]
         value, outputs = forward_backward(model, xb, tb, loss, wb)
-        if not np.isfinite(value):
+        if not value <= LOSS_LIMIT:
             return [], [], engines.Failure(0, lo // batch, value, epoch_params, epoch_state, epoch_steps)
         if clip_norm is not None:
             _clip_by_global_norm(model.grads, float(clip_norm))
@@ -328,8 +330,16 @@ def _end_epoch(model, loss, history, stopper, validation, epoch, train_loss, tra
     return False
 
 
-def _diverged(model, optimizer, history, epoch, step, value, epoch_params, epoch_state):
-    if not np.isfinite(model.params).all():
+def _sane(model, X):
+    """Whether the model's weights lie within LOSS_LIMIT and predict finite outputs on X."""
+    if not np.abs(model.params).max() <= LOSS_LIMIT:
+        return False
+    with np.errstate(all="ignore"):
+        return bool(np.isfinite(model.outputs(X)).all())
+
+
+def _diverged(model, optimizer, history, epoch, step, value, epoch_params, epoch_state, X):
+    if not _sane(model, X):
         model.params[...] = epoch_params
         for name, buffer in epoch_state[0].items():
             optimizer.state[name][...] = buffer

@@ -279,3 +279,20 @@ def test_dtype_follows_the_model(rng):
             model.fit(X, y, epochs=1, verbose=0)
         assert model.params.dtype == dtype and model.outputs(X).dtype == dtype
         assert math.isfinite(model.evaluate(X, y)["loss"])
+
+
+@pytest.mark.parametrize("backend,engine", [("cython", True), ("numba", True), ("numpy", False)])
+@pytest.mark.parametrize("loss,lr", [("softmax_cross_entropy", 1e6), ("mse", 1e4)])
+def test_a_loss_leaving_the_sane_range_is_divergence_and_the_kept_weights_predict_finite(rng, backend, engine,
+                                                                                          loss, lr):
+    X, y = blobs(rng, n=64)
+    if loss == "mse":
+        y = np.stack([y, 1 - y], axis=1).astype(np.float64) * 100
+    model = fastnn.mlp([2, 16, 2], seed=0)
+    with fastnn.use_backend(backend), pytest.warns(RuntimeWarning, match="training loss became"):
+        history = model.fit(X, y, loss=loss, optimizer=fastnn.SGD(lr), epochs=200, batch_size=8, verbose=0,
+                            engine=engine)
+    assert history.diverged and history.stop_reason == "diverged"
+    assert all(value <= 1e18 for value in history.loss)
+    assert np.abs(model.params).max() <= 1e18
+    assert np.isfinite(model.outputs(X.astype(np.float32))).all()
