@@ -46,6 +46,7 @@ loops flush denormals to zero in their thread while they run (numba_fp.py).
 import numpy as np
 from numba import njit
 
+from .numba_cache import CACHE
 from .numba_fp import flush_denormals, restore_fp
 from .numba_kernels import (
     _backward,
@@ -61,7 +62,7 @@ from .numba_kernels import (
 )
 from .reference import IDENTITY, LEAKY_RELU, LOSS_LIMIT, RELU, SIGMOID
 
-_OPTIONS = dict(cache=True, nogil=True, error_model="numpy")
+_OPTIONS = dict(cache=CACHE, nogil=True, error_model="numpy")
 
 CROSS_ENTROPY, CROSS_ENTROPY_SOFT, MSE, BCE = range(4)
 SGD, ADAM = range(2)
