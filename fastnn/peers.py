@@ -82,7 +82,7 @@ class FastnnTrainer:
         self.backend, self.batch, self.epochs, self.X, self.y = backend, batch, epochs, X, y
         self.model = mlp(sizes, activation=activation, dtype=X.dtype, seed=seed)
         self.optimizer = _fastnn_optimizer(optimizer, lr)
-        self.config = f"fit, {backend} engine"
+        self.config = f"fit, {backend} engine, BLAS of SciPy/NumPy (threads as fit chooses them)"
 
     def run(self):
         _fastnn_fit(self.model, self.optimizer, self.X, self.y, self.batch, self.epochs, self.backend)
@@ -311,7 +311,7 @@ class JaxTrainer:
         self.data = (jnp.asarray(X[:full].reshape(-1, batch, X.shape[1])), jnp.asarray(y[:full].reshape(-1, batch)),
                      jnp.asarray(X[full:]), jnp.asarray(y[full:]))
         self.epoch, self.step, self.scores = jax.jit(epoch), jax.jit(step), jax.jit(scores)
-        self.config = (f"jax {jax.__version__}, the epoch in one jitted lax.scan"
+        self.config = (f"jax {jax.__version__}, XLA on {jax.default_backend()}, the epoch in one jitted lax.scan"
                        + (", vmap over the stacked models" if self.stacked else ""))
 
     def run(self):
@@ -342,7 +342,8 @@ class JaxStepTrainer(JaxTrainer):
         super().__init__(*args, **kwargs)
         xs, ts, x_last, t_last = self.data
         self.batches = list(zip(xs, ts)) + ([(x_last, t_last)] if len(x_last) else [])
-        self.config = f"jax {self.jax.__version__}, a jitted step per Python call"
+        self.config = (f"jax {self.jax.__version__}, XLA on {self.jax.default_backend()}, "
+                       "a jitted step per Python call")
 
     def run(self):
         for _ in range(self.epochs):
@@ -366,7 +367,7 @@ class SklearnTrainer:
             max_iter=1, shuffle=False, momentum=MOMENTUM if optimizer == "momentum" else 0.0,
             nesterovs_momentum=False, alpha=0.0, random_state=seed)
         self.X, self.y, self.epochs, self.classes = X, y, epochs, np.arange(sizes[-1])
-        self.config = f"scikit-learn {sklearn.__version__}, MLPClassifier.partial_fit"
+        self.config = f"scikit-learn {sklearn.__version__}, MLPClassifier.partial_fit on NumPy's BLAS"
 
     def run(self):
         from sklearn.exceptions import ConvergenceWarning
