@@ -155,6 +155,13 @@ class Sequential(Module):
 
         save(self, path)
 
+    @classmethod
+    def load(cls, path):
+        """The Sequential saved at path (fastnn.load); TypeError when the file holds an estimator."""
+        from .io import load_as
+
+        return load_as(cls, path)
+
     def summary(self, file=None):
         """Print each layer with its output shape and parameter count; returns the text."""
         rows, width = [], self.n_features

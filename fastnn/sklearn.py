@@ -19,7 +19,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import train
-from .io import save
+from .io import load_as, save
 from .kernels import use_backend
 from .layers import float_dtype
 from .model import mlp
@@ -210,6 +210,12 @@ class _BaseMLP(BaseEstimator):
     def save(self, path):
         """Write the fitted estimator to path (atomically); fastnn.load(path) gives it back."""
         save(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """The estimator of this class saved at path (fastnn.load); TypeError when the file
+        holds another kind of model."""
+        return load_as(cls, path)
 
     def _check_params(self):
         _hidden_sizes(self.hidden_layer_sizes)
