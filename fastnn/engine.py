@@ -15,6 +15,7 @@ from smaller sizes on; see :func:`thread_count` and docs/engine.md.
 """
 import contextlib
 import os
+import sys
 import threading
 import weakref
 from collections import OrderedDict
@@ -88,11 +89,12 @@ def unsupported(model, loss, optimizer):
     return None
 
 
-def plan(engine, model, loss, optimizer):
+def plan(engine, model, loss, optimizer, verbose=0):
     """The engine module fit should use, or None for the per-module path.
 
     engine: 'auto' (the engine when the model is supported and the selected backend
-    is numba or cython), True (the engine or an error saying why not), False.
+    is numba or cython; with verbose >= 1, one line on stderr says why not), True (the
+    engine or an error saying why not), False.
     """
     if engine is False:
         return None
@@ -106,6 +108,9 @@ def plan(engine, model, loss, optimizer):
     if reason is not None:
         if engine is True:
             raise ValueError(f"engine=True: {reason}")
+        if verbose:
+            print(f"fastnn: fit trains without the compiled engine, one module call at a time (slower): "
+                  f"{reason}", file=sys.stderr, flush=True)
         return None
     return module
 

@@ -216,6 +216,16 @@ def test_the_numpy_backend_has_no_engine():
             fastnn.mlp([3, 3], seed=0).fit(X, y, epochs=1, verbose=0, engine=True)
 
 
+def test_fit_says_once_at_verbose_1_why_the_engine_is_not_used(engine_backend, capsys):
+    X, y = data(12)
+    fastnn.mlp([3, 4, 3], dropout=0.2, seed=0).fit(X, y, epochs=3, batch_size=4, verbose=1)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "compiled engine" in line]
+    assert len(lines) == 1 and "Dropout(p=0.2)" in lines[0] and "one module call at a time" in lines[0]
+    fastnn.mlp([3, 4, 3], dropout=0.2, seed=0).fit(X, y, epochs=3, verbose=0)
+    fastnn.mlp([3, 4, 3], seed=0).fit(X, y, epochs=3, verbose=1)
+    assert "compiled engine" not in capsys.readouterr().err
+
+
 def test_engine_argument_is_checked():
     X, y = data(12)
     with pytest.raises(ValueError, match="engine must be 'auto', True or False; got 'yes'"):
