@@ -72,6 +72,12 @@ def test_decision_regions_checks_its_input():
         plot.decision_regions(None, np.zeros((3, 3)), np.zeros(3))
 
 
+def test_decision_regions_of_a_new_fastnn_model():
+    X = np.random.default_rng(0).standard_normal((30, 2))
+    figure = plot.decision_regions(mlp([2, 16, 2], seed=0), X, (X[:, 0] > 0).astype(int), resolution=40)
+    assert figure.axes[0].collections
+
+
 def test_confusion_matrix(tmp_path):
     y_true = np.array([0, 0, 1, 1, 2, 2, 2])
     y_pred = np.array([0, 1, 1, 1, 2, 0, 2])
