@@ -151,6 +151,15 @@ def requested_threads(n_threads):
     return value
 
 
+def available_cores():
+    """The cores this process may run on (its CPU affinity: taskset, a container's or a
+    batch system's cpuset), else os.cpu_count()."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on every platform
+        return os.cpu_count() or 1
+
+
 _controller = None
 _running = 0
 _running_lock = threading.Lock()
@@ -181,8 +190,8 @@ def thread_count(n_threads, model, batch, engine_threads=False):
 
     An explicit n_threads (or FASTNN_NUM_THREADS) wins. Otherwise one thread for steps
     under TWO_THREAD_FLOPS (OWN_TWO_THREAD_FLOPS with the engine's threads,
-    ONLINE_TWO_THREAD_FLOPS online), else as many as the cores and the BLAS limit already
-    in force allow (a sweep that limited BLAS to one thread per worker keeps it); one
+    ONLINE_TWO_THREAD_FLOPS online), else as many as the cores this process may use
+    (available_cores) and the BLAS limit already in force allow (a sweep that limited BLAS to one thread per worker keeps it); one
     while another fit runs the engine in this process.
     """
     requested = requested_threads(n_threads)
@@ -196,7 +205,7 @@ def thread_count(n_threads, model, batch, engine_threads=False):
     if not worth_it or _running > 0:
         return 1
     limits = [lib.num_threads for lib in _blas().lib_controllers] or [1]
-    return max(1, min(os.cpu_count() or 1, 2, *limits))
+    return max(1, min(available_cores(), 2, *limits))
 
 
 @contextlib.contextmanager
@@ -287,7 +296,7 @@ class Engine:
         count = thread_count(n_threads, model, batch, own)
         # The engine's threads spin at barriers: more threads than cores would wait for
         # one another's time slices at every layer.
-        self.threads = min(count, os.cpu_count() or 1) if own else 1
+        self.threads = min(count, available_cores()) if own else 1
         self.blas_threads = 1 if own else count
         self.run_epochs = module.run_online if batch == 1 else module.run_batches
         self.X = _writable(X)

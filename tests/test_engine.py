@@ -344,6 +344,23 @@ def test_engine_threads_policy(monkeypatch):
     assert not engines.own_threads(engines.engine_module("numba"), None, big, 1)
 
 
+def test_threads_follow_the_cores_this_process_may_use(monkeypatch):
+    monkeypatch.delenv("FASTNN_NUM_THREADS", raising=False)
+    monkeypatch.setattr(engines.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    big = fastnn.mlp([784, 256, 128, 10], seed=0)
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert engines.available_cores() == 1
+        assert engines.thread_count(None, big, 128) == 1
+        assert engines.thread_count(None, big, 16, engine_threads=True) == 1
+    cython = engines.engine_module("cython")
+    if cython is not None:
+        X, y = np.zeros((4, 784), np.float32), np.zeros(4, np.int64)
+        optimizer = fastnn.SGD(0.1)
+        optimizer.bind(big.n_params, big.dtype)
+        runner = engines.Engine(cython, big, SoftmaxCrossEntropy(), optimizer, X, y, None, 1, None, 2)
+        assert runner.threads == 1
+
+
 @pytest.mark.skipif(engines.engine_module("cython") is None, reason="the Cython engine is not built")
 def test_the_cython_engine_for_any_cpu_matches_the_module_path(monkeypatch):
     """engine_module loads the AVX2 build where the CPU has it; the portable build must
