@@ -264,8 +264,7 @@ def train(args, parser):
         start = time.perf_counter()
         warm_rows = len(X_train) if args.batch_size == "full" else min(len(X_train), 2 * args.batch_size)
         build().fit(X_train[:warm_rows], y_train[:warm_rows], optimizer=new_optimizer(), epochs=1,
-                    batch_size=args.batch_size, seed=args.seed, verbose=0 if args.quiet else 1,
-                    n_threads=args.threads)
+                    batch_size=args.batch_size, seed=args.seed, verbose=0, n_threads=args.threads)
         print(f"warm-up (compiles on the first run only): {time.perf_counter() - start:.2f} s")
         start = time.perf_counter()
         try:

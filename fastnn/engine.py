@@ -17,6 +17,7 @@ import contextlib
 import os
 import sys
 import threading
+import time
 import weakref
 from collections import OrderedDict
 
@@ -277,6 +278,36 @@ def _writable(a):
     return a if a.flags.writeable else a.copy()
 
 
+def compiles(run, args):
+    """Whether calling the engine loop ``run`` with args compiles it first: a Numba loop
+    with no machine code for these argument types in this process or in Numba's on-disk
+    cache. False for the Cython engine, and where Numba's cache cannot be read as
+    expected (the notice is then left out, never the training)."""
+    dispatcher = getattr(run, "compiled", None)
+    if dispatcher is None:
+        return False
+    try:
+        signature = tuple(dispatcher.typeof_pyval(a) for a in args)
+        if signature in dispatcher.overloads:
+            return False
+        cache = dispatcher._cache
+        return cache._index_key(signature, dispatcher.targetctx.codegen()) not in cache._cache_file._load_index()
+    except Exception:  # Numba internals of another version
+        return False
+
+
+def _compiling_notice(run, args, dtype):
+    """A line on stderr before a call of run that compiles it: the first fit of the Numba
+    engine for a dtype and loop spends tens of seconds there, once (Numba caches it).
+    Returns the start time, or None when nothing compiles."""
+    if not compiles(run, args):
+        return None
+    loop = "online" if run is numba_engine.run_online else "mini-batch"
+    print(f"fastnn: compiling the Numba engine's {loop} loop for {np.dtype(dtype).name} (first run "
+          "only: later runs load it from Numba's cache) ...", file=sys.stderr, flush=True)
+    return time.perf_counter()
+
+
 class Failure:
     """Where a chunk stopped on a non-finite loss, and the state at that epoch's start."""
 
@@ -313,6 +344,7 @@ class Engine:
         self.clip_norm = 0.0 if clip_norm is None else float(clip_norm)
         self.work = workspace(model, batch)
         self.no_orders = np.zeros((0, 0), np.int64)
+        self.checked = False  # whether run asked if its first call compiles
 
     def _hyper(self):
         opt = self.optimizer
@@ -337,12 +369,17 @@ class Engine:
         model, work = self.model, self.work
         state_a, state_b = self._state()
         stats = np.zeros((n_epochs, 2), np.float64)
-        done, index, steps, value = self.run_epochs(
-            model.params, model.grads, state_a, state_b, work.backup, work.layers, work.alphas,
-            self._hyper(), self.optimizer_code, self.loss_code, self.optimizer.steps,
-            self.X, self.labels, self.targets, self.weights,
-            self.no_orders if orders is None else orders, n_epochs, self.batch,
-            work.acts, work.deltas, work.twork, work.wwork, work.lwork, stats)
+        args = (model.params, model.grads, state_a, state_b, work.backup, work.layers, work.alphas,
+                self._hyper(), self.optimizer_code, self.loss_code, self.optimizer.steps,
+                self.X, self.labels, self.targets, self.weights,
+                self.no_orders if orders is None else orders, n_epochs, self.batch,
+                work.acts, work.deltas, work.twork, work.wwork, work.lwork, stats)
+        started = None if self.checked else _compiling_notice(self.run_epochs, args, model.dtype)
+        self.checked = True
+        done, index, steps, value = self.run_epochs(*args)
+        if started is not None:
+            print(f"fastnn: compiled in {time.perf_counter() - started:.1f} s (with a training chunk)",
+                  file=sys.stderr, flush=True)
         self.optimizer.steps = int(steps)
         failure = None
         if done < n_epochs:
@@ -356,9 +393,8 @@ def warmup(backend="numba"):
     """Compile the backend's engine ahead of time for float32 and float64, both loops
     (mini-batch and online); with Numba's on-disk cache (NUMBA_CACHE_DIR, else
     __pycache__ beside the sources, else a user-wide directory) later processes load
-    it instead. Returns the seconds it took."""
-    import time
-
+    it instead. Each loop that compiles says so on stderr before, and how long it took
+    after. Returns the seconds it took."""
     from .model import mlp
 
     module = engine_module(backend)

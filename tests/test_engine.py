@@ -2,6 +2,9 @@
 the per-module path for every activation, loss, optimizer and batch mode; fallback;
 no recompilation; no allocation per step; divergence; thread settings."""
 import os
+import re
+import subprocess
+import sys
 import tracemalloc
 import warnings
 
@@ -233,6 +236,60 @@ def test_engine_argument_is_checked():
 
 
 # Compilation, allocation, divergence.
+
+TINY_NUMBA_MODULE = """
+from numba import njit
+
+
+@njit(cache=True)
+def tiny(x):
+    return x + 1
+"""
+COMPILES = """
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from fastnn.engine import compiles
+import tiny
+
+
+def run(*args):
+    return tiny.tiny(*args)
+
+
+run.compiled = tiny.tiny
+before = compiles(run, (1.0,))
+run(1.0)
+print(before, compiles(run, (1.0,)), compiles(run, (np.zeros(3),)))
+"""
+
+
+def test_compiles_tells_a_first_compile_from_a_cached_one(tmp_path):
+    (tmp_path / "tiny.py").write_text(TINY_NUMBA_MODULE)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    runs = [subprocess.run([sys.executable, "-c", COMPILES, str(tmp_path)], env=env, capture_output=True,
+                           text=True, timeout=120, check=True).stdout.split() for _ in range(2)]
+    assert runs == [["True", "False", "True"], ["False", "False", "True"]]
+    cython = engines.engine_module("cython")
+    if cython is not None:  # nothing to compile
+        assert not engines.compiles(cython.run_batches, ())
+
+
+def test_a_numba_compile_is_announced_before_it_starts_and_timed(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(engines, "compiles", lambda run, args: calls.append(run) or True)
+    X, y = data(12)
+    with fastnn.use_backend("numba"):
+        fastnn.mlp([3, 4, 3], seed=0).fit(X, y, epochs=3, batch_size=4, verbose=0)
+    err = capsys.readouterr().err.splitlines()
+    assert len(calls) == 1
+    assert err[0] == ("fastnn: compiling the Numba engine's mini-batch loop for float32 (first run only: "
+                      "later runs load it from Numba's cache) ...")
+    assert re.fullmatch(r"fastnn: compiled in \d+\.\d s \(with a training chunk\)", err[1])
+    fastnn.warmup("numba")
+    assert re.findall(r"compiling the Numba engine's (\S+) loop for (\w+)", capsys.readouterr().err) == \
+        [("online", "float32"), ("mini-batch", "float32"), ("online", "float64"), ("mini-batch", "float64")]
+
 
 def test_new_batch_sizes_do_not_recompile():
     module = engines.engine_module("numba")
