@@ -161,6 +161,25 @@ def available_cores():
         return os.cpu_count() or 1
 
 
+def other_running_tasks():
+    """Threads of other processes running or waiting to run right now (Linux: the
+    machine's runnable tasks in /proc/loadavg less this process's in /proc/self/task;
+    the least of three readings, so that a task passing through is not counted); 0
+    where /proc cannot tell."""
+    try:
+        readings = []
+        for _ in range(3):
+            with open("/proc/loadavg") as file:
+                readings.append(int(file.read().split()[3].split("/")[0]))
+        own = 0
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/stat") as file:
+                own += file.read().rsplit(")", 1)[1].split()[0] == "R"
+        return max(0, min(readings) - own)
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 _controller = None
 _running = 0
 _running_lock = threading.Lock()
@@ -192,7 +211,8 @@ def thread_count(n_threads, model, batch, engine_threads=False):
     An explicit n_threads (or FASTNN_NUM_THREADS) wins. Otherwise one thread for steps
     under TWO_THREAD_FLOPS (OWN_TWO_THREAD_FLOPS with the engine's threads,
     ONLINE_TWO_THREAD_FLOPS online), else as many as the cores this process may use
-    (available_cores) and the BLAS limit already in force allow (a sweep that limited BLAS to one thread per worker keeps it); one
+    (available_cores) that no other process's thread is running on now
+    (other_running_tasks) and the BLAS limit already in force allow (a sweep that limited BLAS to one thread per worker keeps it); one
     while another fit runs the engine in this process.
     """
     requested = requested_threads(n_threads)
@@ -206,7 +226,7 @@ def thread_count(n_threads, model, batch, engine_threads=False):
     if not worth_it or _running > 0:
         return 1
     limits = [lib.num_threads for lib in _blas().lib_controllers] or [1]
-    return max(1, min(available_cores(), 2, *limits))
+    return max(1, min(available_cores() - other_running_tasks(), 2, *limits))
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import tracemalloc
 import warnings
 
@@ -367,6 +368,7 @@ def test_divergence_stops_like_the_module_path(engine_backend, batch_size, n_thr
 # Threads.
 
 def test_thread_count_policy(monkeypatch):
+    monkeypatch.setattr(engines, "other_running_tasks", lambda: 0)  # as on an idle machine
     monkeypatch.delenv("FASTNN_NUM_THREADS", raising=False)
     tiny = fastnn.mlp([2, 5, 5, 5, 2], seed=0)
     big = fastnn.mlp([784, 256, 128, 10], seed=0)
@@ -386,6 +388,7 @@ def test_thread_count_policy(monkeypatch):
 
 
 def test_engine_threads_policy(monkeypatch):
+    monkeypatch.setattr(engines, "other_running_tasks", lambda: 0)  # as on an idle machine
     monkeypatch.delenv("FASTNN_NUM_THREADS", raising=False)
     tiny = fastnn.mlp([2, 5, 5, 5, 2], seed=0)
     big = fastnn.mlp([784, 256, 128, 10], seed=0)
@@ -416,6 +419,62 @@ def test_threads_follow_the_cores_this_process_may_use(monkeypatch):
         optimizer.bind(big.n_params, big.dtype)
         runner = engines.Engine(cython, big, SoftmaxCrossEntropy(), optimizer, X, y, None, 1, None, 2)
         assert runner.threads == 1
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="needs Linux's /proc")
+def test_a_core_held_by_another_process_is_not_counted(monkeypatch):
+    monkeypatch.delenv("FASTNN_NUM_THREADS", raising=False)
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        deadline = time.monotonic() + 30
+        while engines.other_running_tasks() < 1:  # until the busy loop runs
+            assert time.monotonic() < deadline, "the busy process never showed as running"
+    finally:
+        busy.kill()
+        busy.wait()
+    big = fastnn.mlp([784, 256, 128, 10], seed=0)
+    monkeypatch.setattr(engines, "other_running_tasks", lambda: 1)
+    monkeypatch.setattr(engines, "available_cores", lambda: 2)
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert engines.thread_count(None, big, 128) == 1
+        assert engines.thread_count(None, big, 16, engine_threads=True) == 1
+        assert engines.thread_count(2, big, 128) == 2  # an explicit count wins
+    monkeypatch.setattr(engines, "other_running_tasks", lambda: 0)
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert engines.thread_count(None, big, 128) == 2
+
+
+SHARED_CORE = """
+import os, sys
+import numpy as np
+import fastnn
+from fastnn import engine as engines
+from fastnn.losses import SoftmaxCrossEntropy
+
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+rng = np.random.default_rng(0)
+X, y = rng.standard_normal((64, 20)), rng.integers(0, 3, 64)
+results = []
+for threads in (1, 2):
+    model = fastnn.mlp([20, 16, 3], dtype=np.float64, seed=0)
+    optimizer = fastnn.Adam(0.01)
+    optimizer.bind(model.n_params, model.dtype)
+    for batch in (1, 8):
+        runner = engines.Engine(engines.engine_module("cython"), model, SoftmaxCrossEntropy(), optimizer,
+                                X, y, None, batch, None)
+        runner.threads = threads  # two threads on one core: every wait ends asleep
+        runner.run(None, 3)
+    results.append(model.params.copy())
+print(np.abs(results[0] - results[1]).max())
+"""
+
+
+@pytest.mark.skipif(engines.engine_module("cython") is None or not hasattr(os, "sched_setaffinity"),
+                    reason="needs the Cython engine and CPU affinity")
+def test_two_engine_threads_sharing_one_core_train_alike():
+    result = subprocess.run([sys.executable, "-c", SHARED_CORE], capture_output=True, text=True, timeout=120,
+                            check=True)
+    assert float(result.stdout) < 1e-12
 
 
 @pytest.mark.skipif(engines.engine_module("cython") is None, reason="the Cython engine is not built")
