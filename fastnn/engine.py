@@ -212,8 +212,9 @@ def thread_count(n_threads, model, batch, engine_threads=False):
     under TWO_THREAD_FLOPS (OWN_TWO_THREAD_FLOPS with the engine's threads,
     ONLINE_TWO_THREAD_FLOPS online), else as many as the cores this process may use
     (available_cores) that no other process's thread is running on now
-    (other_running_tasks) and the BLAS limit already in force allow (a sweep that limited BLAS to one thread per worker keeps it); one
-    while another fit runs the engine in this process.
+    (other_running_tasks) and the BLAS limit already in force allow (a sweep that limited
+    BLAS to one thread per worker keeps it); one while another fit runs the engine in
+    this process.
     """
     requested = requested_threads(n_threads)
     if requested is not None:
