@@ -444,10 +444,11 @@ cdef extern from *:
     typedef struct { atomic_int arrived; atomic_int phase; atomic_int sleepers; } fastnn_barrier;
 
     /* Pause instructions a waiting thread spins for (about 40 ns each on Zen 4) before it
-       sleeps: long enough to cover the usual imbalance between the threads' shares of a
-       layer, short enough that a thread waiting for one that lost its core to another
-       process hands its own core over soon (docs/engine.md has the figures). */
-    #define FASTNN_SPINS 200
+       sleeps: long enough that on an idle machine the threads meet as fast as with
+       endless spinning (waking a sleeper costs more than the wait), short enough that a
+       thread waiting for one that lost its core to another process soon hands its own
+       core over (docs/engine.md has the figures). */
+    #define FASTNN_SPINS 1000
 
     static void fastnn_barrier_init(fastnn_barrier* b) {
         atomic_init(&b->arrived, 0);
