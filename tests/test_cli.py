@@ -9,6 +9,7 @@ import pytest
 
 import fastnn
 from fastnn import bench, cli
+from fastnn import engine as engines
 
 MNIST_DIR = Path(__file__).parents[1].parent / "shared/data/mnist"
 
@@ -217,6 +218,13 @@ def test_a_good_model_can_be_written_on_the_command_line(capsys, monkeypatch):
     assert seen["validation_split"] == 0.1 and seen["early_stopping"].patience == 2
     optimizer = seen["optimizer"]
     assert optimizer.weight_decay == 1e-4 and optimizer.schedule.total_epochs == 4
+
+
+def test_train_announces_a_numba_compile_before_the_warm_up(capsys, monkeypatch):
+    monkeypatch.setattr(engines, "compiles", lambda run, args: True)
+    code, out, err = train(capsys, "--dataset", "xor", "--backend", "numba", "--epochs", "1", "--quiet")
+    assert code == 0
+    assert err.startswith("fastnn: compiling the Numba engine's mini-batch loop for float32")
 
 
 def test_a_bad_backend_variable_is_one_line_and_status_2(tmp_path):
