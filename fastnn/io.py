@@ -145,6 +145,16 @@ def _invalid(path, error):
     return ModelFileError(f"{path!r} holds an invalid model description ({type(error).__name__}: {error})")
 
 
+def load_as(cls, path):
+    """load(path), refusing a file that holds anything but a ``cls`` (TypeError): the
+    class-level loaders Sequential.load, MLPClassifier.load and MLPRegressor.load."""
+    model = load(path)
+    if not isinstance(model, cls):
+        raise TypeError(f"{os.fspath(path)!r} holds a {type(model).__name__}, not a {cls.__name__}; "
+                        f"fastnn.load(path) loads any fastnn model")
+    return model
+
+
 def _estimator_model(estimator):
     """The Sequential inside a fitted fastnn estimator; TypeError for anything else."""
     from .sklearn import ESTIMATORS

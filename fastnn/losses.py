@@ -65,8 +65,10 @@ class SoftmaxCrossEntropy(Loss):
         if y.dtype.kind == "f" and not (np.isfinite(y).all() and (y == np.round(y)).all()):
             raise ValueError("y holds non-integer values; labels must be integers")
         if y.size and (y.min() < 0 or y.max() >= n_outputs):  # before the cast, which would wrap them
+            hint = ("; for 0/1 labels a one-output net needs loss=BCEWithLogits, or give it two "
+                    "outputs" if n_outputs == 1 else "")
             raise ValueError(f"labels must lie in [0, {n_outputs}) for {n_outputs} outputs; "
-                             f"got values from {y.min()} to {y.max()}")
+                             f"got values from {y.min()} to {y.max()}{hint}")
         return y.astype(np.int64)
 
     def __call__(self, outputs, targets, grad, sample_weight=None):
