@@ -24,7 +24,6 @@ from collections import OrderedDict
 import numpy as np
 
 from . import kernels
-from .kernels import numba_engine
 from .layers import Dense, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from .losses import MSE, BCEWithLogits, SoftmaxCrossEntropy
 from .optim import SGD, Adam
@@ -323,6 +322,8 @@ def _compiling_notice(run, args, dtype):
     Returns the start time, or None when nothing compiles."""
     if not compiles(run, args):
         return None
+    from .kernels import numba_engine
+
     loop = "online" if run is numba_engine.run_online else "mini-batch"
     print(f"fastnn: compiling the Numba engine's {loop} loop for {np.dtype(dtype).name} (first run "
           "only: later runs load it from Numba's cache) ...", file=sys.stderr, flush=True)
@@ -352,6 +353,8 @@ class Engine:
         self.blas_threads = 1 if own else count
         self.run_epochs = module.run_online if batch == 1 else module.run_batches
         self.X = _writable(X)
+        from .kernels import numba_engine  # the codes; imported on first use: importing fastnn loads no engine
+
         dtype = model.dtype
         if loss.name == "softmax_cross_entropy" and targets.ndim == 1:
             self.loss_code = numba_engine.CROSS_ENTROPY

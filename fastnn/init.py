@@ -47,6 +47,8 @@ def as_generator(seed):
     """A numpy Generator from a seed, None (fresh entropy) or a Generator."""
     if isinstance(seed, np.random.Generator):
         return seed
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed < 0:
+        raise ValueError(f"seed must be a non-negative int, None or a numpy.random.Generator; got {seed}")
     if seed is None or isinstance(seed, (int, np.integer)):
         return np.random.default_rng(seed)
     raise TypeError(f"seed must be an int, None or a numpy.random.Generator; got {type(seed).__name__}")

@@ -24,19 +24,32 @@ than writing a file that would train differently once loaded. Pickle covers thos
 import contextlib
 import hashlib
 import json
+import math
 import os
+import re
 import secrets
+import zipfile
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 from .layers import ACTIVATION_MODULES, Dense, Dropout, LeakyReLU
 from .losses import LOSSES
 from .model import Sequential
 from .optim import OPTIMIZERS, CosineDecay, ExponentialDecay, StepDecay
+from .validation import check_positive_int
 
 FORMAT = "fastnn.model"
 VERSION = 1
 ZIP_MAGIC = b"PK\x03\x04"
+MAX_SMALL_BYTES = 64 << 20   # the metadata and classes members
+MAX_NPY_HEADER = 1 << 16     # bytes of an .npy member before its data
+MAX_DEFLATE_RATIO = 1032     # deflate expands its input at most this much
+READ_CHUNK = 1 << 20
 
 LAYERS = {cls.__name__: cls for cls in (Dense, Dropout, *ACTIVATION_MODULES.values())}
 OPTIMIZER_CLASSES = {cls.__name__: cls for cls in OPTIMIZERS.values()}
@@ -91,18 +104,45 @@ def load(path):
     (or the fitted estimator, when an estimator was saved).
 
     Raises FileNotFoundError (or another OSError) when the file cannot be opened and
-    ModelFileError when it is not a complete, intact fastnn model file.
+    ModelFileError when it is not a complete, intact fastnn model file. Before any
+    array is read, the archive's members and their sizes are checked against the
+    architecture the metadata describes, so a forged file cannot make load allocate
+    more than the model it describes; the arrays are then read into the model's own
+    buffers (a valid file loads in about its model's size).
     """
     path = os.fspath(path)
     with open(path, "rb") as file:
-        arrays = _read_arrays(file, path)
-    meta = _read_meta(arrays, path)
+        if file.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
+            raise ModelFileError(f"{path!r} is not a fastnn model file: it is not an .npz archive")
+        file.seek(0)
+        with _reading(path):
+            archive = zipfile.ZipFile(file)
+        with archive:
+            members = _members(archive, os.fstat(file.fileno()).st_size, path)
+            meta = _read_meta(archive, members, path)
+            try:
+                specs = _array_specs(meta, members)
+                generators = [_generator(state) for state in meta["generators"]]
+                model = Sequential(*[_layer(spec, generators) for spec in meta["layers"]])
+            except (AttributeError, KeyError, IndexError, TypeError, ValueError) as error:
+                raise _invalid(path, error) from error
+            arrays = {"meta": meta.pop("_bytes"), "sha256": meta.pop("_sha256")}
+            with _reading(path):
+                for name, (dtype, shape) in specs.items():
+                    arrays[name] = _read_array(archive, members[name], dtype, shape,
+                                               model.params if name == "params" else None)
+    stored = arrays.pop("sha256")
+    if stored.tobytes() != _digest(arrays):
+        raise ModelFileError(f"{path!r} is corrupted: its checksum does not match its contents")
     try:
-        model = _build(meta, arrays)
+        model = _build(meta, arrays, model)
         return model if meta["estimator"] is None else _estimator(meta["estimator"], model, arrays)
     except (AttributeError, KeyError, IndexError, TypeError, ValueError) as error:
-        raise ModelFileError(f"{path!r} holds an invalid model description "
-                             f"({type(error).__name__}: {error})") from error
+        raise _invalid(path, error) from error
+
+
+def _invalid(path, error):
+    return ModelFileError(f"{path!r} holds an invalid model description ({type(error).__name__}: {error})")
 
 
 def load_as(cls, path):
@@ -232,77 +272,197 @@ def _digest(arrays):
 
 def _write_atomically(path, arrays):
     """np.savez to a temporary file beside path, fsync, rename over path; the temporary file
-    is removed on any error, leaving path as it was."""
+    is removed on any error, leaving path as it was. The writer holds a lock on its
+    temporary file, so the temporary files of saves that were killed (SIGKILL leaves them
+    behind) are told from those still being written, and removed. An OSError names path."""
     directory, name = os.path.split(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"cannot save to {path!r}: directory {directory!r} does not exist")
-    temp = os.path.join(directory, f".{name}.{secrets.token_hex(8)}.tmp")
-    descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
-        with os.fdopen(descriptor, "wb") as file:
-            np.savez(file, **arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    if hasattr(os, "O_DIRECTORY"):
-        descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        _remove_stale_temporaries(directory, name)
+        temp = os.path.join(directory, f".{name}.{secrets.token_hex(8)}.tmp")
+        descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         try:
-            os.fsync(descriptor)
+            with os.fdopen(descriptor, "wb") as file:
+                _lock(file.fileno(), blocking=True)
+                np.savez(file, **arrays)
+                file.flush()
+                os.fsync(file.fileno())
+                os.replace(temp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            raise
+        if hasattr(os, "O_DIRECTORY"):
+            descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+    except OSError as error:
+        if error.errno is None:
+            raise
+        raise type(error)(error.errno, f"cannot save to {path!r}: {error.strerror}") from error
+
+
+def _lock(descriptor, blocking):
+    """An exclusive advisory lock on the open file (released when the process ends, however
+    it ends); True when taken. Where there is no fcntl, no lock: False."""
+    if fcntl is None:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _remove_stale_temporaries(directory, name):
+    """Remove the temporary files of earlier saves to the same target whose writer is gone
+    (nobody holds their lock)."""
+    pattern = re.compile(re.escape(f".{name}.") + r"[0-9a-f]{16}\.tmp")
+    for entry in os.listdir(directory):
+        if not pattern.fullmatch(entry):
+            continue
+        stale = os.path.join(directory, entry)
+        try:
+            descriptor = os.open(stale, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            if _lock(descriptor, blocking=False):
+                os.unlink(stale)
+        except FileNotFoundError:
+            pass
         finally:
             os.close(descriptor)
 
 
-def _read_arrays(file, path):
-    """Every array of the .npz archive in file, read into memory."""
-    if file.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
-        raise ModelFileError(f"{path!r} is not a fastnn model file: it is not an .npz archive")
-    file.seek(0)
+@contextlib.contextmanager
+def _reading(path):
+    """Turn the many ways a damaged zip fails (BadZipFile, EOFError, zlib.error,
+    NotImplementedError...) into ModelFileError."""
     try:
-        with np.load(file, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except Exception as error:  # a damaged zip fails in many ways: BadZipFile, EOFError, NotImplementedError...
+        yield
+    except ModelFileError:
+        raise
+    except Exception as error:
         raise ModelFileError(f"{path!r} is truncated or corrupted: its .npz archive cannot be read "
                              f"({type(error).__name__}: {error})") from error
 
 
-def _read_meta(arrays, path):
-    """The metadata, after checking the format tag, the version and the checksum."""
-    text = arrays.get("meta")
-    if text is None or "sha256" not in arrays or text.dtype != np.uint8 or text.ndim != 1:
+def _members(archive, file_size, path):
+    """The archive's members by array name, each unique, stored or deflated, and no larger
+    than the bytes it occupies in the file allow."""
+    members = {}
+    for info in archive.infolist():
+        name = info.filename[:-4] if info.filename.endswith(".npy") else None
+        if name is None or name in members:
+            raise ModelFileError(f"{path!r} is not a fastnn model file: it holds the member {info.filename!r} "
+                                 f"{'twice' if name in members else 'that is not an array'}")
+        bound = info.compress_size if info.compress_type == zipfile.ZIP_STORED else \
+            info.compress_size * MAX_DEFLATE_RATIO + MAX_NPY_HEADER
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) or info.file_size > bound \
+                or info.header_offset + info.compress_size > file_size:
+            raise ModelFileError(f"{path!r} is truncated or corrupted: its member {info.filename!r} declares "
+                                 f"{info.file_size} bytes, more than its {info.compress_size} stored bytes can hold")
+        members[name] = info
+    if "meta" not in members or "sha256" not in members:
+        raise ModelFileError(f"{path!r} is not a fastnn model file: it has no fastnn metadata")
+    return members
+
+
+def _read_meta(archive, members, path):
+    """The metadata, after checking the format tag and the version; its raw bytes and the
+    stored checksum ride along as meta['_bytes'] and meta['_sha256']."""
+    with _reading(path):
+        text = _read_array(archive, members["meta"], "uint8", None, None)
+        stored = _read_array(archive, members["sha256"], "uint8", [32], None)
+    if text.ndim != 1:
         raise ModelFileError(f"{path!r} is not a fastnn model file: it has no fastnn metadata")
     try:
         meta = json.loads(text.tobytes().decode("utf-8"))
-    except ValueError as error:
-        raise ModelFileError(f"{path!r} is corrupted: its metadata is not valid JSON ({error})") from error
+    except (ValueError, RecursionError) as error:
+        raise ModelFileError(f"{path!r} is corrupted: its metadata is not valid JSON "
+                             f"({type(error).__name__}: {error})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{path!r} is not a fastnn model file: its format tag is not {FORMAT!r}")
     if meta.get("version") != VERSION:
         raise ModelFileError(f"{path!r} has format version {meta.get('version')!r}; "
                              f"this fastnn reads version {VERSION}")
-    stored = arrays["sha256"]
-    if stored.dtype != np.uint8 or stored.tobytes() != _digest({k: v for k, v in arrays.items() if k != "sha256"}):
-        raise ModelFileError(f"{path!r} is corrupted: its checksum does not match its contents")
+    meta["_bytes"], meta["_sha256"] = text, stored
     return meta
 
 
-def _build(meta, arrays):
-    """The Sequential described by meta; one of the errors load catches when meta is invalid."""
-    if set(arrays) != set(meta["arrays"]) | {"meta", "sha256"}:
-        raise ValueError(f"the file holds arrays {sorted(arrays)}; the metadata lists {sorted(meta['arrays'])}")
-    for name, spec in meta["arrays"].items():
-        if arrays[name].dtype.name != spec["dtype"] or list(arrays[name].shape) != spec["shape"]:
-            raise ValueError(f"array {name!r} is {arrays[name].dtype.name} {arrays[name].shape}; "
-                             f"the metadata says {spec['dtype']} {tuple(spec['shape'])}")
-    generators = [_generator(state) for state in meta["generators"]]
-    model = Sequential(*[_layer(spec, generators) for spec in meta["layers"]])
-    if arrays["params"].dtype.name != model.dtype.name or arrays["params"].shape != model.params.shape:
-        raise ValueError(f"params are {arrays['params'].dtype.name} {arrays['params'].shape}; the layers need "
-                         f"{model.dtype.name} {model.params.shape}")
-    model.params[...] = arrays["params"]
+def _array_specs(meta, members):
+    """(dtype name, shape) of every array the metadata lists, after checking that the list
+    matches the archive's members, that the parameters and optimizer state have the
+    length and dtype of the layers described and their members that many bytes, and
+    that classes is small."""
+    listed = meta["arrays"]
+    if set(members) != set(listed) | {"meta", "sha256"}:
+        raise ValueError(f"the file holds arrays {sorted(members)}; the metadata lists {sorted(listed)}")
+    dense = [spec for spec in meta["layers"] if LAYERS[spec["type"]] is Dense]
+    n_params = sum(check_positive_int("in_features", spec["in_features"]) * spec["out_features"]
+                   + check_positive_int("out_features", spec["out_features"]) for spec in dense)
+    want = dense[0]["dtype"] if dense else None
+    specs = {}
+    for name, spec in listed.items():
+        dtype, shape, size = spec["dtype"], spec["shape"], members[name].file_size
+        if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
+            raise ValueError(f"array {name!r} is declared with shape {shape!r}")
+        if name == "classes":
+            if size > MAX_SMALL_BYTES + MAX_NPY_HEADER:
+                raise ValueError(f"array 'classes' takes {size} bytes, more than {MAX_SMALL_BYTES}")
+        elif name == "params" or name.startswith("state_"):
+            if shape != [n_params] or dtype != want:
+                raise ValueError(f"array {name!r} is declared as {dtype} {tuple(shape)}; the layers need "
+                                 f"{want} ({n_params},)")
+            nbytes = np.dtype(dtype).itemsize * n_params
+            if not nbytes <= size <= nbytes + MAX_NPY_HEADER:
+                raise ValueError(f"array {name!r} is declared as {dtype} ({n_params},), {nbytes} bytes; "
+                                 f"its member holds {size} bytes")
+        else:
+            raise ValueError(f"array {name!r} is not part of a fastnn model file")
+        specs[name] = (dtype, shape)
+    return specs
+
+
+def _read_array(archive, info, dtype, shape, out):
+    """The .npy member ``info``, which must hold dtype (a name: any byte order) and shape
+    (None: any shape within MAX_SMALL_BYTES), read into ``out`` when it has that exact
+    dtype and shape, else into a new array."""
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        headers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in headers:
+            raise ValueError(f"member {info.filename!r} is an .npy file of version {version}")
+        found_shape, fortran, found_dtype = headers[version](member)
+        nbytes = found_dtype.itemsize * math.prod(found_shape)
+        if found_dtype.hasobject or fortran or found_dtype.name != dtype or nbytes > info.file_size \
+                or (list(found_shape) != shape if shape is not None else nbytes > MAX_SMALL_BYTES):
+            raise ValueError(f"member {info.filename!r} holds {found_dtype} {found_shape}"
+                             f"{' in Fortran order' if fortran else ''}; expected {dtype} "
+                             f"{'of at most ' + str(MAX_SMALL_BYTES) + ' bytes' if shape is None else tuple(shape)}")
+        if out is None or out.dtype != found_dtype or out.shape != found_shape:
+            out = np.empty(found_shape, found_dtype)
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        filled = 0
+        while filled < nbytes:
+            count = member.readinto(view[filled:filled + READ_CHUNK])  # zipfile reads a copy of what it is asked
+            if not count:
+                raise EOFError(f"member {info.filename!r} ends after {filled} of its {nbytes} bytes")
+            filled += count
+    return out
+
+
+def _build(meta, arrays, model):
+    """The Sequential of meta's layers with its parameters (read into model.params), loss
+    and optimizer; one of the errors load catches when meta is invalid."""
+    if arrays["params"] is not model.params:
+        model.params[...] = arrays["params"]
+    if not np.isfinite(model.params).all():
+        raise ValueError("the parameters hold NaN or infinite values")
     model.loss = None if meta["loss"] is None else LOSSES[meta["loss"]]()
     model.optimizer = None if meta["optimizer"] is None else _optimizer(meta["optimizer"], arrays)
     model.train(meta["training"])
@@ -350,12 +510,17 @@ def _optimizer(spec, arrays):
     if schedule is not None:
         params["schedule"] = SCHEDULES[schedule["type"]](**schedule["fields"])
     optimizer = kind(**params)
-    optimizer.lr = float(spec["lr"])
-    optimizer.steps = int(spec["steps"])
-    optimizer.epochs = int(spec["epochs"])
+    optimizer.lr = spec["lr"]
+    for count in ("steps", "epochs"):
+        if type(spec[count]) is not int or not 0 <= spec[count] < 2**63:
+            raise ValueError(f"the optimizer's {count} must be an integer in [0, 2**63); got {spec[count]!r}")
+        setattr(optimizer, count, spec[count])
     for name in spec["state"]:
         if name not in kind.state_names:
             raise ValueError(f"{spec['type']} has no state buffer {name!r}")
         buffer = arrays[f"state_{name}"]
+        if not np.isfinite(buffer).all() or name == "v" and (buffer < 0).any():
+            raise ValueError(f"the optimizer state {name!r} holds NaN, infinite{' or negative' * (name == 'v')} "
+                             "values")
         optimizer.state[name] = buffer.astype(buffer.dtype.newbyteorder("="), copy=False)
     return optimizer

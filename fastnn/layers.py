@@ -71,7 +71,8 @@ class Dense(Module):
             raise ValueError(f"init returned shape {np.shape(weights)}; expected "
                              f"{(self.in_features, self.out_features)}")
         self.bind(np.zeros(self.n_params, self.dtype), np.zeros(self.n_params, self.dtype))
-        self.W = weights
+        if init != "zeros":  # the buffer is zero already (and not yet in memory: a model file's layers)
+            self.W = weights
         self._input = None
 
     def bind(self, params, grads):

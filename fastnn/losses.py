@@ -7,6 +7,7 @@ maps raw outputs to predictions (``transform``) and scores them (``score``).
 import numpy as np
 
 from . import kernels
+from .validation import as_array
 
 
 class Loss:
@@ -34,7 +35,7 @@ class Loss:
 
 
 def _float_targets(y, n_outputs, dtype, name):
-    y = np.asarray(y)
+    y = as_array(y, "y")
     if y.dtype.kind not in "biuf":
         raise TypeError(f"y must be numeric for {name}; got dtype {y.dtype}")
     if y.ndim == 1 and n_outputs == 1:
@@ -42,9 +43,11 @@ def _float_targets(y, n_outputs, dtype, name):
     if y.ndim != 2 or y.shape[1] != n_outputs:
         raise ValueError(f"y must have shape (n_samples, {n_outputs}) for a model with {n_outputs} "
                          f"outputs; got {y.shape}")
+    with np.errstate(over="ignore"):
+        y = np.ascontiguousarray(y, dtype=dtype)
     if not np.isfinite(y).all():
-        raise ValueError("y contains NaN or infinity")
-    return np.ascontiguousarray(y, dtype=dtype)
+        raise ValueError(f"y contains NaN or infinity, or values beyond the range of {np.dtype(dtype).name}")
+    return y
 
 
 class SoftmaxCrossEntropy(Loss):
@@ -53,7 +56,7 @@ class SoftmaxCrossEntropy(Loss):
     name = "softmax_cross_entropy"
 
     def targets(self, y, n_outputs, dtype):
-        y = np.asarray(y)
+        y = as_array(y, "y")
         if y.ndim == 2:
             return _float_targets(y, n_outputs, dtype, "one-hot targets")
         if y.ndim != 1 or y.dtype.kind not in "biuf":
@@ -61,13 +64,12 @@ class SoftmaxCrossEntropy(Loss):
                              f"got shape {y.shape} of dtype {y.dtype}")
         if y.dtype.kind == "f" and not (np.isfinite(y).all() and (y == np.round(y)).all()):
             raise ValueError("y holds non-integer values; labels must be integers")
-        labels = y.astype(np.int64)
-        if labels.size and (labels.min() < 0 or labels.max() >= n_outputs):
+        if y.size and (y.min() < 0 or y.max() >= n_outputs):  # before the cast, which would wrap them
             hint = ("; for 0/1 labels a one-output net needs loss=BCEWithLogits, or give it two "
                     "outputs" if n_outputs == 1 else "")
             raise ValueError(f"labels must lie in [0, {n_outputs}) for {n_outputs} outputs; "
-                             f"got values from {labels.min()} to {labels.max()}{hint}")
-        return labels
+                             f"got values from {y.min()} to {y.max()}{hint}")
+        return y.astype(np.int64)
 
     def __call__(self, outputs, targets, grad, sample_weight=None):
         kernel = "softmax_cross_entropy" if targets.ndim == 1 else "softmax_cross_entropy_soft"

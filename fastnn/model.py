@@ -44,12 +44,14 @@ class Sequential(Module):
                 raise ValueError(f"{before!r} is followed by {after!r}: out_features "
                                  f"{before.out_features} != in_features {after.in_features}")
         self.n_params = sum(layer.n_params for layer in dense)
-        initial = [(layer.W.copy(), layer.b.copy()) for layer in dense]
+        # The layers' current arrays, copied into the new buffer once it is bound (binding
+        # makes new views; the old arrays stay as they are): no other copy of the model.
+        initial = [(layer.W, layer.b) for layer in dense]
         self.params = np.empty(self.n_params, self.dtype)
         self.grads = np.zeros(self.n_params, self.dtype)
         self._bind_layers()
         for layer, (weights, bias) in zip(dense, initial):
-            layer.W, layer.b = weights, bias
+            layer.W[...], layer.b[...] = weights, bias
         self.loss = None if loss is None else get_loss(loss)
         self.optimizer = None
 

@@ -11,13 +11,32 @@ import math
 import numpy as np
 
 from . import kernels
+from .atomic import deferred_interrupt
 from .kernels.contract import finite_number
+
+
+class _Checked:
+    """A hyper-parameter checked by finite_number on every assignment, so that one set
+    after construction (opt.lr = -1) is refused as the constructor would refuse it."""
+
+    def __init__(self, low=0.0, high=None, low_inclusive=True):
+        self.bounds = (low, high, low_inclusive)
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, optimizer, owner=None):
+        return self if optimizer is None else optimizer.__dict__[self.name]
+
+    def __set__(self, optimizer, value):
+        optimizer.__dict__[self.name] = finite_number(self.name, value, *self.bounds)
 
 
 class Optimizer:
     """Holds the hyper-parameters and the state buffers; ``step`` applies one update."""
 
     state_names = ()
+    lr = _Checked(low_inclusive=False)
 
     def __init__(self, lr, schedule):
         self.lr = self.base_lr = finite_number("lr", lr, 0.0, low_inclusive=False)
@@ -60,6 +79,7 @@ class SGD(Optimizer):
     following PyTorch's torch.optim.SGD (no dampening)."""
 
     state_names = ("velocity",)
+    momentum, weight_decay = _Checked(), _Checked()
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, schedule=None):
         super().__init__(lr, schedule)
@@ -74,9 +94,10 @@ class SGD(Optimizer):
                 "weight_decay": self.weight_decay, "schedule": self.schedule}
 
     def step(self, params, grads):
-        self.steps += 1
-        kernels.get_backend().raw.sgd_update(params, grads, self.state["velocity"], self.lr,
-                                             self.momentum, self.nesterov, self.weight_decay)
+        with deferred_interrupt():
+            self.steps += 1
+            kernels.get_backend().raw.sgd_update(params, grads, self.state["velocity"], self.lr,
+                                                 self.momentum, self.nesterov, self.weight_decay)
 
 
 class Adam(Optimizer):
@@ -84,6 +105,7 @@ class Adam(Optimizer):
     or, with decoupled=True, applied to the weights directly (AdamW)."""
 
     state_names = ("m", "v")
+    eps, weight_decay = _Checked(), _Checked()
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False,
                  schedule=None):
@@ -100,9 +122,11 @@ class Adam(Optimizer):
                 "decoupled": self.decoupled, "schedule": self.schedule}
 
     def step(self, params, grads):
-        self.steps += 1
-        kernels.get_backend().raw.adam_update(params, grads, self.state["m"], self.state["v"], self.steps,
-                                              self.lr, *self.betas, self.eps, self.weight_decay, self.decoupled)
+        with deferred_interrupt():
+            self.steps += 1
+            kernels.get_backend().raw.adam_update(params, grads, self.state["m"], self.state["v"], self.steps,
+                                                  self.lr, *self.betas, self.eps, self.weight_decay,
+                                                  self.decoupled)
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}

@@ -83,6 +83,42 @@ def _run_local(run, tasks, n_jobs, threads, progress):
     return [results[i] for i in range(len(tasks))]
 
 
+# A Dask cluster without a worker for this long has lost its workers for good (a restart
+# takes seconds): the sweep's unfinished runs become error rows instead of waiting forever.
+WORKERLESS_SECONDS = 60.0
+POLL_SECONDS = 1.0
+
+
+class _Workers:
+    """Watches a Dask client's cluster for having no workers (see WORKERLESS_SECONDS)."""
+
+    def __init__(self, client):
+        self.client = client
+        self.none_since = None
+
+    def lost(self):
+        """Whether the cluster has had no worker for WORKERLESS_SECONDS."""
+        if self.client.nthreads():
+            self.none_since = None
+        elif self.none_since is None:
+            self.none_since = time.monotonic()
+        return self.none_since is not None and time.monotonic() - self.none_since >= WORKERLESS_SECONDS
+
+    def outcome(self, future):
+        """(result, None) of the future, or (None, its failure); the failure is a
+        RuntimeError when the cluster has lost its workers (a result held by a worker
+        that died is computed again, which needs one)."""
+        while True:
+            if not future.done() and self.lost():
+                return None, RuntimeError(f"the Dask cluster has had no worker for {WORKERLESS_SECONDS:g} s")
+            try:
+                return future.result(timeout=POLL_SECONDS), None
+            except TimeoutError:
+                pass
+            except Exception as failure:  # run's own exceptions are caught in _call_pickled
+                return None, failure
+
+
 def _run_dask(run, tasks, client, threads, progress):
     """Row fields for every task, in task order, one Dask future per task.
 
@@ -91,6 +127,7 @@ def _run_dask(run, tasks, client, threads, progress):
     tried again alone, and becomes an error row only if it fails alone too. Results are
     fetched as soon as they exist: a finished task's result lives on its worker until
     fetched, and a later death of that worker (a retry that kills it again) would lose it.
+    When the cluster has lost all its workers, the unfinished runs fail (_Workers).
     progress is updated as each row arrives.
     """
     import cloudpickle
@@ -101,15 +138,18 @@ def _run_dask(run, tasks, client, threads, progress):
     futures = [client.submit(_call_pickled, i, payload, *task, threads, pure=False)
                for i, task in enumerate(tasks)]
     fields = {}
+    workers = _Workers(client)
     try:
         for i, future in enumerate(futures):
-            if future.exception() is None:  # waits for it
-                fields[i] = future.result()[1]
+            result, failure = workers.outcome(future)
+            if failure is None:
+                fields[i] = result[1]
                 progress.update()
         for i in range(len(tasks)):
             if i not in fields:  # one at a time: the next retry starts after this one ended
                 futures[i] = retry = client.submit(_call_pickled, i, payload, *tasks[i], threads, pure=False)
-                fields[i] = retry.result()[1] if retry.exception() is None else _lost(retry.exception())
+                result, failure = workers.outcome(retry)
+                fields[i] = result[1] if failure is None else _lost(failure)
                 progress.update()
         return [fields[i] for i in range(len(tasks))]
     finally:

@@ -12,8 +12,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import engine as engines
+from .atomic import deferred_interrupt, watching_interrupts
 from .grad import forward_backward
 from .init import as_generator
+from .kernels.contract import finite_number
+from .kernels.reference import LOSS_LIMIT
 from .losses import SoftmaxCrossEntropy, get_loss
 from .optim import get_optimizer
 from .validation import check_batch_size, check_fraction, check_positive_int, check_sample_weight
@@ -158,10 +161,13 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
     n_threads: BLAS threads for the engine (default: FASTNN_NUM_THREADS, else one or
     two by the size of a step).
 
-    A non-finite loss stops training with a RuntimeWarning and history.diverged = True; the
-    model keeps its last finite weights (the current ones if finite, else those at the start
-    of the epoch). A KeyboardInterrupt leaves the model at its last completed step; the
-    partial History is at model.history and the interrupt propagates.
+    A loss that is not finite or exceeds kernels.reference.LOSS_LIMIT (1e18) stops training
+    with a RuntimeWarning and history.diverged = True; the model keeps the current weights
+    if they are finite, within LOSS_LIMIT and predict finite outputs on X, else those (and
+    the optimizer state) of the start of the epoch. A KeyboardInterrupt leaves the model at its last completed step; the
+    partial History is at model.history and the interrupt propagates. The engine's chunks
+    of epochs and every optimizer step are applied whole (fastnn.atomic): the weights,
+    optimizer state, step and epoch counts and the History then describe one moment.
     """
     rng = as_generator(seed)
     loss = get_loss(loss or model.loss or SoftmaxCrossEntropy())
@@ -174,8 +180,8 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
     if len(targets) != len(X):
         raise ValueError(f"X and y must have the same number of samples; got {len(X)} and {len(targets)}")
     weight = check_sample_weight(sample_weight, len(X), model.dtype)
-    if clip_norm is not None and not float(clip_norm) > 0:
-        raise ValueError(f"clip_norm must be > 0; got {clip_norm}")
+    if clip_norm is not None:
+        clip_norm = finite_number("clip_norm", clip_norm, 0.0, low_inclusive=False)
     stopper = EarlyStopping() if early_stopping is True else early_stopping or None
     if stopper is not None and not isinstance(stopper, EarlyStopping):
         raise TypeError(f"early_stopping must be True, False/None or an EarlyStopping; got {early_stopping!r}")
@@ -206,38 +212,46 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
         or optimizer.schedule is not None
     progress = tqdm(total=epochs, disable=not verbose, unit="epoch", leave=True)
     model.train(True)
-    done = 0
+    done = pending = 0
     chunk = 1
     try:
-        with threads or contextlib.nullcontext():
+        with threads or contextlib.nullcontext(), watching_interrupts():
             while done < epochs:
                 count = min(chunk, epochs - done)
-                start = time.perf_counter()
-                optimizer.start_epoch(count)
-                orders = _epoch_orders(rng, n, count) if shuffle else None
-                if runner is None:
-                    losses, metrics, failure = _module_epoch(model, loss, optimizer, X, targets, weight,
-                                                             None if orders is None else orders[0], batch,
-                                                             clip_norm)
-                else:
-                    losses, metrics, failure = runner.run(orders, count)
-                seconds = time.perf_counter() - start
-                completed = len(losses)
-                stop = False
-                if completed == 1 and per_epoch:
-                    stop = _end_epoch(model, loss, history, stopper, validation, done, losses[0] / n,
-                                      metrics[0] / n, seconds)
-                elif completed:
-                    history.record_many(done + 1, (np.asarray(losses) / n).tolist(),
-                                        (np.asarray(metrics) / n).tolist(), seconds)
-                done += completed
+                with deferred_interrupt():
+                    start = time.perf_counter()
+                    optimizer.start_epoch(count)
+                    pending = count
+                    orders = _epoch_orders(rng, n, count) if shuffle else None
+                # A Ctrl-C waits for the engine's chunk and its record (the model, optimizer
+                # and history then agree); the per-module path stops after an optimizer step.
+                with contextlib.nullcontext() if runner is None else deferred_interrupt():
+                    if runner is None:
+                        losses, metrics, failure = _module_epoch(model, loss, optimizer, X, targets, weight,
+                                                                 None if orders is None else orders[0], batch,
+                                                                 clip_norm)
+                    else:
+                        losses, metrics, failure = runner.run(orders, count)
+                    with deferred_interrupt():
+                        seconds = time.perf_counter() - start
+                        completed = len(losses)
+                        stop = False
+                        if completed == 1 and per_epoch:
+                            stop = _end_epoch(model, loss, history, stopper, validation, done, losses[0] / n,
+                                              metrics[0] / n, seconds)
+                        elif completed:
+                            history.record_many(done + 1, (np.asarray(losses) / n).tolist(),
+                                                (np.asarray(metrics) / n).tolist(), seconds)
+                        done += completed
+                        pending = 0
+                        if failure is not None:
+                            optimizer.epochs -= count - completed - 1
+                            _diverged(model, optimizer, history, done, failure.batch, failure.value,
+                                      failure.params, (failure.state, failure.steps), X)
                 if verbose and completed:
                     progress.update(completed)
                     _show(progress, history, n * completed / seconds)
                 if failure is not None:
-                    optimizer.epochs -= count - completed - 1
-                    _diverged(model, optimizer, history, done, failure.batch, failure.value, failure.params,
-                              (failure.state, failure.steps))
                     break
                 if per_epoch:
                     stop = any([callback(history) for callback in callbacks]) or stop
@@ -248,6 +262,7 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
                         history.stop_reason = "callback"
                     break
     except KeyboardInterrupt:
+        optimizer.epochs -= pending
         history.stop_reason = "interrupted"
         raise
     finally:
@@ -290,7 +305,7 @@ def _module_epoch(model, loss, optimizer, X, targets, weight, order, batch, clip
         xb, tb = Xe[lo:lo + batch], te[lo:lo + batch]
         wb = None if we is None else we[lo:lo + batch]
         value, outputs = forward_backward(model, xb, tb, loss, wb)
-        if not np.isfinite(value):
+        if not value <= LOSS_LIMIT:
             return [], [], engines.Failure(0, lo // batch, value, epoch_params, epoch_state, epoch_steps)
         if clip_norm is not None:
             _clip_by_global_norm(model.grads, float(clip_norm))
@@ -319,8 +334,16 @@ def _end_epoch(model, loss, history, stopper, validation, epoch, train_loss, tra
     return False
 
 
-def _diverged(model, optimizer, history, epoch, step, value, epoch_params, epoch_state):
-    if not np.isfinite(model.params).all():
+def _sane(model, X):
+    """Whether the model's weights lie within LOSS_LIMIT and predict finite outputs on X."""
+    if not np.abs(model.params).max() <= LOSS_LIMIT:
+        return False
+    with np.errstate(all="ignore"):
+        return bool(np.isfinite(model.outputs(X)).all())
+
+
+def _diverged(model, optimizer, history, epoch, step, value, epoch_params, epoch_state, X):
+    if not _sane(model, X):
         model.params[...] = epoch_params
         for name, buffer in epoch_state[0].items():
             optimizer.state[name][...] = buffer

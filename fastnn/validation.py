@@ -5,11 +5,19 @@ import warnings
 import numpy as np
 
 
+def as_array(value, name):
+    """np.asarray(value), refusing masked arrays: their masks would be silently dropped."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(f"{name} must be an array without a mask; got a numpy.ma.MaskedArray "
+                        "(pass value.filled(...) or drop the masked rows)")
+    return np.asarray(value)
+
+
 def check_features(X, n_features, dtype, name="X"):
     """X as a C-contiguous (n_samples, n_features) array of dtype, checked for NaN/inf."""
     if X is None:
         raise TypeError(f"{name} must be an array of shape (n_samples, {n_features}); got None")
-    array = np.asarray(X)
+    array = as_array(X, name)
     if array.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be numeric; got dtype {array.dtype}")
     if array.ndim != 2:
@@ -29,7 +37,7 @@ def check_sample_weight(sample_weight, n_samples, dtype):
     """None, or a C-contiguous (n_samples,) array of finite non-negative weights with a positive sum."""
     if sample_weight is None:
         return None
-    weight = np.asarray(sample_weight)
+    weight = as_array(sample_weight, "sample_weight")
     if weight.dtype.kind not in "biuf":
         raise TypeError(f"sample_weight must be numeric; got dtype {weight.dtype}")
     if weight.shape != (n_samples,):

@@ -36,8 +36,10 @@ def activation_code(activation):
 
 def _array(name, a, ndim, dtype=None, writable=False):
     """Check one array argument; dtype None means float32 or float64."""
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray; got {type(a).__name__}")
+    if not isinstance(a, np.ndarray) or isinstance(a, np.ma.MaskedArray):
+        raise TypeError(f"{name} must be a numpy.ndarray; got {type(a).__name__}"
+                        + (" (kernels ignore masks: pass a.filled(...) or drop masked rows)"
+                           if isinstance(a, np.ma.MaskedArray) else ""))
     if dtype is None and a.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be float32 or float64; got {a.dtype}")
     if dtype is not None and a.dtype != dtype:
@@ -80,14 +82,19 @@ def _sample_weight(sample_weight, batch, like):
     _array("sample_weight", sample_weight, 1)
     _same_dtype("the predictions", like, sample_weight=sample_weight)
     _shape("sample_weight", sample_weight, (batch,))
-    if batch and not (sample_weight >= 0).all():
-        raise ValueError("sample_weight must be non-negative")
+    if batch and not (np.isfinite(sample_weight).all() and (sample_weight >= 0).all()):
+        raise ValueError("sample_weight must be non-negative and finite")
     return sample_weight
 
 
 def _nonempty_rows(name, a):
     if a.shape[0] == 0:
         raise ValueError(f"{name} must have at least one row; got shape {a.shape}")
+
+
+def _nonempty_columns(name, a):
+    if a.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one column (a loss needs outputs); got shape {a.shape}")
 
 
 def check_matmul(A, B, out):
@@ -167,6 +174,7 @@ def check_softmax(Z, out):
 def check_softmax_cross_entropy(Z, labels, grad, sample_weight=None):
     _array("Z", Z, 2)
     _nonempty_rows("Z", Z)
+    _nonempty_columns("Z", Z)
     _array("grad", grad, 2, writable=True)
     _same_dtype("Z", Z, grad=grad)
     _shape("grad", grad, Z.shape)
@@ -184,6 +192,7 @@ def _check_targets(first_name, Z, target, grad, sample_weight):
     """Loss kernels on dense targets: Z and target and grad of one shape."""
     _array(first_name, Z, 2)
     _nonempty_rows(first_name, Z)
+    _nonempty_columns(first_name, Z)
     _array("target", target, 2)
     _array("grad", grad, 2, writable=True)
     _same_dtype(first_name, Z, target=target, grad=grad)
@@ -213,8 +222,14 @@ def _flat_buffers(params, **buffers):
 
 
 def finite_number(name, value, low=0.0, high=None, low_inclusive=True):
-    """value as a float in [low, high) (or (low, high)), else a ValueError naming it."""
-    value = float(value)
+    """value as a float in [low, high) (or (low, high)), else a ValueError (a TypeError for
+    what is not a number) naming it."""
+    try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number; got {value!r}") from None
     too_low = value < low if low_inclusive else value <= low
     if not np.isfinite(value) or too_low or (high is not None and value >= high):
         bound = f"{'>=' if low_inclusive else '>'} {low:g}" + (f" and < {high:g}" if high is not None else "")
@@ -230,8 +245,8 @@ def check_sgd_update(params, grad, velocity, lr, momentum, nesterov, weight_deca
 
 def check_adam_update(params, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
     _flat_buffers(params, grad=grad, m=m, v=v)
-    if not isinstance(step, (int, np.integer)) or step < 1:
-        raise ValueError(f"step must be an integer >= 1 (the count including this update); got {step!r}")
+    if not isinstance(step, (int, np.integer)) or not 1 <= step < 2**63:
+        raise ValueError(f"step must be an integer >= 1 and < 2**63 (the count including this update); got {step!r}")
     return (params, grad, m, v, int(step), finite_number("lr", lr, low_inclusive=False),
             finite_number("beta1", beta1, high=1.0), finite_number("beta2", beta2, high=1.0),
             finite_number("eps", eps), finite_number("weight_decay", weight_decay), bool(decoupled))

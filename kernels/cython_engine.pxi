@@ -4,7 +4,7 @@
 import numpy as np
 
 from cython cimport floating
-from libc.math cimport exp, fabs, isfinite, log, log1p, sqrt
+from libc.math cimport exp, fabs, log, log1p, sqrt
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 
@@ -28,6 +28,9 @@ cdef enum:
     W_OFFSET, N_IN, N_OUT, ACTIVATION, IN_OFFSET, OUT_OFFSET
 
 cdef object FLOAT64 = np.dtype(np.float64), FLOAT32 = np.dtype(np.float32)
+# A batch loss above this (or NaN) stops training as diverged (reference.py).
+from fastnn.kernels.reference import LOSS_LIMIT as _LOSS_LIMIT
+cdef double LOSS_LIMIT = _LOSS_LIMIT
 # run_online and run_batches train on hyper[THREADS] threads of their own, with BLAS on
 # one thread (fastnn/engine.py reads this).
 OWN_THREADS = True
@@ -636,7 +639,7 @@ cdef void _online_thread(int t, int n_threads, Shared* shared, floating* p, floa
                 value = _loss(loss, a + top.outputs, 1, top.n_out, lab, tgt,
                               &weights[i] if weights.shape[0] > 0 else NULL, _weight_total(NULL, i, 1, weights),
                               d + top.outputs)
-                if isfinite(value):
+                if value <= LOSS_LIMIT:
                     loss_sum += value
                     metric_sum += _metric(loss, a + top.outputs, 1, top.n_out, lab, tgt)
                     if top.code != IDENTITY:
@@ -749,7 +752,7 @@ cdef void _batch_thread(int t, int n_threads, Shared* shared, double* losses, fl
             value = 0
             for u in range(n_threads):
                 value += losses[u]
-            if not isfinite(value):
+            if not value <= LOSS_LIMIT:
                 if t == 0:
                     shared.diverged, shared.epoch, shared.index, shared.value = True, epoch, index, value
                     shared.steps = step
@@ -893,7 +896,7 @@ cdef tuple _run(bint online, floating[::1] params, floating[::1] grads, floating
                                        current.n_out)
                 value = _loss(loss, a + top.outputs, rows, n_out, lab, tgt, wgt,
                               _weight_total(order, lo, rows, weights), d + top.outputs)
-                if not isfinite(value):
+                if not value <= LOSS_LIMIT:
                     diverged = True
                     break
                 loss_sum += value * rows

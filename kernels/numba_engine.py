@@ -31,7 +31,7 @@ stats                  float64 (n_epochs, 2), out: per epoch, the sums over batc
                        of (mean loss, metric) times the batch's rows
 
 They return (epochs completed, batch index, optimizer steps, loss): when a
-batch's loss is not finite they stop before its update and return the epoch
+batch's loss is not finite or exceeds reference.LOSS_LIMIT they stop before its update and return the epoch
 and batch it happened in; otherwise epochs completed is n_epochs.
 
 Losses and SGD are the kernels of numba_kernels.py, called from here; the
@@ -46,6 +46,7 @@ loops flush denormals to zero in their thread while they run (numba_fp.py).
 import numpy as np
 from numba import njit
 
+from .numba_cache import CACHE
 from .numba_fp import flush_denormals, restore_fp
 from .numba_kernels import (
     _backward,
@@ -59,9 +60,9 @@ from .numba_kernels import (
     softmax_cross_entropy,
     softmax_cross_entropy_soft,
 )
-from .reference import IDENTITY, LEAKY_RELU, RELU, SIGMOID
+from .reference import IDENTITY, LEAKY_RELU, LOSS_LIMIT, RELU, SIGMOID
 
-_OPTIONS = dict(cache=True, nogil=True, error_model="numpy")
+_OPTIONS = dict(cache=CACHE, nogil=True, error_model="numpy")
 
 CROSS_ENTROPY, CROSS_ENTROPY_SOFT, MSE, BCE = range(4)
 SGD, ADAM = range(2)
@@ -269,7 +270,7 @@ def _run_batches(params, grads, state_a, state_b, backup, layers, alphas, hyper,
                 a = out
             delta = _outputs(deltas, layers, last, rows)
             value = _loss(loss, a, lab, tgt, wgt, delta)
-            if not np.isfinite(value):
+            if not value <= LOSS_LIMIT:  # NaN, inf or diverging
                 return epoch, index, step, value
             loss_sum += value * rows
             metric_sum += _metric(loss, a, lab, tgt)
@@ -419,7 +420,7 @@ def _run_online(params, grads, state_a, state_b, backup, layers, alphas, hyper, 
             for layer in range(last + 1):
                 _forward_one(params, layers, alphas, layer, acts)
             value = _loss(loss, out, lab, tgt, wgt, delta)
-            if not np.isfinite(value):
+            if not value <= LOSS_LIMIT:  # NaN, inf or diverging
                 return epoch, t, step, value
             loss_sum += value
             metric_sum += _metric(loss, out, lab, tgt)

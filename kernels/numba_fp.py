@@ -15,6 +15,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .numba_cache import CACHE
+
 FTZ_DAZ = 0x8040
 X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
 
@@ -49,20 +51,20 @@ def _write_mxcsr(typingctx, word):
 
 
 if X86:
-    @njit(cache=True, nogil=True)
+    @njit(cache=CACHE, nogil=True)
     def flush_denormals():
         previous = _read_mxcsr()
         _write_mxcsr(previous | FTZ_DAZ)
         return previous
 
-    @njit(cache=True, nogil=True)
+    @njit(cache=CACHE, nogil=True)
     def restore_fp(previous):
         _write_mxcsr(previous)
 else:
-    @njit(cache=True, nogil=True)
+    @njit(cache=CACHE, nogil=True)
     def flush_denormals():
         return 0
 
-    @njit(cache=True, nogil=True)
+    @njit(cache=CACHE, nogil=True)
     def restore_fp(previous):
         pass

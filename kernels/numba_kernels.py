@@ -17,12 +17,13 @@ as ``z - (max + lse)`` and lose the precision the max shift protects.
 import numpy as np
 from numba import njit
 
+from .numba_cache import CACHE
 from .reference import IDENTITY, LEAKY_RELU, RELU, SIGMOID, STEP, TANH
 
 # Division by zero follows NumPy (inf/nan, no exception), which also keeps
 # Python's zero-division checks out of the inner loops; nogil lets callers run
 # kernels from several threads.
-_OPTIONS = dict(cache=True, nogil=True, error_model="numpy")
+_OPTIONS = dict(cache=CACHE, nogil=True, error_model="numpy")
 
 
 @njit(**_OPTIONS)

@@ -16,6 +16,9 @@ import numpy as np
 from scipy.special import expit
 
 IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, STEP = range(6)
+# Training has diverged once a batch's loss exceeds this (or is NaN): squares of numbers
+# this large overflow float32, and no fit that converges comes near it.
+LOSS_LIMIT = 1e18
 
 
 def matmul(A, B, out):

@@ -67,3 +67,22 @@ def test_schedule_applies_during_fit(rng):
     model.fit(rng.random((8, 2)), rng.integers(0, 2, 8), optimizer=opt, epochs=3, verbose=0,
               callbacks=[lambda h: seen.append(opt.lr)])
     assert seen == pytest.approx([0.1, 0.05, 0.1 / 3])
+
+
+@pytest.mark.parametrize("name,value,error,message", [
+    ("lr", -1, ValueError, "lr must be a finite number > 0; got -1.0"),
+    ("lr", float("nan"), ValueError, "lr must be a finite number > 0; got nan"),
+    ("lr", "fast", TypeError, "lr must be a number; got 'fast'"),
+    ("momentum", -0.5, ValueError, "momentum must be a finite number >= 0"),
+    ("weight_decay", float("inf"), ValueError, "weight_decay must be a finite number >= 0"),
+])
+def test_hyper_parameters_set_after_construction_are_checked(name, value, error, message):
+    opt = fastnn.SGD(0.1, momentum=0.9)
+    with pytest.raises(error, match=message):
+        setattr(opt, name, value)
+    assert (opt.lr, opt.momentum, opt.weight_decay) == (0.1, 0.9, 0.0)
+    with pytest.raises(TypeError, match="lr must be a number; got 'fast'"):
+        fastnn.Adam("fast")
+    adam = fastnn.Adam()
+    with pytest.raises(ValueError, match="eps must be a finite number >= 0"):
+        adam.eps = float("nan")

@@ -1,4 +1,6 @@
+import json
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -217,3 +219,41 @@ def test_every_backend_runs_with_the_requested_blas_threads(cluster):
         assert result.values("threads") == {"k=0": [1, 1]}
     if os.cpu_count() >= 2:
         assert sweep(blas_threads, {"k": [0]}, seeds=1, n_jobs=1, threads=2).values("threads") == {"k=0": [2]}
+
+
+LOST_WORKERS = """
+import json, os, sys, time
+import fastnn.sweeps
+from dask.distributed import Client, LocalCluster
+
+
+def run(seed, crash):
+    if crash and seed in (3, 7):
+        os._exit(1)
+    time.sleep(0.05)
+    return {"value": seed}
+
+
+if __name__ == "__main__":
+    fastnn.sweeps.WORKERLESS_SECONDS = 5
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        for nanny in cluster.workers.values():
+            nanny.close_gracefully()  # a worker that dies stays dead, as on a machine that went down
+        with Client(cluster) as client:
+            result = fastnn.sweep(run, {"crash": [True, False]}, seeds=20, scheduler=client)
+    print(json.dumps([[row["config"]["crash"], row["seed"], row["error"]] for row in result.rows]))
+"""
+
+
+def test_a_dask_sweep_whose_workers_are_all_lost_finishes_with_error_rows(tmp_path):
+    pytest.importorskip("dask.distributed")
+    script = tmp_path / "lost_workers.py"
+    script.write_text(LOST_WORKERS)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(rows) == 40
+    errors = {(crash, seed): error for crash, seed, error in rows if error is not None}
+    assert (True, 3) in errors or (True, 7) in errors
+    assert any("no worker for 5 s" in error for error in errors.values())
+    assert all("died or was lost" in error for error in errors.values())

@@ -224,7 +224,20 @@ def test_accepts_float64_fortran_and_strided_x(rng):
     ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"batch_size": "half"}, ValueError, "batch_size must be"),
     ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"lr": 0.0}, ValueError, "lr must be a finite number > 0; got 0.0"),
     ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"epochs": 0}, ValueError, "epochs must be an integer >= 1; got 0"),
-    ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"clip_norm": -1}, ValueError, "clip_norm must be > 0"),
+    ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"clip_norm": -1}, ValueError, "clip_norm must be a finite number > 0"),
+    ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"clip_norm": "big"}, TypeError, "clip_norm must be a number; got 'big'"),
+    ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"lr": "fast"}, TypeError, "lr must be a number; got 'fast'"),
+    ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"seed": -1}, ValueError, "seed must be a non-negative int.*got -1"),
+    ([[0.0, 1.0]] * 4, [0, 1, 0, 1e30], {}, ValueError, r"labels must lie in \[0, 2\).*to 1e\+30"),
+    ([[0.0, 1.0]] * 4, np.full(4, 2**64 - 1, np.uint64), {}, ValueError,
+     r"labels must lie in \[0, 2\).*18446744073709551615 to 18446744073709551615"),
+    ([[0.0, 1.0]] * 4, [[0.0, 1.0]] * 3 + [[0.0, 1e39]], {"loss": "mse"}, ValueError,
+     "y contains NaN or infinity, or values beyond the range of float32"),
+    (np.ma.masked_array([[0.0, 1.0]] * 4, mask=[[0, 1]] * 4), [0, 1, 0, 1], {}, TypeError,
+     "X must be an array without a mask"),
+    ([[0.0, 1.0]] * 4, np.ma.masked_array([0, 1, 0, 1]), {}, TypeError, "y must be an array without a mask"),
+    ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"sample_weight": np.ma.masked_array([1, 1, 1, 1])}, TypeError,
+     "sample_weight must be an array without a mask"),
     ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"sample_weight": [1, 1, 1]}, ValueError, "sample_weight must have shape"),
     ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"callbacks": [3]}, TypeError, "callbacks must be callables"),
 ])
@@ -232,7 +245,7 @@ def test_bad_input_is_rejected_before_training(X, y, kwargs, error, message):
     model = fastnn.mlp([2, 3, 2], seed=0)
     before = model.params.copy()
     with pytest.raises(error, match=message):
-        model.fit(np.asarray(X), np.asarray(y), verbose=0, **kwargs)
+        model.fit(np.asanyarray(X), np.asanyarray(y), verbose=0, **kwargs)
     np.testing.assert_array_equal(model.params, before)
 
 
@@ -266,3 +279,20 @@ def test_dtype_follows_the_model(rng):
             model.fit(X, y, epochs=1, verbose=0)
         assert model.params.dtype == dtype and model.outputs(X).dtype == dtype
         assert math.isfinite(model.evaluate(X, y)["loss"])
+
+
+@pytest.mark.parametrize("backend,engine", [("cython", True), ("numba", True), ("numpy", False)])
+@pytest.mark.parametrize("loss,lr", [("softmax_cross_entropy", 1e6), ("mse", 1e4)])
+def test_a_loss_leaving_the_sane_range_is_divergence_and_the_kept_weights_predict_finite(rng, backend, engine,
+                                                                                          loss, lr):
+    X, y = blobs(rng, n=64)
+    if loss == "mse":
+        y = np.stack([y, 1 - y], axis=1).astype(np.float64) * 100
+    model = fastnn.mlp([2, 16, 2], seed=0)
+    with fastnn.use_backend(backend), pytest.warns(RuntimeWarning, match="training loss became"):
+        history = model.fit(X, y, loss=loss, optimizer=fastnn.SGD(lr), epochs=200, batch_size=8, verbose=0,
+                            engine=engine)
+    assert history.diverged and history.stop_reason == "diverged"
+    assert all(value <= 1e18 for value in history.loss)
+    assert np.abs(model.params).max() <= 1e18
+    assert np.isfinite(model.outputs(X.astype(np.float32))).all()

@@ -119,6 +119,7 @@ def test_empty_batch_is_rejected(any_backend):
 
 @pytest.mark.parametrize("weight,message", [
     (np.array([1.0, -1.0]), "sample_weight must be non-negative"),
+    (np.array([1.0, np.inf]), "sample_weight must be non-negative and finite"),
     (np.ones(3), r"sample_weight must have shape \(2,\); got \(3,\)"),
 ])
 def test_bad_sample_weight(any_backend, weight, message):
@@ -146,7 +147,24 @@ def test_bad_learning_rate(any_backend, lr):
 def test_bad_adam_hyperparameters(any_backend):
     p = np.zeros(3)
     args = (p, np.zeros(3), np.zeros(3), np.zeros(3))
-    with pytest.raises(ValueError, match="step must be an integer >= 1"):
-        any_backend.adam_update(*args, 0, 0.1, 0.9, 0.999, 1e-8, 0.0, False)
+    for step in (0, 2**63):
+        with pytest.raises(ValueError, match=r"step must be an integer >= 1 and < 2\*\*63"):
+            any_backend.adam_update(*args, step, 0.1, 0.9, 0.999, 1e-8, 0.0, False)
     with pytest.raises(ValueError, match="beta1 must be a finite number >= 0 and < 1; got 1.0"):
         any_backend.adam_update(*args, 1, 0.1, 1.0, 0.999, 1e-8, 0.0, False)
+
+
+def test_masked_arrays_are_refused_with_a_type_error(any_backend):
+    X = np.ma.masked_array(np.ones((2, 2), np.float32), mask=[[0, 1], [0, 0]])
+    W, b, out = np.ones((2, 2), np.float32), np.ones(2, np.float32), np.empty((2, 2), np.float32)
+    with pytest.raises(TypeError, match="X must be a numpy.ndarray; got MaskedArray .*ignore masks"):
+        any_backend.dense_forward(X, W, b, out, "relu")
+
+
+@pytest.mark.parametrize("kernel", ["mse", "bce_with_logits", "softmax_cross_entropy_soft", "softmax_cross_entropy"])
+def test_losses_refuse_zero_output_columns(any_backend, kernel):
+    Z = np.zeros((4, 0))
+    target = np.zeros(4, np.int64) if kernel == "softmax_cross_entropy" else np.zeros((4, 0))
+    name = "pred" if kernel == "mse" else "Z"
+    with pytest.raises(ValueError, match=f"{name} must have at least one column"):
+        getattr(any_backend, kernel)(Z, target, np.empty_like(Z))
