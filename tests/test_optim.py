@@ -67,3 +67,21 @@ def test_schedule_applies_during_fit(rng):
     model.fit(rng.random((8, 2)), rng.integers(0, 2, 8), optimizer=opt, epochs=3, verbose=0,
               callbacks=[lambda h: seen.append(opt.lr)])
     assert seen == pytest.approx([0.1, 0.05, 0.1 / 3])
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+@pytest.mark.parametrize("optimizer", ["fastnn.SGD(0.1, momentum=0.9)", "fastnn.Adam()"])
+def test_step_checks_the_state_against_the_parameters(isolated, backend, optimizer):
+    """step with state bound for another size raises a clear error and leaves the step count
+    (run in a fresh process: unchecked, this corrupted the heap)."""
+    done = isolated(f"""
+        import numpy as np, fastnn
+        fastnn.set_backend("{backend}")
+        m = fastnn.mlp([784, 512, 10]); o = {optimizer}; o.bind(10, np.float32)
+        try:
+            o.step(m.params, m.grads)
+        except ValueError as error:
+            print("refused:", error, o.steps)
+        """)
+    assert done.returncode == 0, done.stderr
+    assert "must have shape (407050,); got (10,) 0" in done.stdout, done.stdout

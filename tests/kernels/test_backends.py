@@ -199,3 +199,33 @@ def test_batch_of_zero_weights_has_zero_loss_and_gradient(any_backend, dtype, rn
     loss = getattr(any_backend, kernel)(Z, target, grad, np.zeros(3, dtype))
     assert loss == 0.0
     np.testing.assert_array_equal(grad, 0.0)
+
+
+@pytest.mark.parametrize("kernel", ["mse", "bce_with_logits", "softmax_cross_entropy_soft"])
+def test_float32_losses_accumulate_in_float64(any_backend, reference, kernel):
+    """A float32 prediction of 3e19 squares to 9e38, past float32's range but not float64's:
+    the loss stays finite and equal to the reference."""
+    Z = np.array([[3e19, -2e19]], np.float32)
+    target = np.array([[0.0, 1.0]], np.float32)
+    got, want = np.empty_like(Z), np.empty_like(Z)
+    loss = getattr(any_backend, kernel)(Z, target, got)
+    expected = getattr(reference, kernel)(Z, target, want)
+    assert np.isfinite(expected)
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_engine_mse_accumulates_in_float64():
+    """The Numba engine's MSE and its R² sum squares in float64 too (as the per-module path)."""
+    import fastnn
+
+    X = np.array([[1.0], [2.0]], np.float32)
+    y = np.array([[0.0], [1.0]], np.float32)
+    for backend in ("numba", "cython"):
+        with fastnn.use_backend(backend):
+            model = fastnn.mlp([1, 1], seed=0)
+            model.params = [1.5e19, 0.0]
+            history = model.fit(X, y, loss="mse", optimizer=fastnn.SGD(1e-60), epochs=1, batch_size=2,
+                                shuffle=False, verbose=0)
+        assert not history.diverged, backend
+        np.testing.assert_allclose(history.loss[0], (1.5e19 ** 2 + 3e19 ** 2) / 2, rtol=1e-6)
