@@ -434,7 +434,8 @@ def test_fit(budget):
     def check(example):
         (x_recipe, x_clean), loss, target_defect, optimizer, batch_size, dtype, seed = example
         x_recipe["arrays"][0]["dtype"] = x_recipe["arrays"][0]["dtype"].replace("model", dtype)
-        n = x_recipe["arrays"][0]["shape"][0] if x_recipe["arrays"][0]["shape"] else 0
+        shape = x_recipe["arrays"][0]["shape"]
+        n = max(shape[0], 1) if shape else 1
         results = {}
         for backend in _public_backends():
             model = fastnn.mlp([3, 4, 2], dtype=dtype, seed=0)
