@@ -343,8 +343,13 @@ class Engine:
         layers = work.layers
         _check_shape("params", params, params.shape, dtype)
         _check_shape("grads", grads, params.shape, dtype)
+        end = inputs = 0
+        width = int(layers[0, numba_engine.N_IN])
         for i, layer in enumerate(model.dense_layers):
-            w, n_in, n_out = (int(v) for v in layers[i, :3])
+            w, n_in, n_out, _, in_offset, out_offset = (int(v) for v in layers[i])
+            if (w, n_in, in_offset, out_offset) != (end, width, inputs, inputs + batch * n_in):
+                raise ValueError(f"engine: layer {i} of the layer table does not follow layer {i - 1}")
+            end, width, inputs = w + n_in * n_out + n_out, n_out, out_offset
             for name, view, buffer, start, shape in (
                     ("W", layer.W, params, w, (n_in, n_out)), ("b", layer.b, params, w + n_in * n_out, (n_out,)),
                     ("dW", layer.dW, grads, w, (n_in, n_out)), ("db", layer.db, grads, w + n_in * n_out, (n_out,))):
@@ -352,7 +357,7 @@ class Engine:
                     raise ValueError(f"engine: {name} of {layer!r} (Dense layer {i}) is not its view of the "
                                      "model's flat buffers; the model was changed after it was built")
         n, n_in, n_out = len(self.X), int(layers[0, numba_engine.N_IN]), int(layers[-1, numba_engine.N_OUT])
-        if int(layers[-1, numba_engine.W_OFFSET]) + int(layers[-1, numba_engine.N_IN]) * n_out + n_out != params.size:
+        if end != params.size:
             raise ValueError(f"engine: the layer table does not cover the model's {params.size} parameters")
         if max(batch, n_out, *layers[:, numba_engine.N_IN]) > BLAS_MAX_DIM:
             raise ValueError(f"engine: batch size and layer sizes must be at most {BLAS_MAX_DIM} (BLAS's sizes)")
