@@ -429,20 +429,26 @@ def _targets(loss, defect, n, seed):
 
 @pytest.mark.parametrize("budget", BUDGETS)
 def test_fit(budget):
-    """fit on any inputs and targets, with the engine (numba, cython) and without (numpy):
-    refused with ValueError/TypeError on every backend alike, or the same trained weights."""
+    """fit on any inputs and targets (X a view of the model's own parameters among them),
+    with the engine (numba, cython) and without (numpy): refused with ValueError/TypeError on
+    every backend alike, or the same trained weights."""
     def check(example):
-        (x_recipe, x_clean), loss, target_defect, optimizer, batch_size, dtype, seed = example
+        (x_recipe, x_clean), loss, target_defect, optimizer, batch_size, dtype, seed, in_params = example
         x_recipe["arrays"][0]["dtype"] = x_recipe["arrays"][0]["dtype"].replace("model", dtype)
         shape = x_recipe["arrays"][0]["shape"]
         n = max(shape[0], 1) if shape else 1
         results = {}
         for backend in _public_backends():
             model = fastnn.mlp([3, 4, 2], dtype=dtype, seed=0)
+            X = build(x_recipe)[0]
+            if in_params and isinstance(X, np.ndarray) and X.dtype == model.dtype and X.size <= model.n_params:
+                # X over the model's own parameters: fit must train on X as it was.
+                model.params[:X.size] = X.ravel()
+                X = model.params[:X.size].reshape(X.shape)
             with fastnn.use_backend(backend), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 status, value = _outcome(lambda: model.fit(
-                    build(x_recipe)[0], _targets(loss, target_defect, n, seed), loss=loss, optimizer=optimizer,
+                    X, _targets(loss, target_defect, n, seed), loss=loss, optimizer=optimizer,
                     lr=0.05, epochs=2, batch_size=batch_size, seed=seed, verbose=0), ())
             results[backend] = (status, value if status == "refused" else model.params.copy())
         kinds = {(status, value if status == "refused" else None) for status, value in results.values()}
@@ -458,4 +464,4 @@ def test_fit(budget):
     run_property(st.tuples(st.integers(1, 12).flatmap(lambda n: inputs(n, 3)), st.sampled_from(LOSSES),
                            st.sampled_from(TARGET_DEFECTS), st.sampled_from(["sgd", "adam"]),
                            st.sampled_from([None, 1, 3, "full", 100]), st.sampled_from(["float32", "float64"]),
-                           st.integers(0, 2**16)), check, budget // 2)
+                           st.integers(0, 2**16), st.booleans()), check, budget // 2)

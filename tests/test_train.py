@@ -266,3 +266,18 @@ def test_dtype_follows_the_model(rng):
             model.fit(X, y, epochs=1, verbose=0)
         assert model.params.dtype == dtype and model.outputs(X).dtype == dtype
         assert math.isfinite(model.evaluate(X, y)["loss"])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba", "cython"])
+def test_fit_trains_on_data_as_they_were_when_they_share_the_model_s_memory(backend):
+    """X given as a view of the model's own parameters is copied first: fit trains on the
+    values it was called with, as with any other X (the engine refused it; the per-module
+    path read the weights it was changing)."""
+    results = []
+    for shared in (True, False):
+        model = fastnn.mlp([2, 3, 2], seed=0)
+        X = model.params[:8].reshape(4, 2) if shared else model.params[:8].reshape(4, 2).copy()
+        with fastnn.use_backend(backend):
+            model.fit(X, [0, 1, 1, 0], optimizer=fastnn.SGD(0.5), epochs=3, batch_size=2, seed=0, verbose=0)
+        results.append(model.params.copy())
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-6)
