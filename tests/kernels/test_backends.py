@@ -229,3 +229,16 @@ def test_engine_mse_accumulates_in_float64():
                                 shuffle=False, verbose=0)
         assert not history.diverged, backend
         np.testing.assert_allclose(history.loss[0], (1.5e19 ** 2 + 3e19 ** 2) / 2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (3, 0)])
+def test_elementwise_kernels_on_empty_arrays(backend, dtype, shape):
+    """No rows or no columns: nothing to compute, and no element 0 to point at (a build with
+    bounds checks reported &Z[0, 0] of an empty array)."""
+    Z = np.ones(shape, dtype)
+    for kernel, args in [("activation_forward", (Z, np.empty_like(Z), "tanh")),
+                         ("activation_backward", (Z, Z.copy(), np.empty_like(Z), "sigmoid")),
+                         ("softmax", (Z, np.empty_like(Z))),
+                         ("dense_forward", (np.ones((shape[0], 2), dtype), np.ones((2, shape[1]), dtype),
+                                            np.ones(shape[1], dtype), np.empty_like(Z), "relu"))]:
+        getattr(backend, kernel)(*args)
