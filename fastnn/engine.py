@@ -280,10 +280,12 @@ def _is_view(view, buffer, start, shape):
             and view.flags.c_contiguous and view.__array_interface__["data"][0] == address)
 
 
-def _check_shape(name, a, shape, dtype):
-    """ValueError unless a is a writable C-contiguous array of this shape and dtype."""
+def _check_shape(name, a, shape, dtype, detail=""):
+    """ValueError unless a is a writable C-contiguous array of this shape and dtype; the
+    message names it by name and detail (joined only then: run checks on every call)."""
     if not (isinstance(a, np.ndarray) and a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
             and a.flags.writeable):
+        name = f"{name} {detail}".strip()
         raise ValueError(f"engine: {name} must be a writable C-contiguous {np.dtype(dtype)} array of shape "
                          f"{shape}; got {getattr(a, 'dtype', type(a).__name__)} of shape {np.shape(a)}")
 
@@ -390,13 +392,16 @@ class Engine:
         """The optimizer's state buffers (SGD: velocity and an empty one; Adam: m and v), checked
         against the parameters: the optimizer may have been re-bound since the last call."""
         opt, params = self.optimizer, self.model.params
-        state = {name: opt.state.get(name) for name in opt.state_names}
-        for name, buffer in state.items():
-            _check_shape(f"optimizer state {name}", buffer, params.shape, params.dtype)
-        disjoint({"params": params, "grads": self.model.grads, "backup": self.work.backup, **state}, {})
-        if isinstance(opt, SGD):
-            return state["velocity"], np.zeros(0, params.dtype)
-        return state["m"], state["v"]
+        state = [opt.state.get(name) for name in opt.state_names]
+        written = [params, self.model.grads, self.work.backup]
+        for name, buffer in zip(opt.state_names, state):
+            _check_shape("optimizer state", buffer, params.shape, params.dtype, name)
+            for other in written:
+                if np.may_share_memory(buffer, other):
+                    raise ValueError(f"engine: optimizer state {name} must not overlap the model's or another "
+                                     "state buffer")
+            written.append(buffer)
+        return (state[0], np.zeros(0, params.dtype)) if isinstance(opt, SGD) else tuple(state)
 
     def run(self, orders, n_epochs):
         """Train n_epochs in one call; orders is (n_epochs, n) or None (in order).
