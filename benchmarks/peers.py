@@ -1,28 +1,42 @@
-"""fastnn against PyTorch, JAX and scikit-learn: training samples per second.
+"""fastnn against PyTorch, JAX and scikit-learn, each run the way its experts run it.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/peers.py [--repeats 5]
+        [--dtype float64] [--data random|mnist|both] [--only throughput many accuracy]
 
-Trains the 784-256-128-10 ReLU MLP (float32, softmax cross-entropy, random
-MNIST-shaped data) at batch sizes 1 (SGD and Adam), 32, 128 and 8192 (Adam),
-and the 2-5-5-5-2 sigmoid net with online SGD, in fastnn (each backend with an
-engine) and each installed peer. Every repeat runs all frameworks of a case in
-turn (A B A B ...), with an sgemm among them, so they share the machine's
-state; the medians, the ratios of fastnn's faster engine to each peer and to
-the sgemm rate (the compute limit: 1.007 MFLOP per sample and step for the big
-net) are printed.
-Peers that are not installed are skipped (`pip install "fastnn[peers]"`).
+Three sections, every framework training the same net from the same initial weights in
+the same batch order (fastnn.peers says how each peer is set up):
+
+- throughput: training samples/s of the 784-256-128-10 ReLU MLP at batch sizes 1 (SGD
+  and Adam), 32, 128 and 8192 (Adam), and of the 2-5-5-5-2 sigmoid net with online SGD,
+  on random data and on the real MNIST digits (for the tiny net: the 10-point set of
+  examples/net_2232.py), with the sgemm rate measured among them;
+- many models: 15 seeds of 784-64-32-10 ReLU (Adam 1e-3, batch 128, 5 epochs on the
+  8,000 training digits) and of the 2-5-5-5-2 sigmoid net (online SGD lr 0.05, 2,000
+  epochs of the 10-point set): model-updates/s of fastnn one fit after another,
+  fastnn.sweep, JAX vmap + lax.scan and PyTorch with bmm over the stacked models;
+- time to accuracy: 784-256-128-10 and 784-64-32-10, Adam 1e-3, batch 32 and 128, on
+  the 8,000/2,000 split of the real digits (the 8,000 in one seeded order, the same every
+  epoch): training seconds and epochs until the test accuracy reaches 96% (evaluation
+  timed apart; compilation done before, in a warm-up run).
+
+Repeats go round the frameworks in shuffled order (A B A B, fastnn.bench.measure);
+medians are printed, with the ratio of fastnn's best to the best peer. The JAX form with
+a jitted step per Python call is shown as a labelled extra column, never as the peer a
+ratio is taken against. The real digits come from --data-dir, else $FASTNN_DATA, else
+../shared/data; a missing set skips what needs it, with a note. Peers that are not
+installed are skipped (`pip install "fastnn[peers]"`).
 """
 import argparse
 import functools
-import platform
+import os
 import time
 from datetime import date
 
 import numpy as np
+from threadpoolctl import threadpool_info
 
-import fastnn
-from fastnn import engine as engines
 from fastnn import bench, datasets, peers
+from fastnn import engine as engines
 
 BIG = [784, 256, 128, 10]
 SMALL = [2, 5, 5, 5, 2]
@@ -35,11 +49,48 @@ CASES = [
     ("batch 8192, Adam", BIG, "relu", 8192, "adam", 8192),
     ("2-5-5-5-2 sigmoid, online SGD", SMALL, "sigmoid", 1, "sgd", 20000),
 ]
+# (name, sizes, activation, batch size, optimizer, lr, epochs, data)
+MANY_CASES = [
+    ("15 seeds of 784-64-32-10, Adam, batch 128, 5 epochs", [784, 64, 32, 10], "relu", 128, "adam", 1e-3, 5,
+     "digits"),
+    ("15 seeds of 2-5-5-5-2 sigmoid, online SGD, 10-point set", SMALL, "sigmoid", 1, "sgd", 0.05, 1, "ten points"),
+]
+SEEDS = range(15)
+TEN_POINT_EPOCHS = 2000  # the 10-point set repeated: 20,000 online updates per model
+ACCURACY_NETS = ([784, 256, 128, 10], [784, 64, 32, 10])
+ACCURACY_BATCHES = (32, 128)
+TARGET_ACCURACY = 0.96
+MAX_EPOCHS = 50
+EXTRA = "jax step/call (extra)"
 
 
 def data(sizes, n, dtype=np.float32, seed=0):
+    """Random data of the net's shape: X uniform in [0, 1), labels uniform."""
     rng = np.random.default_rng(seed)
     return rng.random((n, sizes[0]), dtype=dtype), rng.integers(0, sizes[-1], n)
+
+
+def ten_points(repeats, dtype=np.float32):
+    """The 10-point set of the 2-2-3-2 example, ``repeats`` times in a row."""
+    X, y = datasets.ten_points()
+    return np.tile(X.astype(dtype), (repeats, 1)), np.tile(y.astype(np.int64), repeats)
+
+
+@functools.cache
+def digits(data_dir):
+    """The 8,000 training digits in one seeded order, and the 2,000 test digits."""
+    X, y, X_test, y_test = bench.mnist_split(data_dir)
+    order = np.random.default_rng(0).permutation(len(X))
+    return (X[order], y[order]), (X_test, y_test)
+
+
+def real_data(sizes, n, dtype, data_dir):
+    """The real data of a case: the first n training digits for MNIST-shaped nets, the
+    10-point set repeated to n samples for the tiny net."""
+    if sizes[0] == 2:
+        return ten_points(n // 10, dtype)
+    (X, y), _ = digits(data_dir)
+    return X[:n].astype(dtype), y[:n]
 
 
 def sgemm_runner(n=2048, dtype=np.float32):
@@ -49,18 +100,42 @@ def sgemm_runner(n=2048, dtype=np.float32):
     return (lambda: np.matmul(A, B, out=out)), 2.0 * n ** 3
 
 
-def frameworks():
-    """name -> trainer factory (fastnn.peers), for fastnn's engines and each installed peer."""
-    found = {f"fastnn-{name}": functools.partial(peers.FastnnTrainer, backend=name)
-             for name in ("numba", "cython") if engines.engine_module(name) is not None}
-    return {**found, **peers.installed()}
+def fastnn_backends():
+    return [name for name in ("numba", "cython") if engines.engine_module(name) is not None]
 
 
-def measure_case(case, runners, repeats, dtype=np.float32):
+def frameworks(extra=False):
+    """name -> single-model trainer factory (fastnn.peers): fastnn's engines, each
+    installed peer, and with ``extra`` the step-per-call JAX."""
+    found = {f"fastnn-{name}": functools.partial(peers.FastnnTrainer, backend=name) for name in fastnn_backends()}
+    found.update(peers.installed())
+    if extra and "jax" in found:
+        found[EXTRA] = peers.JaxStepTrainer
+    return found
+
+
+def stack_frameworks():
+    """name -> many-models trainer factory taking seeds=."""
+    found = {}
+    for name in fastnn_backends():
+        found[f"fastnn-{name} one by one"] = functools.partial(peers.FastnnSeries, backend=name)
+    found["fastnn.sweep"] = functools.partial(peers.FastnnSweep, backend=fastnn_backends()[-1])
+    found.update(peers.installed_stacks())
+    return found
+
+
+def best(rates, peer):
+    """(name, value) of the highest rate among fastnn's (peer False) or the peers' columns."""
+    chosen = {k: v for k, v in rates.items() if k.startswith("fastnn") != peer and k not in ("sgemm", EXTRA)}
+    name = max(chosen, key=chosen.get)
+    return name, chosen[name]
+
+
+def measure_case(case, runners, repeats, dtype=np.float32, source="random", data_dir=None):
     """Median samples/s per framework for one case, the frameworks interleaved with each
     other and with a GEMM in dtype, whose rate (GFLOP/s) comes back under 'sgemm'."""
     name, sizes, activation, batch, optimizer, n = case
-    X, y = data(sizes, n, dtype)
+    X, y = data(sizes, n, dtype) if source == "random" else real_data(sizes, n, dtype, data_dir)
     sgemm, sgemm_flops = sgemm_runner(dtype=dtype)
     runs = {"sgemm": sgemm}
     for framework, make in runners.items():
@@ -68,60 +143,165 @@ def measure_case(case, runners, repeats, dtype=np.float32):
     # Each run once untimed (compile, allocate, warm caches), then the repeats in turn,
     # with a pause before each so that the previous framework's threads stop spinning.
     seconds = bench.measure(runs, repeats, min_time=0, pause=bench.SPIN_PAUSE)
-    rates = {framework: n / s for framework, s in seconds.items()}
+    rates = {framework: len(X) / s for framework, s in seconds.items()}
     rates["sgemm"] = sgemm_flops / seconds["sgemm"] / 1e9
     return rates
 
 
-def ten_point_seconds(backend, repeats, dtype=np.float32):
-    """Median seconds of fit(X, y, epochs=50_000, batch_size=1, optimizer=SGD) on the
-    10-point set of the 2-2-3-2 example with a 2-5-5-5-2 sigmoid net (after a warm-up)."""
-    X, y = datasets.ten_points()
-    X = X.astype(dtype)
-    times = []
-    with fastnn.use_backend(backend):
-        fastnn.mlp(SMALL, activation="sigmoid", dtype=dtype, seed=0).fit(X, y, epochs=2, batch_size=1, optimizer="sgd", verbose=0)
-        for _ in range(repeats):
-            model = fastnn.mlp(SMALL, activation="sigmoid", dtype=dtype, seed=0)
-            start = time.perf_counter()
-            model.fit(X, y, epochs=50_000, batch_size=1, optimizer=fastnn.SGD(0.5))
-            times.append(time.perf_counter() - start)
-    return float(np.median(times))
+def measure_many(case, runners, repeats, dtype=np.float32, data_dir=None):
+    """Median model-updates/s per framework for one many-models case."""
+    name, sizes, activation, batch, optimizer, lr, epochs, source = case
+    if source == "ten points":
+        X, y = ten_points(TEN_POINT_EPOCHS, dtype)
+    else:
+        (X, y), _ = digits(data_dir)
+        X = X.astype(dtype)
+    runs = {framework: make(sizes, activation, batch, optimizer, X, y, seeds=SEEDS, epochs=epochs, lr=lr).run
+            for framework, make in runners.items()}
+    updates = len(SEEDS) * epochs * -(-len(X) // batch)
+    seconds = bench.measure(runs, repeats, min_time=0, pause=bench.SPIN_PAUSE)
+    return {framework: updates / s for framework, s in seconds.items()}, seconds
+
+
+def time_to_accuracy(make, train, test, target=TARGET_ACCURACY, max_epochs=MAX_EPOCHS):
+    """(training seconds, epochs, evaluation seconds) of epochs until the test accuracy
+    reaches target (epochs None when max_epochs do not)."""
+    trainer, train_seconds, eval_seconds = make(*train), 0.0, 0.0
+    for epoch in range(1, max_epochs + 1):
+        start = time.perf_counter()
+        trainer.run()
+        middle = time.perf_counter()
+        accuracy = trainer.accuracy(*test)
+        train_seconds += middle - start
+        eval_seconds += time.perf_counter() - middle
+        if accuracy >= target:
+            return train_seconds, epoch, eval_seconds
+    return train_seconds, None, eval_seconds
+
+
+def measure_accuracy(sizes, batch, runners, repeats, dtype, data_dir):
+    """Per framework the median (training seconds, epochs, evaluation seconds) to reach
+    TARGET_ACCURACY, the frameworks in shuffled order in each repeat."""
+    (X, y), (X_test, y_test) = digits(data_dir)
+    train, test = (X.astype(dtype), y), (X_test.astype(dtype), y_test)
+    makers = {name: functools.partial(make, sizes, "relu", batch, "adam") for name, make in runners.items()}
+    for make in makers.values():  # compile and warm up
+        make(X[:2 * batch].astype(dtype), y[:2 * batch]).run()
+    results = {name: [] for name in makers}
+    shuffle = np.random.default_rng(0)
+    for _ in range(repeats):
+        for name in shuffle.permutation(list(makers)):
+            time.sleep(bench.SPIN_PAUSE)
+            results[name].append(time_to_accuracy(makers[name], train, test))
+    return {name: (float(np.median([r[0] for r in runs])), runs[len(runs) // 2][1],
+                   float(np.median([r[2] for r in runs]))) for name, runs in results.items()}
+
+
+def describe(dtype):
+    """What the results ran on: date, CPU, BLAS, and each framework's configuration."""
+    blas = sorted({(lib["internal_api"], lib["version"], lib["architecture"], lib["num_threads"])
+                   for lib in threadpool_info() if lib["user_api"] == "blas"})
+    lines = [f"{date.today()}  {bench.cpu_model()}, {os.cpu_count()} cores; {np.dtype(dtype).name}; "
+             f"NumPy/SciPy BLAS {blas}"]
+    X, y = data([2, 3, 2], 8, dtype)
+    for name, make in {**frameworks(extra=True), **stack_frameworks()}.items():
+        try:
+            config = make([2, 3, 2], "relu", 4, "sgd", X, y, **({"seeds": [0]} if name in stack_frameworks()
+                                                                  else {})).config
+        except Exception as error:  # a broken peer install: say so, run the rest
+            config = f"unavailable ({type(error).__name__}: {error})"
+        lines.append(f"  {name}: {config}")
+    return "\n".join(lines)
+
+
+def table(title, columns, rows):
+    """A Markdown table: title row of columns, then (label, cells) rows."""
+    lines = [f"| {title} | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
+    return "\n".join(lines)
+
+
+def run_throughput(args, dtype, sources):
+    runners = frameworks(extra=True)
+    per_sample = engines.step_flops(BIG)
+    for source in sources:
+        rows = []
+        for case in CASES:
+            if args.cases and not any(part in case[0] for part in args.cases):
+                continue
+            rates = measure_case(case, runners, args.repeats, dtype, source, args.data_dir)
+            (ours, our_rate), (peer, peer_rate) = best(rates, False), best(rates, True)
+            ratio = f"{our_rate / peer_rate:.2f}× {peer}"
+            if case[1] is BIG:
+                ratio += f", {our_rate * per_sample / (rates['sgemm'] * 1e9):.0%} of sgemm"
+            rows.append((case[0], [f"{rates[name]:,.0f}" for name in runners]
+                         + [f"{rates['sgemm']:,.0f}", ratio]))
+            print(f"  {case[0]}: {ratio}", flush=True)
+        print("\n" + table(f"samples/s, {source} data", list(runners) + ["sgemm GFLOP/s", "best fastnn ÷ best peer"],
+                           rows) + "\n", flush=True)
+
+
+def run_many(args, dtype, have_digits):
+    runners = stack_frameworks()
+    rows = []
+    for case in MANY_CASES:
+        if case[-1] == "digits" and not have_digits:
+            continue
+        rates, seconds = measure_many(case, runners, args.repeats, dtype, args.data_dir)
+        (ours, our_rate), (peer, peer_rate) = best(rates, False), best(rates, True)
+        rows.append((case[0], [f"{rates[name]:,.0f} ({seconds[name]:.2f} s)" for name in runners]
+                     + [f"{our_rate / peer_rate:.2f}× {peer}"]))
+        print(f"  {case[0]}: {rows[-1][1][-1]}", flush=True)
+    print("\n" + table("model-updates/s (seconds per study)", list(runners) + ["best fastnn ÷ best peer"], rows)
+          + "\n", flush=True)
+
+
+def run_accuracy(args, dtype):
+    runners = {name: make for name, make in frameworks().items()}
+    rows = []
+    for sizes in ACCURACY_NETS:
+        for batch in ACCURACY_BATCHES:
+            results = measure_accuracy(sizes, batch, runners, args.repeats, dtype, args.data_dir)
+            reached = {name: r[0] for name, r in results.items() if r[1] is not None}
+            label = f"{'-'.join(map(str, sizes))}, batch {batch}"
+            cells = [f"{r[0]:.2f} s, {r[1] or f'>{MAX_EPOCHS}'} ep (eval {r[2]:.2f} s)" for r in results.values()]
+            ratio = "—"
+            if any(k.startswith("fastnn") for k in reached) and any(not k.startswith("fastnn") for k in reached):
+                ours = min(v for k, v in reached.items() if k.startswith("fastnn"))
+                peer = min((v, k) for k, v in reached.items() if not k.startswith("fastnn"))
+                ratio = f"{peer[0] / ours:.2f}× {peer[1]}"
+            rows.append((label, cells + [ratio]))
+            print(f"  {label}: {ratio}", flush=True)
+    print("\n" + table(f"seconds to {TARGET_ACCURACY:.0%} test accuracy", list(runners) + ["best peer ÷ best fastnn"],
+                       rows) + "\n", flush=True)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--cases", nargs="*", help="substrings of the case names to run")
+    parser.add_argument("--cases", nargs="*", help="substrings of the throughput case names to run")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--data", choices=["random", "mnist", "both"], default="both")
+    parser.add_argument("--data-dir", default=bench.default_data_dir(),
+                        help="directory with the MNIST t10k IDX files (default: $FASTNN_DATA, else ../shared/data)")
+    parser.add_argument("--only", nargs="*", choices=["throughput", "many", "accuracy"],
+                        default=["throughput", "many", "accuracy"])
     args = parser.parse_args(argv)
     dtype = np.dtype(args.dtype).type
-    from threadpoolctl import threadpool_info
-
-    blas = {(lib["internal_api"], lib["architecture"], lib["num_threads"]) for lib in threadpool_info()
-            if lib["user_api"] == "blas"}
-    print(f"{date.today()}  {platform.processor() or platform.machine()}, BLAS {sorted(blas)}")
-    runners = frameworks()
-    per_sample = engines.step_flops(BIG)
-    print(f"frameworks: {', '.join(runners)}; {args.dtype}; {args.repeats} repeats, medians; "
-          f"the GEMM rate measured within each case")
-    print(f"{'-'.join(map(str, BIG))}: {per_sample / 1e6:.3f} MFLOP per sample and training step\n")
-    header = f"{'case':<32}" + "".join(f"{name:>15}" for name in runners)
-    print(header + f"{'GEMM GFLOP/s':>15}   fastnn / each peer")
-    for case in CASES:
-        if args.cases and not any(part in case[0] for part in args.cases):
-            continue
-        rates = measure_case(case, runners, args.repeats, dtype)
-        ours = max(v for k, v in rates.items() if k.startswith("fastnn"))
-        others = {k: v for k, v in rates.items() if k in runners and not k.startswith("fastnn")}
-        ratios = ", ".join(f"{ours / v:.2f}x {k}" for k, v in others.items())
-        if case[1] is BIG:
-            ratios += f", {ours * per_sample / (rates['sgemm'] * 1e9):.0%} of GEMM"
-        line = f"{case[0]:<32}" + "".join(f"{rates[name]:>15,.0f}" for name in runners)
-        print(line + f"{rates['sgemm']:>15,.0f}   " + ratios, flush=True)
-    for backend in (name[len("fastnn-"):] for name in runners if name.startswith("fastnn-")):
-        print(f"10-point set, 50,000 epochs online SGD, fastnn-{backend}: "
-              f"{ten_point_seconds(backend, args.repeats, dtype):.3f} s")
+    try:
+        digits(args.data_dir)
+        have_digits = True
+    except (FileNotFoundError, ValueError) as error:
+        have_digits = False
+        print(f"note: no MNIST digits ({error}); only random data\n")
+    print(describe(dtype) + f"\n{args.repeats} repeats, medians\n", flush=True)
+    if "throughput" in args.only:
+        sources = {"random": ["random"], "mnist": ["mnist"], "both": ["random", "mnist"]}[args.data]
+        run_throughput(args, dtype, [s for s in sources if s == "random" or have_digits])
+    if "many" in args.only:
+        run_many(args, dtype, have_digits)
+    if have_digits and "accuracy" in args.only:
+        run_accuracy(args, dtype)
 
 
 if __name__ == "__main__":

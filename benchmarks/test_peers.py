@@ -1,6 +1,8 @@
-"""The peers comparison (benchmarks/peers.py) as a pytest-benchmark group per case:
-fastnn's engines, PyTorch, JAX and scikit-learn training the same net on the same
-data; peers that are not installed are skipped. samples/s lands in extra_info.
+"""The peers comparison (benchmarks/peers.py) as pytest-benchmark groups: every
+throughput case on random and on the real digits, the many-models cases and the time to
+96% test accuracy, for fastnn's engines and each installed peer set up as its experts
+run it (fastnn.peers). Peers that are not installed, and the real digits when absent,
+are skipped with a reason. The rate lands in extra_info.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE pytest benchmarks/test_peers.py --benchmark-only
 """
@@ -8,31 +10,82 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from fastnn.peers import PEERS
+from fastnn import bench
+from fastnn.peers import PEERS, STACK_PEERS
 
 sys.path.insert(0, str(Path(__file__).parent))
 import peers  # noqa: E402
 
-FRAMEWORKS = ["fastnn-numba", "fastnn-cython", *PEERS]
-MODULES = {name: module for name, (module, _) in PEERS.items()}
+MODULES = {name: module for name, (module, _) in {**PEERS, **STACK_PEERS}.items()}
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
-@pytest.mark.parametrize("case", peers.CASES, ids=[case[0] for case in peers.CASES])
-def test_peers(benchmark, case, framework):
-    available = peers.frameworks()
-    if framework not in available:
-        pytest.skip(f"{MODULES.get(framework, framework)} is not installed"
-                    if importlib.util.find_spec(MODULES.get(framework, "fastnn")) is None
+def available(framework, found):
+    if framework not in found:
+        module = MODULES.get(framework, "fastnn")
+        pytest.skip(f"{module} is not installed" if importlib.util.find_spec(module) is None
                     else f"{framework} has no engine")
+    return found[framework]
+
+
+def real_digits():
+    try:
+        return peers.digits(bench.default_data_dir())
+    except (FileNotFoundError, ValueError) as error:
+        pytest.skip(f"the real MNIST digits are not there: {error}")
+
+
+@pytest.mark.parametrize("source", ["random", "mnist"])
+@pytest.mark.parametrize("framework", ["fastnn-numba", "fastnn-cython", *PEERS, peers.EXTRA])
+@pytest.mark.parametrize("case", peers.CASES, ids=[case[0] for case in peers.CASES])
+def test_peers(benchmark, case, framework, source):
+    make = available(framework, peers.frameworks(extra=True))
     name, sizes, activation, batch, optimizer, n = case
-    X, y = peers.data(sizes, n)
-    run = available[framework](sizes, activation, batch, optimizer, X, y).run
+    if source == "random":
+        X, y = peers.data(sizes, n)
+    else:
+        real_digits()
+        X, y = peers.real_data(sizes, n, np.float32, bench.default_data_dir())
+    run = make(sizes, activation, batch, optimizer, X, y).run
     run()  # compile, allocate, warm caches
-    benchmark.group = f"peers: {name}"
-    benchmark.extra_info.update(framework=framework, samples=n)
+    benchmark.group = f"peers: {name}, {source} data"
+    benchmark.extra_info.update(framework=framework, samples=len(X), cpu=bench.cpu_model())
     benchmark.pedantic(run, rounds=5, iterations=1)
     if benchmark.stats is not None:
-        benchmark.extra_info["samples_per_second"] = n / benchmark.stats.stats.median
+        benchmark.extra_info["samples_per_second"] = len(X) / benchmark.stats.stats.median
+
+
+@pytest.mark.parametrize("framework", ["fastnn-numba one by one", "fastnn-cython one by one", "fastnn.sweep",
+                                       *STACK_PEERS])
+@pytest.mark.parametrize("case", peers.MANY_CASES, ids=[case[0] for case in peers.MANY_CASES])
+def test_many_models(benchmark, case, framework):
+    make = available(framework, peers.stack_frameworks())
+    name, sizes, activation, batch, optimizer, lr, epochs, source = case
+    if source == "ten points":
+        X, y = peers.ten_points(peers.TEN_POINT_EPOCHS)
+    else:
+        (X, y), _ = real_digits()
+    run = make(sizes, activation, batch, optimizer, X, y, seeds=peers.SEEDS, epochs=epochs, lr=lr).run
+    run()
+    benchmark.group = f"many models: {name}"
+    updates = len(peers.SEEDS) * epochs * -(-len(X) // batch)
+    benchmark.extra_info.update(framework=framework, model_updates=updates, cpu=bench.cpu_model())
+    benchmark.pedantic(run, rounds=3, iterations=1)
+    if benchmark.stats is not None:
+        benchmark.extra_info["model_updates_per_second"] = updates / benchmark.stats.stats.median
+
+
+@pytest.mark.parametrize("framework", ["fastnn-numba", "fastnn-cython", *PEERS])
+@pytest.mark.parametrize("batch", peers.ACCURACY_BATCHES)
+@pytest.mark.parametrize("sizes", peers.ACCURACY_NETS, ids=lambda sizes: "-".join(map(str, sizes)))
+def test_time_to_accuracy(benchmark, sizes, batch, framework):
+    make = available(framework, peers.frameworks())
+    train, test = real_digits()
+    make(sizes, "relu", batch, "adam", train[0][:2 * batch], train[1][:2 * batch]).run()  # compile
+    benchmark.group = f"time to {peers.TARGET_ACCURACY:.0%}: {'-'.join(map(str, sizes))}, batch {batch}"
+    result = benchmark.pedantic(peers.time_to_accuracy, args=(lambda X, y: make(sizes, "relu", batch, "adam", X, y),
+                                                               train, test), rounds=1, iterations=1)
+    benchmark.extra_info.update(framework=framework, training_seconds=result[0], epochs=result[1],
+                                evaluation_seconds=result[2], cpu=bench.cpu_model())

@@ -23,16 +23,25 @@ __version__ = "0.1.0"
 
 
 _LAZY = {"MLPClassifier": "sklearn", "MLPRegressor": "sklearn", "sweep": "sweeps", "SweepResult": "sweeps"}
+# Submodules not imported with fastnn (they load matplotlib, scikit-learn, joblib, ...),
+# imported on first access as attributes.
+_SUBMODULES = ("bench", "cli", "datasets", "peers", "plot", "profile", "sklearn", "sweeps")
 
 
 def __getattr__(name):
-    """The estimators and sweeps load scikit-learn, joblib and scipy.stats on first use,
-    not at import."""
-    if name in _LAZY:
-        import importlib
+    """The estimators, sweeps and the submodules above load on first use, not at import."""
+    import importlib
 
+    if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'fastnn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
+
 
 __all__ = [
     "MSE", "SGD", "Adam", "BCEWithLogits", "CosineDecay", "Dense", "Dropout", "EarlyStopping",

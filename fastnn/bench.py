@@ -307,7 +307,7 @@ def epoch_samples(batch_size, n_samples=MODE_SAMPLES):
 class ModeCase:
     """One epoch (samples in order) of SGD with momentum for a net and a batch size on random
     data, by a fastnn backend ('numba', 'cython', 'numpy') or a peer of fastnn.peers
-    ('pytorch', 'jax', 'scikit-learn'): the same net, optimizer and data for every framework."""
+    (fastnn.peers.PEERS: 'pytorch-1t', 'jax', 'scikit-learn', ...): the same net, optimizer and data for every framework."""
 
     def __init__(self, net, batch_size, framework=None, dtype=np.float32, n_samples=MODE_SAMPLES, seed=0):
         self.net, self.batch_size = net, batch_size

@@ -15,7 +15,8 @@ from . import datasets, kernels
 from . import profile as profiling
 from .config import show_config
 from .model import mlp
-from .optim import get_optimizer
+from .optim import CosineDecay, get_optimizer
+from .train import EarlyStopping
 
 
 def _median_seconds(run, repeats):
@@ -68,6 +69,9 @@ def demo(batch=256, n_in=784, n_out=256, dtype=np.float32, repeats=20, seed=0, f
 
 
 TEST_FRACTION = 0.2
+# Where fastnn train and fastnn bench look for the MNIST files without --data-dir
+# (bench.default_data_dir).
+DATA_DIR_DEFAULT = "$FASTNN_DATA, else ../shared/data"
 SPLIT_HELP = ("digits, circles and xor: a seeded stratified 80/20 split (--seed); mnist: the train "
               "and t10k files, or with t10k alone a fixed split of its first 80% for training and "
               "its last 20% for testing (8000 / 2000 images)")
@@ -127,6 +131,13 @@ def _finite_float(text):
     return value
 
 
+def _fraction(text):
+    value = _finite_float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1); got {text!r}")
+    return value
+
+
 def _positive_float(text):
     value = _finite_float(text)
     if value <= 0:
@@ -159,7 +170,7 @@ def _add_train_parser(commands):
                              "mnist: IDX files from --data-dir (default: %(default)s)")
     parser.add_argument("--data-dir", metavar="DIR",
                         help="directory holding the MNIST IDX files (raw or .gz), directly or in its "
-                             "mnist/ subdirectory (default: $FASTNN_DATA)")
+                             f"mnist/ subdirectory (default: {DATA_DIR_DEFAULT})")
     parser.add_argument("--layers", type=_hidden_sizes, default="64", metavar="SIZES",
                         help="hidden layer sizes, comma-separated, '' for none; the input and output "
                              "sizes come from the data (default: %(default)s)")
@@ -169,10 +180,26 @@ def _add_train_parser(commands):
     parser.add_argument("--lr", type=_positive_float,
                         help="learning rate (default: adam 0.001, sgd 0.01)")
     parser.add_argument("--momentum", type=_non_negative_float, help="SGD momentum (default: 0)")
+    parser.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
+                        help="L2 weight decay added to the gradient (default: %(default)s)")
+    parser.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+                        help="learning rate: constant, or cosine decay to 0 over the epochs "
+                             "(default: %(default)s)")
+    parser.add_argument("--dropout", type=_fraction, default=0.0,
+                        help="dropout rate after every hidden layer (default: %(default)s)")
     parser.add_argument("--batch-size", type=_batch_size, default=32,
                         help="samples per update: an integer, 1 for online SGD, or 'full' "
                              "(default: %(default)s)")
     parser.add_argument("--epochs", type=_positive_int, default=20, help="(default: %(default)s)")
+    parser.add_argument("--validation-split", type=_fraction, default=0.0, metavar="FRACTION",
+                        help="hold out this fraction of the training set (seeded) and report its loss "
+                             "and accuracy per epoch (default: %(default)s)")
+    parser.add_argument("--early-stopping", type=_positive_int, metavar="PATIENCE",
+                        help="stop after PATIENCE epochs without a better validation loss (the training "
+                             "loss without --validation-split) and keep the best epoch's weights")
+    parser.add_argument("--threads", type=_positive_int,
+                        help="threads to train on (default: $FASTNN_NUM_THREADS, else one or two by "
+                             "the size of a step and the cores free to this process)")
     parser.add_argument("--backend", choices=["numpy", "numba", "cython"],
                         help="kernel backend (default: $FASTNN_BACKEND or the fastest available)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
@@ -197,50 +224,83 @@ def train(args, parser):
         backend = kernels.get_backend(args.backend)
     except ValueError as error:
         parser.error(f"--backend: {error}")
+    data_dir = args.data_dir or benchmarks.default_data_dir()
     try:
-        X_train, y_train, X_test, y_test, split = load_dataset(args.dataset, args.data_dir, args.seed)
+        X_train, y_train, X_test, y_test, split = load_dataset(args.dataset, data_dir, args.seed)
     except (OSError, ValueError, ImportError) as error:
-        print(f"fastnn train: error: {error}", file=sys.stderr)
-        return 1
+        default = "" if args.data_dir else f"; the default: {DATA_DIR_DEFAULT}"
+        where = f" (--data-dir {data_dir}{default})" if args.dataset == "mnist" else ""
+        return _fail("train", f"{_one_line(error)}{where}")
     n_classes = int(max(y_train.max(), y_test.max())) + 1
     sizes = [X_train.shape[1], *args.layers, n_classes]
-    model = mlp(sizes, activation=args.activation, dtype=args.dtype, seed=args.seed)
-    options = {} if args.lr is None else {"lr": args.lr}
-    if args.momentum is not None:
-        options["momentum"] = args.momentum
-    optimizer = get_optimizer(args.optimizer, **options)
+
+    def build():
+        return mlp(sizes, activation=args.activation, dropout=args.dropout, dtype=args.dtype, seed=args.seed)
+
+    def new_optimizer():
+        options = {"weight_decay": args.weight_decay}
+        if args.lr is not None:
+            options["lr"] = args.lr
+        if args.momentum is not None:
+            options["momentum"] = args.momentum
+        if args.schedule == "cosine":
+            options["schedule"] = CosineDecay(args.epochs)
+        return get_optimizer(args.optimizer, **options)
+
+    model, optimizer = build(), new_optimizer()
     settings = f"{args.optimizer} lr {optimizer.lr:g}"
     if args.optimizer == "sgd":
         settings += f" momentum {optimizer.momentum:g}"
+    extras = [f"{name} {value:g}" for name, value in (("dropout", args.dropout), ("weight decay", args.weight_decay))
+              if value] + (["cosine decay"] if args.schedule == "cosine" else [])
     print(f"{args.dataset}: {len(X_train)} training / {len(X_test)} test samples, {X_train.shape[1]} "
           f"features, {n_classes} classes ({split})")
-    print(f"model {'-'.join(map(str, sizes))} {args.activation}, {settings}, batch size {args.batch_size}, "
-          f"{args.epochs} epochs, {backend.name} backend, {args.dtype}")
+    print(f"model {'-'.join(map(str, sizes))} {args.activation}, {settings}{''.join(', ' + e for e in extras)}, "
+          f"batch size {args.batch_size}, {args.epochs} epochs, {backend.name} backend, {args.dtype}")
+    stopper = None if args.early_stopping is None else EarlyStopping(patience=args.early_stopping)
     with kernels.use_backend(backend.name):
         # A short fit of a throw-away copy compiles (or loads from Numba's cache) the code the
         # real fit runs, so that its samples/s measure training, not compilation.
         start = time.perf_counter()
         warm_rows = len(X_train) if args.batch_size == "full" else min(len(X_train), 2 * args.batch_size)
-        mlp(sizes, activation=args.activation, dtype=args.dtype, seed=args.seed).fit(
-            X_train[:warm_rows], y_train[:warm_rows], optimizer=get_optimizer(args.optimizer, **options),
-            epochs=1, batch_size=args.batch_size, seed=args.seed, verbose=0)
+        build().fit(X_train[:warm_rows], y_train[:warm_rows], optimizer=new_optimizer(), epochs=1,
+                    batch_size=args.batch_size, seed=args.seed, verbose=0, n_threads=args.threads)
         print(f"warm-up (compiles on the first run only): {time.perf_counter() - start:.2f} s")
         start = time.perf_counter()
-        history = model.fit(X_train, y_train, optimizer=optimizer, epochs=args.epochs,
-                            batch_size=args.batch_size, seed=args.seed, verbose=0 if args.quiet else 1)
+        try:
+            history = model.fit(X_train, y_train, optimizer=optimizer, epochs=args.epochs,
+                                batch_size=args.batch_size, seed=args.seed, verbose=0 if args.quiet else 1,
+                                validation_split=args.validation_split, early_stopping=stopper,
+                                n_threads=args.threads)
+        except ValueError as error:
+            return _fail("train", _one_line(error))
         seconds = time.perf_counter() - start
         accuracy = model.evaluate(X_test, y_test)["accuracy"]
-    samples = len(X_train) * len(history)
+    samples = (len(X_train) - int(round(args.validation_split * len(X_train)))) * len(history)
+    if history.val_loss and history.val_loss[-1] is not None:
+        print(f"validation accuracy {history.val_metric[-1]:.4f} after epoch {history.epoch[-1]}")
+    if history.stop_reason == "early_stopping":
+        print(f"early stopping after epoch {history.epoch[-1]}; kept epoch {history.best_epoch}")
     print(f"test accuracy {accuracy:.4f}")
     print(f"training: {samples:,} samples in {seconds:.2f} s, {samples / seconds:,.0f} samples/s")
     if args.save:
         try:
             model.save(args.save)
         except OSError as error:
-            print(f"fastnn train: error: cannot save the model: {error}", file=sys.stderr)
-            return 1
+            return _fail("train", f"cannot save the model: {_one_line(error)}")
         print(f"model saved to {args.save}")
     return 0
+
+
+def _one_line(error):
+    """An error's message on one line."""
+    return " ".join(str(error).split())
+
+
+def _fail(command, message):
+    """Print ``fastnn COMMAND: error: MESSAGE`` on stderr; returns the exit status 2."""
+    print(f"fastnn {command}: error: {message}", file=sys.stderr)
+    return 2
 
 
 def _add_bench_parser(commands):
@@ -256,7 +316,7 @@ def _add_bench_parser(commands):
                       help="every kernel shape, and gradient nets up to 1e5 parameters (10-15 minutes)")
     parser.add_argument("--out", default="fastnn-bench", metavar="DIR", help="(default: %(default)s)")
     parser.add_argument("--data-dir", metavar="DIR",
-                        help="where the MNIST t10k files are (default: $FASTNN_DATA, else ../shared/data)")
+                        help=f"where the MNIST t10k files are (default: {DATA_DIR_DEFAULT})")
     parser.add_argument("--no-peers", action="store_true",
                         help="leave PyTorch, JAX and scikit-learn out of the throughput cases")
     return parser
@@ -342,6 +402,10 @@ def main(argv=None):
     _add_bench_parser(commands)
     profile_parser = _add_profile_parser(commands)
     args = parser.parse_args(argv)
+    try:
+        kernels.get_backend()  # a bad FASTNN_BACKEND is an error of every command
+    except ValueError as error:
+        return _fail(args.command, _one_line(error))
     if args.command == "train":
         return train(args, train_parser)
     if args.command == "bench":

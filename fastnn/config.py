@@ -97,11 +97,15 @@ def show_config(file=None):
             f"{lib['num_threads']} threads, {lib['threading_layer'] or ''}".rstrip(", ")
         )
         lines.append(f"    {lib['filepath']}")
+    # The cython backend is compiled at install; the Cython package only builds it.
+    built = "built" if info["cython_kernels"] else "not built"
+    lines.append(f"cython backend: {built}; the Cython compiler (needed to build it, not to run it): "
+                 f"{info['versions']['Cython']}")
     lines.append(f"cython build OpenMP: {info['cython_openmp']}")
     lines.append(f"cython kernels: {info['cython_kernels']}")
     lines.append(f"cython training engine: {info['cython_engine']}")
     numba_info = info["numba"]
     lines.append(f"numba threading layer: {numba_info['threading_layer']}, {numba_info['num_threads']} threads")
     lines.append(f"numba cache: {numba_info['cache_dir']}")
-    lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
+    lines.append("installed: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items() if k != "Cython"))
     print("\n".join(lines), file=file or sys.stdout)

@@ -15,7 +15,9 @@ from smaller sizes on; see :func:`thread_count` and docs/engine.md.
 """
 import contextlib
 import os
+import sys
 import threading
+import time
 import weakref
 from collections import OrderedDict
 
@@ -90,11 +92,12 @@ def unsupported(model, loss, optimizer):
     return None
 
 
-def plan(engine, model, loss, optimizer):
+def plan(engine, model, loss, optimizer, verbose=0):
     """The engine module fit should use, or None for the per-module path.
 
     engine: 'auto' (the engine when the model is supported and the selected backend
-    is numba or cython), True (the engine or an error saying why not), False.
+    is numba or cython; with verbose >= 1, one line on stderr says why not), True (the
+    engine or an error saying why not), False.
     """
     if engine is False:
         return None
@@ -108,6 +111,9 @@ def plan(engine, model, loss, optimizer):
     if reason is not None:
         if engine is True:
             raise ValueError(f"engine=True: {reason}")
+        if verbose:
+            print(f"fastnn: fit trains without the compiled engine, one module call at a time (slower): "
+                  f"{reason}", file=sys.stderr, flush=True)
         return None
     return module
 
@@ -148,6 +154,34 @@ def requested_threads(n_threads):
     return value
 
 
+def available_cores():
+    """The cores this process may run on (its CPU affinity: taskset, a container's or a
+    batch system's cpuset), else os.cpu_count()."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on every platform
+        return os.cpu_count() or 1
+
+
+def other_running_tasks():
+    """Threads of other processes running or waiting to run right now (Linux: the
+    machine's runnable tasks in /proc/loadavg less this process's in /proc/self/task;
+    the least of three readings, so that a task passing through is not counted); 0
+    where /proc cannot tell."""
+    try:
+        readings = []
+        for _ in range(3):
+            with open("/proc/loadavg") as file:
+                readings.append(int(file.read().split()[3].split("/")[0]))
+        own = 0
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/stat") as file:
+                own += file.read().rsplit(")", 1)[1].split()[0] == "R"
+        return max(0, min(readings) - own)
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 _controller = None
 _running = 0
 _running_lock = threading.Lock()
@@ -178,9 +212,11 @@ def thread_count(n_threads, model, batch, engine_threads=False):
 
     An explicit n_threads (or FASTNN_NUM_THREADS) wins. Otherwise one thread for steps
     under TWO_THREAD_FLOPS (OWN_TWO_THREAD_FLOPS with the engine's threads,
-    ONLINE_TWO_THREAD_FLOPS online), else as many as the cores and the BLAS limit already
-    in force allow (a sweep that limited BLAS to one thread per worker keeps it); one
-    while another fit runs the engine in this process.
+    ONLINE_TWO_THREAD_FLOPS online), else as many as the cores this process may use
+    (available_cores) that no other process's thread is running on now
+    (other_running_tasks) and the BLAS limit already in force allow (a sweep that limited
+    BLAS to one thread per worker keeps it); one while another fit runs the engine in
+    this process.
     """
     requested = requested_threads(n_threads)
     if requested is not None:
@@ -193,7 +229,7 @@ def thread_count(n_threads, model, batch, engine_threads=False):
     if not worth_it or _running > 0:
         return 1
     limits = [lib.num_threads for lib in _blas().lib_controllers] or [1]
-    return max(1, min(os.cpu_count() or 1, 2, *limits))
+    return max(1, min(available_cores() - other_running_tasks(), 2, *limits))
 
 
 @contextlib.contextmanager
@@ -295,6 +331,36 @@ def _writable(a):
     return a if a.flags.writeable else a.copy()
 
 
+def compiles(run, args):
+    """Whether calling the engine loop ``run`` with args compiles it first: a Numba loop
+    with no machine code for these argument types in this process or in Numba's on-disk
+    cache. False for the Cython engine, and where Numba's cache cannot be read as
+    expected (the notice is then left out, never the training)."""
+    dispatcher = getattr(run, "compiled", None)
+    if dispatcher is None:
+        return False
+    try:
+        signature = tuple(dispatcher.typeof_pyval(a) for a in args)
+        if signature in dispatcher.overloads:
+            return False
+        cache = dispatcher._cache
+        return cache._index_key(signature, dispatcher.targetctx.codegen()) not in cache._cache_file._load_index()
+    except Exception:  # Numba internals of another version
+        return False
+
+
+def _compiling_notice(run, args, dtype):
+    """A line on stderr before a call of run that compiles it: the first fit of the Numba
+    engine for a dtype and loop spends tens of seconds there, once (Numba caches it).
+    Returns the start time, or None when nothing compiles."""
+    if not compiles(run, args):
+        return None
+    loop = "online" if run is numba_engine.run_online else "mini-batch"
+    print(f"fastnn: compiling the Numba engine's {loop} loop for {np.dtype(dtype).name} (first run "
+          "only: later runs load it from Numba's cache) ...", file=sys.stderr, flush=True)
+    return time.perf_counter()
+
+
 class Failure:
     """Where a chunk stopped on a non-finite loss, and the state at that epoch's start."""
 
@@ -314,7 +380,7 @@ class Engine:
         count = thread_count(n_threads, model, batch, own)
         # The engine's threads spin at barriers: more threads than cores would wait for
         # one another's time slices at every layer.
-        self.threads = min(count, os.cpu_count() or 1) if own else 1
+        self.threads = min(count, available_cores()) if own else 1
         self.blas_threads = 1 if own else count
         self.run_epochs = module.run_online if batch == 1 else module.run_batches
         self.X = _writable(X)
@@ -331,6 +397,7 @@ class Engine:
         self.clip_norm = 0.0 if clip_norm is None else float(clip_norm)
         self.work = workspace(model, batch)
         self.no_orders = np.zeros((0, 0), np.int64)
+        self.checked = False  # whether run asked if its first call compiles
         self._check_layout()
 
     def _check_layout(self):
@@ -417,12 +484,17 @@ class Engine:
                 raise ValueError(f"engine: orders must hold sample indices in [0, {len(self.X)})")
         state_a, state_b = self._state()
         stats = np.zeros((n_epochs, 2), np.float64)
-        done, index, steps, value = self.run_epochs(
-            model.params, model.grads, state_a, state_b, work.backup, work.layers, work.alphas,
-            self._hyper(), self.optimizer_code, self.loss_code, self.optimizer.steps,
-            self.X, self.labels, self.targets, self.weights,
-            self.no_orders if orders is None else orders, n_epochs, self.batch,
-            work.acts, work.deltas, work.twork, work.wwork, work.lwork, stats)
+        args = (model.params, model.grads, state_a, state_b, work.backup, work.layers, work.alphas,
+                self._hyper(), self.optimizer_code, self.loss_code, self.optimizer.steps,
+                self.X, self.labels, self.targets, self.weights,
+                self.no_orders if orders is None else orders, n_epochs, self.batch,
+                work.acts, work.deltas, work.twork, work.wwork, work.lwork, stats)
+        started = None if self.checked else _compiling_notice(self.run_epochs, args, model.dtype)
+        self.checked = True
+        done, index, steps, value = self.run_epochs(*args)
+        if started is not None:
+            print(f"fastnn: compiled in {time.perf_counter() - started:.1f} s (with a training chunk)",
+                  file=sys.stderr, flush=True)
         self.optimizer.steps = int(steps)
         failure = None
         if done < n_epochs:
@@ -436,9 +508,8 @@ def warmup(backend="numba"):
     """Compile the backend's engine ahead of time for float32 and float64, both loops
     (mini-batch and online); with Numba's on-disk cache (NUMBA_CACHE_DIR, else
     __pycache__ beside the sources, else a user-wide directory) later processes load
-    it instead. Returns the seconds it took."""
-    import time
-
+    it instead. Each loop that compiles says so on stderr before, and how long it took
+    after. Returns the seconds it took."""
     from .model import mlp
 
     module = engine_module(backend)

@@ -105,6 +105,16 @@ def load(path):
                              f"({type(error).__name__}: {error})") from error
 
 
+def load_as(cls, path):
+    """load(path), refusing a file that holds anything but a ``cls`` (TypeError): the
+    class-level loaders Sequential.load, MLPClassifier.load and MLPRegressor.load."""
+    model = load(path)
+    if not isinstance(model, cls):
+        raise TypeError(f"{os.fspath(path)!r} holds a {type(model).__name__}, not a {cls.__name__}; "
+                        f"fastnn.load(path) loads any fastnn model")
+    return model
+
+
 def _estimator_model(estimator):
     """The Sequential inside a fitted fastnn estimator; TypeError for anything else."""
     from .sklearn import ESTIMATORS

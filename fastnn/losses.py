@@ -63,8 +63,10 @@ class SoftmaxCrossEntropy(Loss):
             raise ValueError("y holds non-integer values; labels must be integers")
         labels = y.astype(np.int64)
         if labels.size and (labels.min() < 0 or labels.max() >= n_outputs):
+            hint = ("; for 0/1 labels a one-output net needs loss=BCEWithLogits, or give it two "
+                    "outputs" if n_outputs == 1 else "")
             raise ValueError(f"labels must lie in [0, {n_outputs}) for {n_outputs} outputs; "
-                             f"got values from {labels.min()} to {labels.max()}")
+                             f"got values from {labels.min()} to {labels.max()}{hint}")
         return labels
 
     def __call__(self, outputs, targets, grad, sample_weight=None):

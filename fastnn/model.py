@@ -20,9 +20,14 @@ PREDICT_CHUNK = 4096
 
 
 class Sequential(Module):
-    """Modules applied in order; ``fit``, ``predict`` and ``evaluate`` for the whole chain."""
+    """Modules applied in order; ``fit``, ``predict`` and ``evaluate`` for the whole chain.
 
-    def __init__(self, *layers):
+    ``loss`` (a Loss, its class or name) is the model's loss: what fit trains on unless
+    told otherwise and what predict and evaluate read the outputs by. None means softmax
+    cross-entropy, fit's default; fit(loss=...) sets it.
+    """
+
+    def __init__(self, *layers, loss=None):
         if not layers:
             raise ValueError("Sequential needs at least one layer")
         for i, layer in enumerate(layers):
@@ -47,7 +52,7 @@ class Sequential(Module):
         self._bind_layers()
         for layer, (weights, bias) in zip(dense, initial):
             layer.W, layer.b = weights, bias
-        self.loss = None
+        self.loss = None if loss is None else get_loss(loss)
         self.optimizer = None
 
     def _bind_layers(self):
@@ -151,16 +156,18 @@ class Sequential(Module):
         """Class probabilities (softmax or sigmoid of the outputs) under a classification loss."""
         loss = self.loss or SoftmaxCrossEntropy()
         if loss.name == "mse":
-            raise ValueError("predict_proba needs a classification loss; this model was fit with MSE")
+            raise ValueError("predict_proba needs a classification loss; this model's loss is MSE")
         return loss.transform(self.outputs(X))
 
     def predict(self, X):
-        """Class indices under a classification loss (0/1 per output for BCEWithLogits);
-        raw outputs under MSE or before the model has been fit."""
+        """Predictions under the model's loss, whether or not it has been fit: class indices
+        (N,) under softmax cross-entropy, the default; 0/1 per output (N, outputs) under
+        BCEWithLogits; the outputs themselves under MSE. ``outputs`` gives the raw values."""
         out = self.outputs(X)
-        if self.loss is None or self.loss.name == "mse":
+        loss = self.loss or SoftmaxCrossEntropy()
+        if loss.name == "mse":
             return out
-        if self.loss.name == "bce_with_logits":
+        if loss.name == "bce_with_logits":
             return (out > 0).astype(np.int64)
         return out.argmax(axis=1)
 
@@ -191,6 +198,13 @@ class Sequential(Module):
 
         save(self, path)
 
+    @classmethod
+    def load(cls, path):
+        """The Sequential saved at path (fastnn.load); TypeError when the file holds an estimator."""
+        from .io import load_as
+
+        return load_as(cls, path)
+
     def summary(self, file=None):
         """Print each layer with its output shape and parameter count; returns the text."""
         rows, width = [], self.n_features
@@ -211,12 +225,14 @@ class Sequential(Module):
 
 
 def mlp(sizes, activation="relu", output_activation=None, init=None, dropout=0.0,
-        dtype=np.float32, seed=None):
+        dtype=np.float32, seed=None, loss=None):
     """A Sequential of Dense layers with ``activation`` between them.
 
     sizes = [n_in, hidden..., n_out]. The output layer has no activation
     (losses take raw outputs) unless output_activation names one. init
     defaults to he_uniform for relu-like activations, xavier_uniform otherwise.
+    loss is the model's loss (see Sequential): e.g. 'mse' for a regression net, whose
+    predict then gives its outputs.
     """
     sizes = list(sizes)
     if len(sizes) < 2:
@@ -237,4 +253,4 @@ def mlp(sizes, activation="relu", output_activation=None, init=None, dropout=0.0
             layers.append(ACTIVATION_MODULES[name]())
         if dropout and not last:
             layers.append(Dropout(dropout, seed=rng))
-    return Sequential(*layers)
+    return Sequential(*layers, loss=loss)

@@ -1,21 +1,42 @@
-"""The same MLP training in fastnn and in its peers: PyTorch, JAX and scikit-learn.
+"""The same MLP training in fastnn and in its peers, each run the way its experts run it.
 
 A trainer is built from (sizes, activation, batch, optimizer, X, y) and has
-``run()``, one epoch over X in order with mini-batches of ``batch`` rows in X's dtype
-(float32 or float64), and
-``loss(X, y)``, the mean softmax cross-entropy of its current weights. Every
-framework trains the same net (Dense layers, the activation between them, softmax
-cross-entropy) with the same optimizer and learning rate:
+``run()``, ``epochs`` epochs (default 1) over X in order with mini-batches of ``batch``
+rows (the last one shorter when batch does not divide len(X)), in X's dtype (float32
+or float64), continuing from its current weights; ``loss(X, y)``, the mean softmax
+cross-entropy of its current weights; and ``accuracy(X, y)``. Every framework trains
+the same net (Dense layers, the activation between them, softmax cross-entropy) from
+the same initial weights, those of ``fastnn.mlp(sizes, activation, seed=seed)``, with
+the same optimizer:
 
     "sgd"       plain SGD, lr 0.01
     "momentum"  SGD with momentum 0.9 (PyTorch's form: v = 0.9 v + g; p -= lr v), lr 0.01
     "adam"      Adam (0.9, 0.999, 1e-8), lr 1e-3
 
-``installed()`` lists the frameworks this Python can import; the benchmarks
-(benchmarks/peers.py, benchmarks/test_peers.py, ``fastnn bench``) time their
-trainers side by side. PyTorch and JAX are optional (``pip install "fastnn[peers]"``).
+(``lr=`` replaces the learning rate). The peers as their experts run them:
+
+- JAX (JaxTrainer): the whole epoch in one jit-compiled ``lax.scan`` over the
+  pre-batched data. JaxStepTrainer, one jitted step per Python call, is a labelled
+  extra for comparison, never the peer a claim is measured against.
+- PyTorch (TorchTrainer) at a fixed thread count: ``installed()`` offers it at one
+  thread and at every core, and the benchmarks compare with the faster.
+- scikit-learn: MLPClassifier.partial_fit, from its own initialization (it takes no
+  weights).
+
+Many models at once: a stack trainer takes ``seeds`` instead of ``seed`` and trains one
+model per seed on the same batches. ``loss`` and ``accuracy`` then give one value per
+model. JaxTrainer with seeds ``vmap``s its step over the stacked parameters inside the
+same scan; TorchStackTrainer holds each layer of the K models as one (K, in, out) tensor
+and multiplies with ``bmm``; FastnnSeries fits the models one after another and
+FastnnSweep runs them through ``fastnn.sweep``.
+
+``installed()`` lists the single-model peers this Python can import; the benchmarks
+(benchmarks/peers.py, benchmarks/test_peers.py, ``fastnn bench``) time them side by
+side. PyTorch and JAX are optional (``pip install "fastnn[peers]"``).
 """
+import functools
 import importlib.util
+import os
 import warnings
 
 import numpy as np
@@ -23,6 +44,7 @@ import numpy as np
 from . import kernels
 from .model import mlp
 from .optim import SGD, Adam
+from .sweeps import sweep
 
 LEARNING_RATES = {"sgd": 0.01, "momentum": 0.01, "adam": 1e-3}
 MOMENTUM = 0.9
@@ -33,81 +55,218 @@ def _batches(n, batch):
     return [(lo, min(lo + batch, n)) for lo in range(0, n, batch)]
 
 
-class FastnnTrainer:
-    """fastnn's fit on one backend (``backend``), engine as fit chooses it."""
+def initial_weights(sizes, activation, dtype, seed=0):
+    """[(W (in, out), b (out,)), ...] of fastnn's mlp(sizes, activation, seed=seed): the
+    weights every framework starts from."""
+    model = mlp(sizes, activation=activation, dtype=dtype, seed=seed)
+    return [(layer.W.copy(), layer.b.copy()) for layer in model.dense_layers]
 
-    def __init__(self, sizes, activation, batch, optimizer, X, y, backend="numba"):
-        self.backend, self.batch, self.X, self.y = backend, batch, X, y
-        self.model = mlp(sizes, activation=activation, dtype=X.dtype, seed=0)
-        lr = LEARNING_RATES[optimizer]
-        self.optimizer = (Adam(lr) if optimizer == "adam"
-                          else SGD(lr, momentum=MOMENTUM if optimizer == "momentum" else 0.0))
+
+def _fastnn_optimizer(optimizer, lr):
+    lr = LEARNING_RATES[optimizer] if lr is None else lr
+    return Adam(lr) if optimizer == "adam" else SGD(lr, momentum=MOMENTUM if optimizer == "momentum" else 0.0)
+
+
+def _fastnn_fit(model, optimizer, X, y, batch, epochs, backend):
+    """fit in order; a diverged fit would time a partial one, so it is an error."""
+    with kernels.use_backend(backend):
+        history = model.fit(X, y, optimizer=optimizer, epochs=epochs, batch_size=batch, shuffle=False, verbose=0)
+    if history.diverged:
+        raise RuntimeError("training diverged; the timing would be of a partial run")
+
+
+class FastnnTrainer:
+    """fastnn's fit on one backend (``backend``), the engine as fit chooses it."""
+
+    def __init__(self, sizes, activation, batch, optimizer, X, y, backend="cython", seed=0, epochs=1, lr=None):
+        self.backend, self.batch, self.epochs, self.X, self.y = backend, batch, epochs, X, y
+        self.model = mlp(sizes, activation=activation, dtype=X.dtype, seed=seed)
+        self.optimizer = _fastnn_optimizer(optimizer, lr)
+        self.config = f"fit, {backend} engine, BLAS of SciPy/NumPy (threads as fit chooses them)"
 
     def run(self):
-        """One epoch; a diverged epoch would time a partial one, so it is an error."""
-        with kernels.use_backend(self.backend):
-            history = self.model.fit(self.X, self.y, optimizer=self.optimizer, epochs=1,
-                                     batch_size=self.batch, shuffle=False, verbose=0)
-        if history.diverged:
-            raise RuntimeError("training diverged; the timing would be of a partial epoch")
+        _fastnn_fit(self.model, self.optimizer, self.X, self.y, self.batch, self.epochs, self.backend)
 
     def loss(self, X, y):
         return self.model.evaluate(X, y)["loss"]
 
+    def accuracy(self, X, y):
+        return float(np.mean(self.model.predict(X) == y))
 
-class TorchTrainer:
-    def __init__(self, sizes, activation, batch, optimizer, X, y):
-        import torch
 
-        self.torch = torch
-        torch.manual_seed(0)
-        act = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid}[activation]
-        layers = []
-        for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
-            layers.append(torch.nn.Linear(n_in, n_out))
-            if i < len(sizes) - 2:
-                layers.append(act())
-        self.model = torch.nn.Sequential(*layers).to(getattr(torch, X.dtype.name))
-        lr, parameters = LEARNING_RATES[optimizer], self.model.parameters()
-        self.optimizer = (torch.optim.Adam(parameters, lr) if optimizer == "adam" else
-                          torch.optim.SGD(parameters, lr, momentum=MOMENTUM if optimizer == "momentum" else 0.0))
-        X, y = torch.from_numpy(X), torch.from_numpy(y)
-        self.batches = [(X[lo:hi], y[lo:hi]) for lo, hi in _batches(len(X), batch)]
+class FastnnSeries:
+    """K models, one per seed, fitted one after another (what a loop over seeds does)."""
+
+    def __init__(self, sizes, activation, batch, optimizer, X, y, seeds, backend="cython", epochs=1, lr=None):
+        self.trainers = [FastnnTrainer(sizes, activation, batch, optimizer, X, y, backend, seed, epochs, lr)
+                         for seed in seeds]
+        self.config = f"one fit after another, {backend} engine"
 
     def run(self):
-        cross_entropy = self.torch.nn.functional.cross_entropy
-        for x, t in self.batches:
-            self.optimizer.zero_grad()
-            cross_entropy(self.model(x), t).backward()
-            self.optimizer.step()
+        for trainer in self.trainers:
+            trainer.run()
+
+    def loss(self, X, y):
+        return np.array([trainer.loss(X, y) for trainer in self.trainers])
+
+    def accuracy(self, X, y):
+        return np.array([trainer.accuracy(X, y) for trainer in self.trainers])
+
+
+def _sweep_run(seed, sizes, activation, batch, optimizer, X, y, backend, epochs, lr):
+    model = mlp(sizes, activation=activation, dtype=X.dtype, seed=seed)
+    _fastnn_fit(model, _fastnn_optimizer(optimizer, lr), X, y, batch, epochs, backend)
+    return {"loss": model.evaluate(X, y)["loss"]}
+
+
+class FastnnSweep:
+    """K models, one per seed, trained by ``fastnn.sweep`` in worker processes: each run
+    builds its model, fits ``epochs`` epochs from the initial weights and reports its loss."""
+
+    def __init__(self, sizes, activation, batch, optimizer, X, y, seeds, backend="cython", epochs=1, lr=None):
+        self.seeds = list(seeds)
+        self.run_one = functools.partial(_sweep_run, sizes=sizes, activation=activation, batch=batch,
+                                         optimizer=optimizer, X=X, y=y, backend=backend, epochs=epochs, lr=lr)
+        self.config = f"fastnn.sweep, {backend} engine, {os.cpu_count()} worker processes"
+
+    def run(self):
+        result = sweep(self.run_one, {}, seeds=self.seeds)
+        if result.errors:
+            raise RuntimeError(f"sweep runs failed: {result.errors[0]['error']}")
+        self.losses = np.array(next(iter(result.values("loss").values())))
+
+
+class _TorchNet:
+    """What the PyTorch trainers share: the activation, the optimizer, batches, threads."""
+
+    def _setup(self, activation, batch, optimizer, X, y, threads, epochs, lr):
+        import torch
+
+        self.torch, self.threads, self.epochs = torch, threads or os.cpu_count(), epochs
+        self.act = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}[activation]
+        self.lr = LEARNING_RATES[optimizer] if lr is None else lr
+        self.optimizer_name = optimizer
+        Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+        self.batches = [(Xt[lo:hi], yt[lo:hi]) for lo, hi in _batches(len(X), batch)]
+        blas = "MKL" if torch.backends.mkl.is_available() else "OpenBLAS or other"
+        self.config = f"torch {torch.__version__}, {self.threads} thread{'s' * (self.threads > 1)}, {blas}"
+
+    def _optimizer(self, parameters):
+        torch = self.torch
+        if self.optimizer_name == "adam":
+            return torch.optim.Adam(parameters, self.lr)
+        return torch.optim.SGD(parameters, self.lr, momentum=MOMENTUM if self.optimizer_name == "momentum" else 0.0)
+
+    def run(self):
+        self.torch.set_num_threads(self.threads)
+        for _ in range(self.epochs):
+            for x, t in self.batches:
+                self.optimizer.zero_grad(set_to_none=True)
+                self._loss(x, t).backward()
+                self.optimizer.step()
 
     def loss(self, X, y):
         with self.torch.no_grad():
-            logits = self.model(self.torch.from_numpy(X))
-            return float(self.torch.nn.functional.cross_entropy(logits, self.torch.from_numpy(y)))
+            return self._per_model(self._losses(self.torch.from_numpy(X), self.torch.from_numpy(y)))
+
+    def accuracy(self, X, y):
+        with self.torch.no_grad():
+            hits = self._logits(self.torch.from_numpy(X)).argmax(-1) == self.torch.from_numpy(y)
+            return self._per_model(hits.double().mean(-1))
+
+
+class TorchTrainer(_TorchNet):
+    """torch.nn.Sequential of Linear layers, a torch.optim optimizer, ``threads`` threads."""
+
+    def __init__(self, sizes, activation, batch, optimizer, X, y, threads=None, seed=0, epochs=1, lr=None):
+        self._setup(activation, batch, optimizer, X, y, threads, epochs, lr)
+        torch = self.torch
+        act = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid}[activation]
+        layers = []
+        for i, (W, b) in enumerate(initial_weights(sizes, activation, X.dtype, seed)):
+            linear = torch.nn.Linear(*W.shape, dtype=getattr(torch, X.dtype.name))
+            with torch.no_grad():
+                linear.weight.copy_(torch.from_numpy(W.T.copy()))
+                linear.bias.copy_(torch.from_numpy(b))
+            layers += [linear] if i == len(sizes) - 2 else [linear, act()]
+        self.model = torch.nn.Sequential(*layers)
+        self.optimizer = self._optimizer(self.model.parameters())
+
+    def _logits(self, x):
+        return self.model(x)
+
+    def _loss(self, x, t):
+        return self.torch.nn.functional.cross_entropy(self.model(x), t)
+
+    def _losses(self, x, t):
+        return self._loss(x, t)
+
+    def _per_model(self, value):
+        return float(value)
+
+
+class TorchStackTrainer(_TorchNet):
+    """K models, one per seed: each layer's weights of all K as one (K, in, out) tensor and
+    its biases as one (K, 1, out) tensor, forward and backward through ``baddbmm``, one
+    torch.optim optimizer over the stacked tensors (elementwise, so each model's update is
+    its own). The loss is the sum over models of each model's mean cross-entropy."""
+
+    def __init__(self, sizes, activation, batch, optimizer, X, y, seeds, threads=None, epochs=1, lr=None):
+        self._setup(activation, batch, optimizer, X, y, threads, epochs, lr)
+        torch = self.torch
+        stacks = zip(*(initial_weights(sizes, activation, X.dtype, seed) for seed in seeds))
+        self.params = [(torch.tensor(np.stack([W for W, _ in layer]), requires_grad=True),
+                        torch.tensor(np.stack([b[None, :] for _, b in layer]), requires_grad=True))
+                       for layer in stacks]
+        self.k = len(seeds)
+        self.optimizer = self._optimizer([p for layer in self.params for p in layer])
+        self.config += ", bmm over the stacked models"
+
+    def _logits(self, x):
+        h = x.expand(self.k, *x.shape)
+        for i, (W, b) in enumerate(self.params):
+            h = self.torch.baddbmm(b, h, W)
+            if i < len(self.params) - 1:
+                h = self.act(h)
+        return h
+
+    def _losses(self, x, t):
+        logits = self._logits(x)
+        return self.torch.nn.functional.cross_entropy(logits.transpose(1, 2), t.expand(self.k, len(t)),
+                                                      reduction="none").mean(1)
+
+    def _loss(self, x, t):
+        return self._losses(x, t).sum()
+
+    def _per_model(self, value):
+        return value.numpy().astype(float)
 
 
 class JaxTrainer:
-    """One jit-compiled step function (gradient and update), called per batch."""
+    """The whole epoch in one jit-compiled ``lax.scan`` over the pre-batched data (the
+    remainder batch, if any, one more step in the same compiled function). With ``seeds``
+    (a list), K models whose parameters are stacked on a leading axis, the step
+    ``jax.vmap``-ed over them with the batch shared (in_axes=(0, None, None))."""
 
-    def __init__(self, sizes, activation, batch, optimizer, X, y):
+    def __init__(self, sizes, activation, batch, optimizer, X, y, seed=0, epochs=1, lr=None, seeds=None):
         import jax
         import jax.numpy as jnp
 
         if X.dtype == np.float64:
             jax.config.update("jax_enable_x64", True)  # else JAX computes float64 arrays in float32
+        self.jax, self.epochs, self.stacked = jax, epochs, seeds is not None
         act = {"relu": jax.nn.relu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid}[activation]
-        keys = jax.random.split(jax.random.PRNGKey(0), len(sizes) - 1)
-        params = [(jax.random.normal(k, (n_in, n_out), X.dtype) * np.sqrt(2 / n_in), jnp.zeros(n_out, X.dtype))
-                  for k, n_in, n_out in zip(keys, sizes, sizes[1:])]
-        lr = LEARNING_RATES[optimizer]
+        lr = LEARNING_RATES[optimizer] if lr is None else lr
         tree_map = jax.tree_util.tree_map
 
-        def loss(params, x, t):
+        def logits(params, x):
             for W, b in params[:-1]:
                 x = act(x @ W + b)
             W, b = params[-1]
-            log_p = jax.nn.log_softmax(x @ W + b)
+            return x @ W + b
+
+        def loss(params, x, t):
+            log_p = jax.nn.log_softmax(logits(params, x))
             return -jnp.mean(jnp.take_along_axis(log_p, t[:, None], axis=1))
 
         grad = jax.grad(loss)
@@ -129,53 +288,131 @@ class JaxTrainer:
             scale = lr * jnp.sqrt(1 - 0.999 ** step) / (1 - 0.9 ** step)
             return tree_map(lambda p, m, v: p - scale * m / (jnp.sqrt(v) + 1e-8), params, m, v), m, v, step
 
-        zeros = tree_map(jnp.zeros_like, params)
-        self.state = {"sgd": params, "momentum": (params, zeros), "adam": (params, zeros, zeros, 0.0)}[optimizer]
-        self.step = jax.jit({"sgd": sgd, "momentum": momentum, "adam": adam}[optimizer])
+        def initial_state(seed):
+            params = [tuple(map(jnp.asarray, layer)) for layer in initial_weights(sizes, activation, X.dtype, seed)]
+            zeros = tree_map(jnp.zeros_like, params)
+            return {"sgd": params, "momentum": (params, zeros),
+                    "adam": (params, zeros, zeros, jnp.zeros((), X.dtype))}[optimizer]
+
+        step = {"sgd": sgd, "momentum": momentum, "adam": adam}[optimizer]
         self.params = (lambda state: state) if optimizer == "sgd" else (lambda state: state[0])
-        self.jax, self.loss_fn = jax, jax.jit(loss)
-        Xj, yj = jnp.asarray(X), jnp.asarray(y)
-        self.batches = [(Xj[lo:hi], yj[lo:hi]) for lo, hi in _batches(len(X), batch)]
+        if self.stacked:
+            step, scores = jax.vmap(step, in_axes=(0, None, None)), jax.vmap(logits, in_axes=(0, None))
+            self.state = tree_map(lambda *models: jnp.stack(models), *map(initial_state, seeds))
+        else:
+            self.state, scores = initial_state(seed), logits
+
+        def epoch(state, xs, ts, x_last, t_last):
+            state = jax.lax.scan(lambda state, batch: (step(state, *batch), None), state, (xs, ts))[0]
+            return step(state, x_last, t_last) if len(x_last) else state
+
+        batch = min(batch, len(X))
+        full = len(X) // batch * batch
+        self.data = (jnp.asarray(X[:full].reshape(-1, batch, X.shape[1])), jnp.asarray(y[:full].reshape(-1, batch)),
+                     jnp.asarray(X[full:]), jnp.asarray(y[full:]))
+        self.epoch, self.step, self.scores = jax.jit(epoch), jax.jit(step), jax.jit(scores)
+        self.config = (f"jax {jax.__version__}, XLA on {jax.default_backend()}, the epoch in one jitted lax.scan"
+                       + (", vmap over the stacked models" if self.stacked else ""))
 
     def run(self):
-        for x, t in self.batches:
-            self.state = self.step(self.state, x, t)
+        for _ in range(self.epochs):
+            self.state = self.epoch(self.state, *self.data)
         self.jax.block_until_ready(self.state)
 
+    def _scores(self, X):
+        return np.asarray(self.scores(self.params(self.state), X))
+
     def loss(self, X, y):
-        return float(self.loss_fn(self.params(self.state), X, y))
+        z = self._scores(X)
+        z = z - z.max(-1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(-1, keepdims=True))
+        losses = -np.take_along_axis(log_p, np.broadcast_to(y[:, None], (*z.shape[:-1], 1)), -1).mean((-2, -1))
+        return losses if self.stacked else float(losses)
+
+    def accuracy(self, X, y):
+        hits = (self._scores(X).argmax(-1) == y).mean(-1)
+        return hits if self.stacked else float(hits)
+
+
+class JaxStepTrainer(JaxTrainer):
+    """JaxTrainer's step, jit-compiled alone and called once per batch from Python: how
+    JAX is often run, not how its experts run it (kept as a labelled extra)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        xs, ts, x_last, t_last = self.data
+        self.batches = list(zip(xs, ts)) + ([(x_last, t_last)] if len(x_last) else [])
+        self.config = (f"jax {self.jax.__version__}, XLA on {self.jax.default_backend()}, "
+                       "a jitted step per Python call")
+
+    def run(self):
+        for _ in range(self.epochs):
+            for x, t in self.batches:
+                self.state = self.step(self.state, x, t)
+        self.jax.block_until_ready(self.state)
 
 
 class SklearnTrainer:
-    """MLPClassifier.partial_fit: one epoch, no shuffling, the net's activation."""
+    """MLPClassifier.partial_fit: one call per epoch, no shuffling, the net's activation,
+    scikit-learn's own initialization (seeded by ``seed``)."""
 
-    def __init__(self, sizes, activation, batch, optimizer, X, y):
+    def __init__(self, sizes, activation, batch, optimizer, X, y, seed=0, epochs=1, lr=None):
+        import sklearn
         from sklearn.neural_network import MLPClassifier
 
         solver = "adam" if optimizer == "adam" else "sgd"
         self.model = MLPClassifier(
             hidden_layer_sizes=sizes[1:-1], activation={"sigmoid": "logistic"}.get(activation, activation),
-            solver=solver, batch_size=batch, learning_rate_init=LEARNING_RATES[optimizer], max_iter=1,
-            shuffle=False, momentum=MOMENTUM if optimizer == "momentum" else 0.0, nesterovs_momentum=False,
-            alpha=0.0, random_state=0)
-        self.X, self.y, self.classes = X, y, np.arange(sizes[-1])
+            solver=solver, batch_size=batch, learning_rate_init=LEARNING_RATES[optimizer] if lr is None else lr,
+            max_iter=1, shuffle=False, momentum=MOMENTUM if optimizer == "momentum" else 0.0,
+            nesterovs_momentum=False, alpha=0.0, random_state=seed)
+        self.X, self.y, self.epochs, self.classes = X, y, epochs, np.arange(sizes[-1])
+        self.config = f"scikit-learn {sklearn.__version__}, MLPClassifier.partial_fit on NumPy's BLAS"
 
     def run(self):
         from sklearn.exceptions import ConvergenceWarning
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            self.model.partial_fit(self.X, self.y, classes=self.classes)
+            for _ in range(self.epochs):
+                self.model.partial_fit(self.X, self.y, classes=self.classes)
 
     def loss(self, X, y):
         from sklearn.metrics import log_loss
 
         return float(log_loss(y, self.model.predict_proba(X), labels=self.classes))
 
+    def accuracy(self, X, y):
+        return float(np.mean(self.model.predict(X) == y))
 
-PEERS = {"pytorch": ("torch", TorchTrainer), "jax": ("jax", JaxTrainer), "scikit-learn": ("sklearn", SklearnTrainer)}
+
+def _torch_threads():
+    """PyTorch's thread counts worth trying here: one, and every core."""
+    return sorted({1, os.cpu_count() or 1})
+
+
+# name -> (module that must import, trainer factory): the single-model peers.
+PEERS = {
+    **{f"pytorch-{n}t": ("torch", functools.partial(TorchTrainer, threads=n)) for n in _torch_threads()},
+    "jax": ("jax", JaxTrainer),
+    "scikit-learn": ("sklearn", SklearnTrainer),
+}
+# The many-models peers, taking seeds=[...].
+STACK_PEERS = {
+    **{f"pytorch-{n}t bmm": ("torch", functools.partial(TorchStackTrainer, threads=n)) for n in _torch_threads()},
+    "jax vmap": ("jax", lambda *args, seeds, **kwargs: JaxTrainer(*args, seeds=seeds, **kwargs)),
+}
+
+
+def _importable(peers):
+    return {name: trainer for name, (module, trainer) in peers.items() if importlib.util.find_spec(module)}
 
 
 def installed():
-    """{peer name: trainer class} for the peers this Python can import."""
-    return {name: trainer for name, (module, trainer) in PEERS.items() if importlib.util.find_spec(module)}
+    """{peer name: trainer factory} for the single-model peers this Python can import."""
+    return _importable(PEERS)
+
+
+def installed_stacks():
+    """{peer name: trainer factory taking seeds=} for the many-models peers this Python can import."""
+    return _importable(STACK_PEERS)

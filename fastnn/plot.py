@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def save(figure, path, dpi=100):
@@ -52,6 +53,7 @@ def history(history, log_loss=False, title=None, path=None):
         if recorded:
             axes.plot(epochs[recorded], [validation[i] for i in recorded], label=f"validation {label}")
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_ylabel(label)
         axes.grid(alpha=0.3)
         axes.legend()
@@ -193,14 +195,16 @@ def reconstructions(originals, reconstructed, n=10, shape=None, title=None, path
 
 def boxplot(groups, ylabel="", title=None, path=None):
     """Box plots of several samples side by side: groups is a dict {label: values}
-    (e.g. one configuration's metric over seeds). Each box is drawn with its points."""
+    (e.g. one configuration's metric over seeds). Each box is drawn with its points; a
+    legend names the median line and the mean marker."""
     if not groups:
         raise ValueError("boxplot needs at least one group")
     labels = list(groups)
     values = [np.asarray(groups[label], np.float64) for label in labels]
     figure = Figure(figsize=(max(4.0, 1.1 * len(labels) + 1.5), 4.5))
     axes = figure.subplots()
-    axes.boxplot(values, showmeans=True)
+    boxes = axes.boxplot(values, showmeans=True)
+    axes.legend([boxes["medians"][0], boxes["means"][0]], ["median", "mean"], loc="best")
     axes.set_xticks(range(1, len(labels) + 1), labels)
     jitter = np.random.default_rng(0)
     for i, sample in enumerate(values, start=1):

@@ -19,7 +19,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import train
-from .io import save
+from .io import load_as, save
 from .kernels import use_backend
 from .layers import float_dtype
 from .model import mlp
@@ -95,6 +95,9 @@ _PARAMETERS = """
         currently selected).
     init : str, callable or None, default=None
         Weight initializer (None: fastnn.mlp's default for the activation).
+    n_threads : int or None, default=None
+        Threads fit trains on (None: FASTNN_NUM_THREADS, else fastnn's choice by the
+        size of a step and the cores this process may use).
 """
 
 _RULES = """
@@ -178,7 +181,7 @@ class _BaseMLP(BaseEstimator):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
                  beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, dtype="float32", backend=None,
-                 init=None):
+                 init=None, n_threads=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -202,6 +205,7 @@ class _BaseMLP(BaseEstimator):
         self.dtype = dtype
         self.backend = backend
         self.init = init
+        self.n_threads = n_threads
 
     def fit(self, X, y, sample_weight=None):
         """Train on X, y for up to max_iter epochs (see the training rules); returns self."""
@@ -210,6 +214,12 @@ class _BaseMLP(BaseEstimator):
     def save(self, path):
         """Write the fitted estimator to path (atomically); fastnn.load(path) gives it back."""
         save(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """The estimator of this class saved at path (fastnn.load); TypeError when the file
+        holds another kind of model."""
+        return load_as(cls, path)
 
     def _check_params(self):
         _hidden_sizes(self.hidden_layer_sizes)
@@ -264,7 +274,8 @@ class _BaseMLP(BaseEstimator):
             history = train.fit(self.model_, X, y, loss=self._loss, optimizer=self._optimizer(min(batch, len(X))),
                                 epochs=1 if partial else self.max_iter, batch_size=batch, shuffle=self.shuffle,
                                 seed=self._rng, sample_weight=weight, validation_data=validation,
-                                early_stopping=stopper, verbose=int(bool(self.verbose)))
+                                early_stopping=stopper, verbose=int(bool(self.verbose)),
+                                n_threads=self.n_threads)
         self._record(history, len(X), stopper if validation is not None else None)
         if not partial and history.stop_reason == "completed":
             warnings.warn(f"maximum iterations (max_iter={self.max_iter}) reached and the optimization "
@@ -363,14 +374,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
                  beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, dtype="float32", backend=None,
-                 init=None, class_weight=None):
+                 init=None, n_threads=None, class_weight=None):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate_init=learning_rate_init, max_iter=max_iter, shuffle=shuffle,
             random_state=random_state, tol=tol, verbose=verbose, warm_start=warm_start, momentum=momentum,
             nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
-            n_iter_no_change=n_iter_no_change, dtype=dtype, backend=backend, init=init)
+            n_iter_no_change=n_iter_no_change, dtype=dtype, backend=backend, init=init, n_threads=n_threads)
         self.class_weight = class_weight
 
     def partial_fit(self, X, y, sample_weight=None, classes=None):

@@ -14,11 +14,13 @@ import itertools
 import math
 import time
 import traceback
+import warnings
 
 import numpy as np
 from joblib import Parallel, delayed, parallel_config
 from scipy.stats import trim_mean
 from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
 
 
 def _call(index, run, config, seed, threads):
@@ -49,13 +51,14 @@ def _lost(failure):
             "error": f"the worker running this task died or was lost: {type(failure).__name__}: {failure}"}
 
 
-def _run_local(run, tasks, n_jobs, threads):
+def _run_local(run, tasks, n_jobs, threads, progress):
     """Row fields for every task, in task order, in joblib (loky) worker processes.
 
     Results come back in submission order, so a failure of the pool (a
     worker that died; run's own exceptions are caught in _call) stops the pass at
     the first unfinished run. That run is tried again alone: if it fails alone the
     failure is its own and becomes its row's error; then the rest are resubmitted.
+    progress is updated as each row arrives.
     """
     results = {}
 
@@ -64,6 +67,7 @@ def _run_local(run, tasks, n_jobs, threads):
         try:
             for index, fields in parallel(delayed(_call)(i, run, *tasks[i], threads) for i in indices):
                 results[index] = fields
+                progress.update()
             return None
         except Exception as error:
             return error
@@ -74,11 +78,12 @@ def _run_local(run, tasks, n_jobs, threads):
         failure = submit([suspect])
         if failure is not None:
             results[suspect] = _lost(failure)
+            progress.update()
         pending = [i for i in pending if i not in results]
     return [results[i] for i in range(len(tasks))]
 
 
-def _run_dask(run, tasks, client, threads):
+def _run_dask(run, tasks, client, threads, progress):
     """Row fields for every task, in task order, one Dask future per task.
 
     A future fails when its worker died more often than the scheduler's allowed-failures;
@@ -86,6 +91,7 @@ def _run_dask(run, tasks, client, threads):
     tried again alone, and becomes an error row only if it fails alone too. Results are
     fetched as soon as they exist: a finished task's result lives on its worker until
     fetched, and a later death of that worker (a retry that kills it again) would lose it.
+    progress is updated as each row arrives.
     """
     import cloudpickle
 
@@ -99,10 +105,12 @@ def _run_dask(run, tasks, client, threads):
         for i, future in enumerate(futures):
             if future.exception() is None:  # waits for it
                 fields[i] = future.result()[1]
+                progress.update()
         for i in range(len(tasks)):
             if i not in fields:  # one at a time: the next retry starts after this one ended
                 futures[i] = retry = client.submit(_call_pickled, i, payload, *tasks[i], threads, pure=False)
                 fields[i] = retry.result()[1] if retry.exception() is None else _lost(retry.exception())
+                progress.update()
         return [fields[i] for i in range(len(tasks))]
     finally:
         client.cancel(futures)
@@ -131,7 +139,7 @@ def _seeds(seeds):
     return seeds
 
 
-def sweep(run, grid, seeds=15, scheduler=None, n_jobs=-1, threads=1):
+def sweep(run, grid, seeds=15, scheduler=None, n_jobs=-1, threads=1, verbose=1):
     """Call ``run(seed=s, **config)`` for every configuration of ``grid`` (a dict of lists:
     their Cartesian product) and every seed; returns a SweepResult.
 
@@ -149,6 +157,9 @@ def sweep(run, grid, seeds=15, scheduler=None, n_jobs=-1, threads=1):
     run as a task on that Dask cluster (n_jobs is then unused: the cluster's workers and
     threads set the parallelism). There a run whose worker dies is retried as the
     scheduler's ``distributed.scheduler.allowed-failures`` says, then reported as failed.
+
+    verbose: 0 silent, 1 a progress bar (runs done of all, elapsed time, runs/s). Runs
+    that failed are counted in a RuntimeWarning at the end, with the first one's error.
     """
     if not callable(run):
         raise TypeError(f"run must be callable as run(seed=..., **config); got {run!r}")
@@ -156,22 +167,27 @@ def sweep(run, grid, seeds=15, scheduler=None, n_jobs=-1, threads=1):
         raise ValueError(f"threads must be a positive integer; got {threads!r}")
     configs, seed_list = _configs(grid), _seeds(seeds)
     tasks = [(config, seed) for config in configs for seed in seed_list]
-    if scheduler is None:
-        with parallel_config(backend="loky"):
-            fields = _run_local(run, tasks, n_jobs, threads)
-    else:
+    if scheduler is not None:
         from dask.distributed import Client
 
-        if isinstance(scheduler, Client):
-            fields = _run_dask(run, tasks, scheduler, threads)
-        elif isinstance(scheduler, str):
-            with Client(scheduler, set_as_default=False) as client:
-                fields = _run_dask(run, tasks, client, threads)
-        else:
+        if not isinstance(scheduler, (Client, str)):
             raise TypeError(f"scheduler must be None, a dask.distributed Client or a scheduler "
                             f"address string; got {type(scheduler).__name__}")
+    with tqdm(total=len(tasks), disable=not verbose, unit="run", desc="sweep") as progress:
+        if scheduler is None:
+            with parallel_config(backend="loky"):
+                fields = _run_local(run, tasks, n_jobs, threads, progress)
+        elif isinstance(scheduler, Client):
+            fields = _run_dask(run, tasks, scheduler, threads, progress)
+        else:
+            with Client(scheduler, set_as_default=False) as client:
+                fields = _run_dask(run, tasks, client, threads, progress)
     rows = [{"config": dict(config), "seed": seed, **row} for (config, seed), row in zip(tasks, fields)]
-    return SweepResult(configs, rows)
+    result = SweepResult(configs, rows)
+    if result.errors:
+        warnings.warn(f"{len(result.errors)} of {len(rows)} runs failed; {result.first_error()} "
+                      "(result.errors has every traceback)", RuntimeWarning, stacklevel=2)
+    return result
 
 
 def label(config):
@@ -199,6 +215,14 @@ class SweepResult:
         """The rows of runs that failed."""
         return [row for row in self.rows if row["error"] is not None]
 
+    def first_error(self):
+        """'the first, <config> seed <s>: <last line of its error>', or None when no run failed."""
+        if not self.errors:
+            return None
+        row = self.errors[0]
+        lines = row["error"].strip().splitlines() or [""]
+        return f"the first, {label(row['config'])} seed {row['seed']}: {lines[-1]}"
+
     @property
     def metric_names(self):
         names = {}
@@ -209,6 +233,9 @@ class SweepResult:
     def values(self, metric):
         """{configuration label: [metric of each successful run, in seed order]}."""
         if metric not in self.metric_names:
+            if len(self.errors) == len(self.rows):
+                raise KeyError(f"no run reported metric {metric!r}: all {len(self.rows)} runs failed; "
+                               f"{self.first_error()}")
             raise KeyError(f"no run reported metric {metric!r}; metrics: {self.metric_names}")
         return {label(config): [row["metrics"][metric] for row in self.rows
                                 if row["config"] == config and metric in row["metrics"]]

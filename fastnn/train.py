@@ -154,7 +154,11 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
     loss when there is no validation data).
     clip_norm: rescale the gradient when its global L2 norm exceeds this.
     callbacks: callables ``callback(history)`` after every epoch; returning True stops.
-    verbose: 0 silent, 1 a progress bar with loss, accuracy and samples/s.
+    verbose: 0 silent, 1 a progress bar with loss, accuracy and samples/s (and, when
+    engine='auto' cannot use the compiled engine, one line on stderr saying why).
+    The first fit of the Numba engine for a dtype and loop compiles it (tens of seconds,
+    once: Numba caches the machine code on disk); a line on stderr says so before it starts
+    and how long it took, whatever verbose says.
     engine: 'auto' trains Sequential models of Dense layers and activations with the
     compiled engine of the numba or cython backend (fastnn.engine), other models one
     module call at a time; True insists on the engine (an error says why it cannot);
@@ -192,7 +196,7 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
     batch = min(32, len(X)) if batch_size is None else check_batch_size(batch_size, len(X))
 
     requested = engines.requested_threads(n_threads)
-    module = engines.plan(engine, model, loss, optimizer)
+    module = engines.plan(engine, model, loss, optimizer, verbose)
 
     optimizer.bind(model.n_params, model.dtype)
     model.loss, model.optimizer = loss, optimizer

@@ -131,14 +131,19 @@ def _initial_backend():
     return _BACKENDS[available_backends()[0]]
 
 
-_selected = _initial_backend()
+# Chosen on first use (FASTNN_BACKEND, else the fastest), so that a bad FASTNN_BACKEND is
+# an error where a backend is asked for, which the fastnn command reports in one line.
+_selected = None
 _override = contextvars.ContextVar("fastnn_backend_override", default=None)
 
 
 def get_backend(name=None):
     """The backend called ``name``, or the selected one when name is None."""
+    global _selected
     if name is not None:
         return _resolve(name)
+    if _selected is None:
+        _selected = _initial_backend()
     return _override.get() or _selected
 
 

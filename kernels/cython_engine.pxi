@@ -434,27 +434,71 @@ cdef void _backward_one(floating* params, floating* grads, Layer layer, floating
 cdef extern from *:
     """
     #include <stdatomic.h>
-    typedef struct { atomic_int arrived; atomic_int phase; } fastnn_barrier;
+    #include <limits.h>
+    #include <sched.h>
+    #ifdef __linux__
+    #include <linux/futex.h>
+    #include <sys/syscall.h>
+    #include <unistd.h>
+    #endif
+    typedef struct { atomic_int arrived; atomic_int phase; atomic_int sleepers; } fastnn_barrier;
+
+    /* Pause instructions a waiting thread spins for (about 40 ns each on Zen 4) before it
+       sleeps: long enough that on an idle machine the threads meet as fast as with
+       endless spinning (waking a sleeper costs more than the wait), short enough that a
+       thread waiting for one that lost its core to another process soon hands its own
+       core over (docs/engine.md has the figures). */
+    #define FASTNN_SPINS 1000
 
     static void fastnn_barrier_init(fastnn_barrier* b) {
         atomic_init(&b->arrived, 0);
         atomic_init(&b->phase, 0);
+        atomic_init(&b->sleepers, 0);
     }
 
-    /* Wait until n threads have arrived; *phase is the caller's own copy of the phase. */
+    static void fastnn_sleep(atomic_int* phase, int unchanged) {
+    #ifdef __linux__
+        syscall(SYS_futex, (int*)phase, FUTEX_WAIT_PRIVATE, unchanged, NULL, NULL, 0);
+    #else
+        (void)phase; (void)unchanged;
+        sched_yield();
+    #endif
+    }
+
+    static void fastnn_wake(atomic_int* phase) {
+    #ifdef __linux__
+        syscall(SYS_futex, (int*)phase, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+    #else
+        (void)phase;
+    #endif
+    }
+
+    /* Wait until n threads have arrived; *phase is the caller's own copy of the phase.
+       The last to arrive flips the phase and wakes the threads that went to sleep;
+       the others spin FASTNN_SPINS pauses, then sleep until the phase flips. Both sides
+       use sequentially consistent atomics: a sleeper counts itself before it checks
+       the phase, the releaser flips the phase before it reads the count. */
     static void fastnn_barrier_wait(fastnn_barrier* b, int* phase, int n) {
         int next = !*phase;
         *phase = next;
         if (atomic_fetch_add(&b->arrived, 1) == n - 1) {
             atomic_store(&b->arrived, 0);
             atomic_store(&b->phase, next);
-        } else {
-            while (atomic_load(&b->phase) != next) {
-    #if defined(__x86_64__) || defined(__i386__)
-                __builtin_ia32_pause();
-    #endif
-            }
+            if (atomic_load(&b->sleepers) > 0)
+                fastnn_wake(&b->phase);
+            return;
         }
+        for (int i = 0; i < FASTNN_SPINS; i++) {
+            if (atomic_load(&b->phase) == next)
+                return;
+    #if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+    #endif
+        }
+        atomic_fetch_add(&b->sleepers, 1);
+        while (atomic_load(&b->phase) != next)
+            fastnn_sleep(&b->phase, !next);
+        atomic_fetch_sub(&b->sleepers, 1);
     }
     """
     ctypedef struct fastnn_barrier:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import cli
+from fastnn import bench, cli
+from fastnn import engine as engines
 
 MNIST_DIR = Path(__file__).parents[1].parent / "shared/data/mnist"
 
@@ -143,6 +144,12 @@ def test_save_writes_the_model(capsys, tmp_path):
     (["--momentum", "0.9"], "--momentum applies to --optimizer sgd only"),
     (["--data-dir", "somewhere"], "--data-dir applies to --dataset mnist only"),
     (["--save", "no/such/dir/model.npz"], "--save: directory 'no/such/dir' does not exist"),
+    (["--dropout", "1"], "argument --dropout: expected a number in [0, 1); got '1'"),
+    (["--validation-split", "-0.1"], "argument --validation-split: expected a number in [0, 1)"),
+    (["--weight-decay", "-1"], "argument --weight-decay: expected a number >= 0"),
+    (["--early-stopping", "0"], "argument --early-stopping: expected an integer >= 1"),
+    (["--threads", "0"], "argument --threads: expected an integer >= 1"),
+    (["--schedule", "linear"], "argument --schedule: invalid choice"),
 ])
 def test_bad_arguments_name_the_flag(capsys, args, message):
     with pytest.raises(SystemExit) as caught:
@@ -156,23 +163,29 @@ def test_bad_arguments_name_the_flag(capsys, args, message):
 def test_missing_mnist_directory(capsys, tmp_path):
     missing = tmp_path / "nothing-here"
     code, out, err = train(capsys, "--dataset", "mnist", "--data-dir", str(missing))
-    assert code == 1 and out == ""
+    assert code == 2 and out == "" and err.count("\n") == 1
     assert err.startswith("fastnn train: error: MNIST 't10k' files not found; looked for:")
-    assert str(missing / "mnist" / "t10k-labels-idx1-ubyte.gz") in err
+    assert str(missing / "mnist" / "t10k-labels-idx1-ubyte.gz") in err and err.endswith(f"(--data-dir {missing})\n")
 
 
-def test_mnist_without_a_directory(capsys, monkeypatch):
+def test_mnist_without_a_directory_looks_where_bench_looks(capsys, monkeypatch, tmp_path):
     monkeypatch.delenv("FASTNN_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
     code, _, err = train(capsys, "--dataset", "mnist")
-    assert code == 1
-    assert "--data-dir" in err and "FASTNN_DATA" in err
+    assert code == 2 and err.count("\n") == 1
+    assert "../shared/data/mnist/t10k-images-idx3-ubyte" in err and "path=" not in err
+    assert "(--data-dir ../shared/data; the default: $FASTNN_DATA, else ../shared/data)" in err
+    write_mnist(tmp_path.parent / "shared" / "data" / "mnist", "t10k", 50)
+    code, out, _ = train(capsys, "--dataset", "mnist", "--epochs", "1", "--quiet")
+    assert code == 0 and "mnist: 40 training / 10 test samples" in out
+    assert bench.default_data_dir() == str(Path("..", "shared", "data"))
 
 
 def test_digits_without_scikit_learn(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn", None)
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
     code, _, err = train(capsys, "--quiet")
-    assert code == 1
+    assert code == 2
     assert "needs scikit-learn" in err and "Traceback" not in err
 
 
@@ -181,8 +194,47 @@ def test_truncated_mnist_file(capsys, tmp_path):
     images = tmp_path / "t10k-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:1000])
     code, _, err = train(capsys, "--dataset", "mnist", "--data-dir", str(tmp_path))
-    assert code == 1
+    assert code == 2
     assert f"{images} is truncated" in err and "Traceback" not in err
+
+
+def test_a_good_model_can_be_written_on_the_command_line(capsys, monkeypatch):
+    seen = {}
+    fit = fastnn.Sequential.fit
+
+    def spy(model, X, y, **options):
+        seen.update(options, layers=repr(model))
+        return fit(model, X, y, **options)
+
+    monkeypatch.setattr(fastnn.Sequential, "fit", spy)
+    code, out, _ = train(capsys, "--layers", "32,16", "--dropout", "0.2", "--weight-decay", "1e-4",
+                         "--schedule", "cosine", "--validation-split", "0.1", "--early-stopping", "2",
+                         "--threads", "1", "--epochs", "4", "--batch-size", "64", "--quiet")
+    assert code == 0
+    assert "model 64-32-16-10 relu, adam lr 0.001, dropout 0.2, weight decay 0.0001, cosine decay, " \
+           "batch size 64, 4 epochs" in out
+    assert re.search(r"^validation accuracy \d\.\d{4} after epoch \d$", out, re.MULTILINE)
+    assert seen["layers"].count("Dropout(p=0.2)") == 2 and seen["n_threads"] == 1
+    assert seen["validation_split"] == 0.1 and seen["early_stopping"].patience == 2
+    optimizer = seen["optimizer"]
+    assert optimizer.weight_decay == 1e-4 and optimizer.schedule.total_epochs == 4
+
+
+def test_train_announces_a_numba_compile_before_the_warm_up(capsys, monkeypatch):
+    monkeypatch.setattr(engines, "compiles", lambda run, args: True)
+    code, out, err = train(capsys, "--dataset", "xor", "--backend", "numba", "--epochs", "1", "--quiet")
+    assert code == 0
+    assert err.startswith("fastnn: compiling the Numba engine's mini-batch loop for float32")
+
+
+def test_a_bad_backend_variable_is_one_line_and_status_2(tmp_path):
+    env = dict(os.environ, FASTNN_BACKEND="bogus")
+    for command in (["train", "--quiet"], ["config"]):
+        result = subprocess.run([sys.executable, "-m", "fastnn", *command], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and result.stdout == ""
+        assert result.stderr == (f"fastnn {command[0]}: error: FASTNN_BACKEND: backend must be one of "
+                                 f"{fastnn.available_backends()}; got 'bogus'\n")
 
 
 def test_demo_and_config_still_work(capsys):

@@ -2,6 +2,10 @@
 the per-module path for every activation, loss, optimizer and batch mode; fallback;
 no recompilation; no allocation per step; divergence; thread settings."""
 import os
+import re
+import subprocess
+import sys
+import time
 import tracemalloc
 import warnings
 
@@ -216,6 +220,16 @@ def test_the_numpy_backend_has_no_engine():
             fastnn.mlp([3, 3], seed=0).fit(X, y, epochs=1, verbose=0, engine=True)
 
 
+def test_fit_says_once_at_verbose_1_why_the_engine_is_not_used(engine_backend, capsys):
+    X, y = data(12)
+    fastnn.mlp([3, 4, 3], dropout=0.2, seed=0).fit(X, y, epochs=3, batch_size=4, verbose=1)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "compiled engine" in line]
+    assert len(lines) == 1 and "Dropout(p=0.2)" in lines[0] and "one module call at a time" in lines[0]
+    fastnn.mlp([3, 4, 3], dropout=0.2, seed=0).fit(X, y, epochs=3, verbose=0)
+    fastnn.mlp([3, 4, 3], seed=0).fit(X, y, epochs=3, verbose=1)
+    assert "compiled engine" not in capsys.readouterr().err
+
+
 def test_engine_argument_is_checked():
     X, y = data(12)
     with pytest.raises(ValueError, match="engine must be 'auto', True or False; got 'yes'"):
@@ -223,6 +237,60 @@ def test_engine_argument_is_checked():
 
 
 # Compilation, allocation, divergence.
+
+TINY_NUMBA_MODULE = """
+from numba import njit
+
+
+@njit(cache=True)
+def tiny(x):
+    return x + 1
+"""
+COMPILES = """
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from fastnn.engine import compiles
+import tiny
+
+
+def run(*args):
+    return tiny.tiny(*args)
+
+
+run.compiled = tiny.tiny
+before = compiles(run, (1.0,))
+run(1.0)
+print(before, compiles(run, (1.0,)), compiles(run, (np.zeros(3),)))
+"""
+
+
+def test_compiles_tells_a_first_compile_from_a_cached_one(tmp_path):
+    (tmp_path / "tiny.py").write_text(TINY_NUMBA_MODULE)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    runs = [subprocess.run([sys.executable, "-c", COMPILES, str(tmp_path)], env=env, capture_output=True,
+                           text=True, timeout=120, check=True).stdout.split() for _ in range(2)]
+    assert runs == [["True", "False", "True"], ["False", "False", "True"]]
+    cython = engines.engine_module("cython")
+    if cython is not None:  # nothing to compile
+        assert not engines.compiles(cython.run_batches, ())
+
+
+def test_a_numba_compile_is_announced_before_it_starts_and_timed(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(engines, "compiles", lambda run, args: calls.append(run) or True)
+    X, y = data(12)
+    with fastnn.use_backend("numba"):
+        fastnn.mlp([3, 4, 3], seed=0).fit(X, y, epochs=3, batch_size=4, verbose=0)
+    err = capsys.readouterr().err.splitlines()
+    assert len(calls) == 1
+    assert err[0] == ("fastnn: compiling the Numba engine's mini-batch loop for float32 (first run only: "
+                      "later runs load it from Numba's cache) ...")
+    assert re.fullmatch(r"fastnn: compiled in \d+\.\d s \(with a training chunk\)", err[1])
+    fastnn.warmup("numba")
+    assert re.findall(r"compiling the Numba engine's (\S+) loop for (\w+)", capsys.readouterr().err) == \
+        [("online", "float32"), ("mini-batch", "float32"), ("online", "float64"), ("mini-batch", "float64")]
+
 
 def test_new_batch_sizes_do_not_recompile():
     module = engines.engine_module("numba")
@@ -300,6 +368,7 @@ def test_divergence_stops_like_the_module_path(engine_backend, batch_size, n_thr
 # Threads.
 
 def test_thread_count_policy(monkeypatch):
+    monkeypatch.setattr(engines, "other_running_tasks", lambda: 0)  # as on an idle machine
     monkeypatch.delenv("FASTNN_NUM_THREADS", raising=False)
     tiny = fastnn.mlp([2, 5, 5, 5, 2], seed=0)
     big = fastnn.mlp([784, 256, 128, 10], seed=0)
@@ -319,6 +388,7 @@ def test_thread_count_policy(monkeypatch):
 
 
 def test_engine_threads_policy(monkeypatch):
+    monkeypatch.setattr(engines, "other_running_tasks", lambda: 0)  # as on an idle machine
     monkeypatch.delenv("FASTNN_NUM_THREADS", raising=False)
     tiny = fastnn.mlp([2, 5, 5, 5, 2], seed=0)
     big = fastnn.mlp([784, 256, 128, 10], seed=0)
@@ -332,6 +402,79 @@ def test_engine_threads_policy(monkeypatch):
         assert not engines.own_threads(cython, 1.0, big, 1)  # clipping needs the whole gradient
         assert not engines.own_threads(cython, None, big, 8192)  # over OWN_THREAD_MAX_FLOPS: BLAS's threads
     assert not engines.own_threads(engines.engine_module("numba"), None, big, 1)
+
+
+def test_threads_follow_the_cores_this_process_may_use(monkeypatch):
+    monkeypatch.delenv("FASTNN_NUM_THREADS", raising=False)
+    monkeypatch.setattr(engines.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    big = fastnn.mlp([784, 256, 128, 10], seed=0)
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert engines.available_cores() == 1
+        assert engines.thread_count(None, big, 128) == 1
+        assert engines.thread_count(None, big, 16, engine_threads=True) == 1
+    cython = engines.engine_module("cython")
+    if cython is not None:
+        X, y = np.zeros((4, 784), np.float32), np.zeros(4, np.int64)
+        optimizer = fastnn.SGD(0.1)
+        optimizer.bind(big.n_params, big.dtype)
+        runner = engines.Engine(cython, big, SoftmaxCrossEntropy(), optimizer, X, y, None, 1, None, 2)
+        assert runner.threads == 1
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="needs Linux's /proc")
+def test_a_core_held_by_another_process_is_not_counted(monkeypatch):
+    monkeypatch.delenv("FASTNN_NUM_THREADS", raising=False)
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        deadline = time.monotonic() + 30
+        while engines.other_running_tasks() < 1:  # until the busy loop runs
+            assert time.monotonic() < deadline, "the busy process never showed as running"
+    finally:
+        busy.kill()
+        busy.wait()
+    big = fastnn.mlp([784, 256, 128, 10], seed=0)
+    monkeypatch.setattr(engines, "other_running_tasks", lambda: 1)
+    monkeypatch.setattr(engines, "available_cores", lambda: 2)
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert engines.thread_count(None, big, 128) == 1
+        assert engines.thread_count(None, big, 16, engine_threads=True) == 1
+        assert engines.thread_count(2, big, 128) == 2  # an explicit count wins
+    monkeypatch.setattr(engines, "other_running_tasks", lambda: 0)
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert engines.thread_count(None, big, 128) == 2
+
+
+SHARED_CORE = """
+import os, sys
+import numpy as np
+import fastnn
+from fastnn import engine as engines
+from fastnn.losses import SoftmaxCrossEntropy
+
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+rng = np.random.default_rng(0)
+X, y = rng.standard_normal((64, 20)), rng.integers(0, 3, 64)
+results = []
+for threads in (1, 2):
+    model = fastnn.mlp([20, 16, 3], dtype=np.float64, seed=0)
+    optimizer = fastnn.Adam(0.01)
+    optimizer.bind(model.n_params, model.dtype)
+    for batch in (1, 8):
+        runner = engines.Engine(engines.engine_module("cython"), model, SoftmaxCrossEntropy(), optimizer,
+                                X, y, None, batch, None)
+        runner.threads = threads  # two threads on one core: every wait ends asleep
+        runner.run(None, 3)
+    results.append(model.params.copy())
+print(np.abs(results[0] - results[1]).max())
+"""
+
+
+@pytest.mark.skipif(engines.engine_module("cython") is None or not hasattr(os, "sched_setaffinity"),
+                    reason="needs the Cython engine and CPU affinity")
+def test_two_engine_threads_sharing_one_core_train_alike():
+    result = subprocess.run([sys.executable, "-c", SHARED_CORE], capture_output=True, text=True, timeout=120,
+                            check=True)
+    assert float(result.stdout) < 1e-12
 
 
 @pytest.mark.skipif(engines.engine_module("cython") is None, reason="the Cython engine is not built")

@@ -343,6 +343,22 @@ def test_estimator_round_trip_predicts_and_keeps_training_identically(tmp_path):
     assert_same_bits(loaded.model_.params, estimator.model_.params)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_class_level_loaders_give_their_class_and_refuse_another(tmp_path):
+    X = np.random.default_rng(0).standard_normal((40, 3))
+    fastnn.MLPRegressor((4,), max_iter=2, random_state=0).fit(X, X[:, 0]).save(tmp_path / "regressor.fnn")
+    fastnn.MLPClassifier((4,), max_iter=2, random_state=0).fit(X, X[:, 0] > 0).save(tmp_path / "classifier.fnn")
+    fastnn.mlp([3, 2], seed=0).save(tmp_path / "net.fnn")
+    assert type(fastnn.MLPRegressor.load(tmp_path / "regressor.fnn")) is fastnn.MLPRegressor
+    assert type(fastnn.MLPClassifier.load(tmp_path / "classifier.fnn")) is fastnn.MLPClassifier
+    assert type(fastnn.Sequential.load(tmp_path / "net.fnn")) is fastnn.Sequential
+    for cls, name, held in ((fastnn.MLPClassifier, "regressor.fnn", "MLPRegressor"),
+                            (fastnn.MLPRegressor, "net.fnn", "Sequential"),
+                            (fastnn.Sequential, "classifier.fnn", "MLPClassifier")):
+        with pytest.raises(TypeError, match=f"holds a {held}, not a {cls.__name__}; fastnn.load"):
+            cls.load(tmp_path / name)
+
+
 def test_unfitted_estimator_and_foreign_objects_are_refused(tmp_path):
     from fastnn.sklearn import MLPRegressor
 

@@ -45,6 +45,15 @@ def test_bce_model_predicts_zero_one(rng):
     assert model.evaluate(X, y)["accuracy"] > 0.9
 
 
+def test_zero_one_labels_for_one_output_point_at_bce(rng):
+    X, y = rng.standard_normal((10, 2)), np.arange(10) % 2
+    with pytest.raises(ValueError, match=r"\[0, 1\) for 1 outputs; got values from 0 to 1; for 0/1 labels a "
+                                         r"one-output net needs loss=BCEWithLogits, or give it two outputs"):
+        fastnn.mlp([2, 4, 1], seed=0).fit(X, y, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"for 3 outputs; got values from 0 to 3$"):
+        fastnn.SoftmaxCrossEntropy().targets([0, 3], 3, np.float32)
+
+
 @pytest.mark.parametrize("name,cls", [("cross_entropy", fastnn.SoftmaxCrossEntropy), ("mse", fastnn.MSE),
                                       ("bce", fastnn.BCEWithLogits), (fastnn.MSE, fastnn.MSE)])
 def test_get_loss(name, cls):

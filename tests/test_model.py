@@ -86,9 +86,25 @@ def test_predict_proba_and_labels(rng):
     X = rng.standard_normal((7, 3))
     proba = model.predict_proba(X)
     np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-6)
-    np.testing.assert_array_equal(model.predict(X), model.outputs(X))  # not fit: raw outputs
-    model.loss = fastnn.SoftmaxCrossEntropy()
     np.testing.assert_array_equal(model.predict(X), proba.argmax(axis=1))
+
+
+def test_predict_follows_the_model_loss_whether_or_not_it_was_fit(rng):
+    X, y = rng.standard_normal((20, 2)), rng.integers(0, 2, 20)
+    for model in (fastnn.mlp([2, 4, 2], seed=0),
+                  fastnn.Sequential(fastnn.Dense(2, 4, seed=0), fastnn.ReLU(), fastnn.Dense(4, 2, seed=1))):
+        before = model.predict(X)
+        assert before.shape == (20,)
+        np.testing.assert_array_equal(before, model.outputs(X).argmax(axis=1))
+        model.fit(X, y, epochs=1, verbose=0)
+        assert model.predict(X).shape == (20,)
+    regression = fastnn.mlp([2, 4, 1], loss="mse", seed=0)
+    assert regression.loss.name == "mse"
+    np.testing.assert_array_equal(regression.predict(X), regression.outputs(X))
+    regression.fit(X, X[:, :1], epochs=1, verbose=0)
+    assert regression.loss.name == "mse" and regression.predict(X).shape == (20, 1)
+    bce = fastnn.Sequential(fastnn.Dense(2, 1, seed=0), loss=fastnn.BCEWithLogits)
+    np.testing.assert_array_equal(bce.predict(X), (bce.outputs(X) > 0).astype(np.int64))
 
 
 def test_pickle_keeps_views_and_drops_forward_caches(rng):

@@ -41,8 +41,11 @@ def test_history_of_a_real_fit(tmp_path):
     X, y = datasets.circles(200, seed=0)
     model = mlp([2, 8, 2], activation="tanh", seed=0)
     history = model.fit(X, y, epochs=5, batch_size=20, validation_split=0.2, seed=0, verbose=0)
-    plot.history(history, path=tmp_path / "fit.png")
+    figure = plot.history(history, path=tmp_path / "fit.png")
     assert_png(tmp_path / "fit.png")
+    for axes in figure.axes:  # whole epochs only on the x axis
+        ticks = [t for t in axes.get_xticks() if axes.get_xlim()[0] <= t <= axes.get_xlim()[1]]
+        assert ticks and all(t == round(t) for t in ticks)
 
 
 def test_empty_history():
@@ -70,6 +73,12 @@ def test_decision_regions_follow_the_model(tmp_path):
 def test_decision_regions_checks_its_input():
     with pytest.raises(ValueError, match=r"shape \(n_samples, 2\)"):
         plot.decision_regions(None, np.zeros((3, 3)), np.zeros(3))
+
+
+def test_decision_regions_of_a_new_fastnn_model():
+    X = np.random.default_rng(0).standard_normal((30, 2))
+    figure = plot.decision_regions(mlp([2, 16, 2], seed=0), X, (X[:, 0] > 0).astype(int), resolution=40)
+    assert figure.axes[0].collections
 
 
 def test_confusion_matrix(tmp_path):
@@ -117,6 +126,12 @@ def test_boxplot(tmp_path):
     groups = {"lr=1": rng.normal(0.9, 0.02, 15), "lr=0.03": rng.normal(0.95, 0.01, 15)}
     figure = plot.boxplot(groups, ylabel="accuracy", path=tmp_path / "b.png")
     assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["lr=1", "lr=0.03"]
+    legend = figure.axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["median", "mean"]
+    mean = legend.legend_handles[1]
+    assert mean.get_marker() != "None" and any(
+        (line.get_marker(), line.get_markerfacecolor()) == (mean.get_marker(), mean.get_markerfacecolor())
+        and len(line.get_xdata()) == 1 for line in figure.axes[0].lines)
     assert_png(tmp_path / "b.png")
 
 

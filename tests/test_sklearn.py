@@ -316,6 +316,7 @@ def test_zero_weight_samples_are_dropped(blobs):
     ({"dtype": "fp8"}, TypeError, "dtype must be float32 or float64"),
     ({"backend": "fortran"}, ValueError, "backend must be one of"),
     ({"init": "nope"}, ValueError, "init must be one of"),
+    ({"n_threads": 0}, ValueError, "n_threads must be a positive integer or None"),
     ({"class_weight": "some"}, ValueError, "class_weight"),
     ({"class_weight": {7: 1.0}}, ValueError, "class_weight has labels"),
     ({"class_weight": {0: -1.0}}, ValueError, "class_weight values"),
@@ -324,6 +325,22 @@ def test_bad_parameters(blobs, params, error, match):
     X, y = blobs
     with pytest.raises(error, match=match):
         small(**params).fit(X, y)
+
+
+@pytest.mark.parametrize("estimator", [fastnn.MLPClassifier, fastnn.MLPRegressor])
+def test_n_threads_reaches_fit(blobs, estimator, monkeypatch):
+    from fastnn import train
+
+    seen = []
+    fit = train.fit
+    monkeypatch.setattr(train, "fit", lambda *args, **kwargs: seen.append(kwargs["n_threads"]) or fit(*args, **kwargs))
+    X, y = blobs
+    for n_threads in (1, 2, None):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            estimator((4,), max_iter=1, n_threads=n_threads, random_state=0).fit(X, y)
+    assert seen == [1, 2, None]
+    assert estimator(n_threads=2).get_params()["n_threads"] == 2
 
 
 def test_bad_calls(blobs):

@@ -86,6 +86,28 @@ def test_a_run_that_raises_is_a_row_with_its_error():
     assert [s["failed"] for s in result.summary("sum")] == [0, 1]
 
 
+def test_failed_runs_warn_at_the_end_and_an_unreported_metric_says_all_failed(capsys):
+    def wrong_features(seed, lr):
+        mlp([2, 4, 2], seed=seed).fit(np.zeros((8, 784)), np.zeros(8, int), lr=lr, epochs=1, verbose=0)
+
+    with pytest.warns(RuntimeWarning, match=r"4 of 4 runs failed; the first, lr=0.1 seed 0: ValueError: .*784"):
+        result = sweep(wrong_features, {"lr": [0.1, 0.01]}, seeds=2, n_jobs=1)
+    with pytest.raises(KeyError, match=r"no run reported metric 'accuracy': all 4 runs failed; the first, "
+                                       r"lr=0.1 seed 0: ValueError: .*784"):
+        result.summary("accuracy")
+    with pytest.warns(RuntimeWarning, match="1 of 6 runs failed; the first, a=1, b=2 seed 1: RuntimeError: bad"):
+        sweep(fails_for_b2, {"a": [1], "b": [1, 2]}, seeds=[0, 1, 2], n_jobs=1, verbose=0)
+    assert "4/4" in capsys.readouterr().err
+
+
+def test_sweeps_show_progress_and_are_silent_at_verbose_0(capsys):
+    sweep(arithmetic, {"a": [1, 2], "b": [3]}, seeds=3, n_jobs=1)
+    shown = capsys.readouterr().err
+    assert "sweep" in shown and "6/6" in shown and "run/s" in shown
+    sweep(arithmetic, {"a": [1, 2], "b": [3]}, seeds=3, n_jobs=1, verbose=0)
+    assert capsys.readouterr().err == ""
+
+
 def test_a_run_must_return_a_dict():
     result = sweep(lambda seed, x: seed, {"x": [0]}, seeds=1, n_jobs=1)
     assert "run must return a dict of metrics; got int" in result.rows[0]["error"]

@@ -1,0 +1,41 @@
+"""The source tree around the package: the CI script .ci/run (with stand-ins for python3,
+pip and pytest) and the documents a user reads."""
+import os
+import re
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+RUN = ROOT / ".ci" / "run"
+
+# python3 -m venv DIR makes a venv whose activate script puts stand-ins for python, pip
+# and pytest first on PATH; each exits with status 0.
+FAKE_PYTHON3 = """#!/bin/sh
+venv="$3"
+mkdir -p "$venv/bin"
+for tool in python pip pytest; do printf '#!/bin/sh\\nexit 0\\n' > "$venv/bin/$tool"; chmod +x "$venv/bin/$tool"; done
+printf 'PATH="%s/bin:$PATH"\\n' "$venv" > "$venv/bin/activate"
+"""
+
+
+@pytest.mark.skipif(not RUN.exists() or os.name != "posix", reason="needs the source tree's .ci/run and a POSIX shell")
+def test_ci_run_removes_its_temporary_venv(tmp_path):
+    tools, scratch = tmp_path / "tools", tmp_path / "tmp"
+    tools.mkdir()
+    scratch.mkdir()
+    fake = tools / "python3"
+    fake.write_text(FAKE_PYTHON3)
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = {**os.environ, "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}", "TMPDIR": str(scratch)}
+    subprocess.run(["bash", str(RUN)], env=env, check=True, capture_output=True)
+    assert list(scratch.iterdir()) == []
+
+
+def test_documents_cite_no_tracker_numbers():
+    documents = [ROOT / "README.md", ROOT / "examples" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for document in [path for path in documents if path.exists()]:
+        cited = re.findall(r"\b(?:issue|pull request|PR)s? #?\d+", document.read_text(), re.IGNORECASE)
+        assert not cited, f"{document.relative_to(ROOT)} cites {cited}"
