@@ -3,7 +3,10 @@
 -O3 by default, without errno and trapping semantics for math functions
 (the kernels read neither), which lets gcc vectorise loops calling sqrt.
 Set FASTNN_MARCH_NATIVE=1 at build time to add -march=native (faster on the
-build machine, not portable to older CPUs).
+build machine, not portable to older CPUs). Set FASTNN_CYTHON_CHECKS=1 to build
+with bounds and wraparound checks on every memoryview index (slower; an index out
+of bounds then raises IndexError, reported as an unraisable exception inside the
+nogil kernels): .ci/cython-checks runs the test suite on such a build.
 """
 import os
 import platform
@@ -23,6 +26,8 @@ if platform.machine().lower() in ("x86_64", "amd64"):
     builds["cython_kernels_avx2"] = compile_args + ["-mavx2", "-mfma"]
     builds["cython_engine_avx2"] = engine_args + ["-mavx2", "-mfma"]
 
+checks = os.environ.get("FASTNN_CYTHON_CHECKS") == "1"
+
 extensions = [
     Extension(
         f"fastnn.kernels.{name}",
@@ -41,9 +46,9 @@ setup(
         include_path=["kernels"],
         compiler_directives={
             "language_level": 3,
-            "boundscheck": False,
-            "wraparound": False,
-            "initializedcheck": False,
+            "boundscheck": checks,
+            "wraparound": checks,
+            "initializedcheck": checks,
             "cdivision": True,
         },
     )

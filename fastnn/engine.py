@@ -24,9 +24,11 @@ from collections import OrderedDict
 import numpy as np
 
 from . import kernels
+from .kernels.contract import BLAS_MAX_DIM, disjoint
 from .layers import Dense, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from .losses import MSE, BCEWithLogits, SoftmaxCrossEntropy
 from .optim import SGD, Adam
+from .validation import check_positive_int
 
 ENGINE_MODULES = {"numba": "numba_engine", "cython": "cython_engine"}
 ACTIVATIONS = (Identity, ReLU, LeakyReLU, Sigmoid, Tanh)
@@ -243,23 +245,34 @@ def blas_threads(count):
             _running -= 1
 
 
-class Workspace:
-    """Buffers for training one model with batches of up to ``batch`` rows, laid out as
-    kernels/numba_engine.py describes."""
+def layer_table(model, batch):
+    """The compiled loops' layer table for batches of up to ``batch`` rows, as
+    kernels/numba_engine.py describes it: int64 (n_layers, 6) offsets, sizes and
+    activation codes, and the float64 leaky_relu slopes."""
+    dense = model.dense_layers
+    layers = np.zeros((len(dense), 6), np.int64)
+    alphas = np.zeros(len(dense), np.float64)
+    w_offset, inputs, outputs = 0, 0, batch * model.n_features
+    for i, (layer, (code, alpha)) in enumerate(zip(dense, _activation_codes(model))):
+        layers[i] = (w_offset, layer.in_features, layer.out_features, code, inputs, outputs)
+        alphas[i] = alpha
+        w_offset += layer.n_params
+        inputs, outputs = outputs, outputs + batch * layer.out_features
+    return layers, alphas
 
-    def __init__(self, model, batch):
-        dense = model.dense_layers
+
+class Workspace:
+    """Buffers for training a model laid out as ``layers`` (layer_table's) with batches of
+    up to ``batch`` rows, as kernels/numba_engine.py describes."""
+
+    def __init__(self, model, batch, layers, alphas):
+        from .kernels import numba_engine  # the layer table's columns, on first use as in Engine
+
         dtype = model.dtype
-        self.layers = np.zeros((len(dense), 6), np.int64)
-        self.alphas = np.zeros(len(dense), np.float64)
-        w_offset, inputs, outputs = 0, 0, batch * model.n_features
-        for i, (layer, (code, alpha)) in enumerate(zip(dense, _activation_codes(model))):
-            self.layers[i] = (w_offset, layer.in_features, layer.out_features, code, inputs, outputs)
-            self.alphas[i] = alpha
-            w_offset += layer.n_params
-            inputs, outputs = outputs, outputs + batch * layer.out_features
-        self.acts = np.zeros(outputs, dtype)
-        self.deltas = np.zeros(outputs, dtype)
+        self.layers, self.alphas = layers, alphas
+        size = int(layers[-1, numba_engine.OUT_OFFSET] + batch * layers[-1, numba_engine.N_OUT])
+        self.acts = np.zeros(size, dtype)
+        self.deltas = np.zeros(size, dtype)
         self.twork = np.zeros((batch, model.n_outputs), dtype)
         self.wwork = np.zeros(batch, dtype)
         self.lwork = np.zeros(batch, np.int64)
@@ -281,16 +294,37 @@ _workspaces = weakref.WeakKeyDictionary()
 
 
 def workspace(model, batch):
-    """The model's Workspace for this batch size, allocated on first use; the few most
-    recently used sizes are kept."""
+    """The model's Workspace for this batch size and layer table, allocated on first use
+    and keyed by everything that sizes or fills it (batch, dtype, the table), so a model
+    whose layout or activations changed never gets an old one; the few most recently
+    used are kept."""
+    layers, alphas = layer_table(model, batch)
+    key = (batch, model.dtype.str, layers.tobytes(), alphas.tobytes())
     kept = _workspaces.setdefault(model, OrderedDict())
-    if batch in kept:
-        kept.move_to_end(batch)
+    if key in kept:
+        kept.move_to_end(key)
     else:
-        kept[batch] = Workspace(model, batch)
+        kept[key] = Workspace(model, batch, layers, alphas)
         while len(kept) > WORKSPACES_KEPT:
             kept.popitem(last=False)
-    return kept[batch]
+    return kept[key]
+
+
+def _is_view(view, buffer, start, shape):
+    """Whether view is the C-contiguous (shape) block of the flat buffer from index start."""
+    address = buffer.__array_interface__["data"][0] + start * buffer.itemsize
+    return (isinstance(view, np.ndarray) and view.shape == shape and view.dtype == buffer.dtype
+            and view.flags.c_contiguous and view.__array_interface__["data"][0] == address)
+
+
+def _check_shape(name, a, shape, dtype, detail=""):
+    """ValueError unless a is a writable C-contiguous array of this shape and dtype; the
+    message names it by name and detail (joined only then: run checks on every call)."""
+    if not (isinstance(a, np.ndarray) and a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
+            and a.flags.writeable):
+        name = f"{name} {detail}".strip()
+        raise ValueError(f"engine: {name} must be a writable C-contiguous {np.dtype(dtype)} array of shape "
+                         f"{shape}; got {getattr(a, 'dtype', type(a).__name__)} of shape {np.shape(a)}")
 
 
 def _writable(a):
@@ -369,6 +403,56 @@ class Engine:
         self.work = workspace(model, batch)
         self.no_orders = np.zeros((0, 0), np.int64)
         self.checked = False  # whether run asked if its first call compiles
+        self._check_layout()
+
+    def _check_layout(self):
+        """ValueError unless the arrays agree on the layout the compiled loops trust: each
+        Dense layer's W, b, dW, db are the views of the flat buffers the layer table points
+        at, the table covers the buffers exactly, X has the first layer's inputs and the
+        targets the last layer's outputs, the workspace has the table's sizes, every size
+        fits BLAS, and nothing the loops write overlaps another array. Run once per fit,
+        before any compiled code."""
+        from .kernels import numba_engine  # the layer table's columns and codes, on first use
+
+        model, work, batch = self.model, self.work, self.batch
+        params, grads, dtype = model.params, model.grads, model.dtype
+        layers = work.layers
+        _check_shape("params", params, params.shape, dtype)
+        _check_shape("grads", grads, params.shape, dtype)
+        end = inputs = 0
+        width = int(layers[0, numba_engine.N_IN])
+        for i, layer in enumerate(model.dense_layers):
+            w, n_in, n_out, _, in_offset, out_offset = (int(v) for v in layers[i])
+            if (w, n_in, in_offset, out_offset) != (end, width, inputs, inputs + batch * n_in):
+                raise ValueError(f"engine: layer {i} of the layer table does not follow layer {i - 1}")
+            end, width, inputs = w + n_in * n_out + n_out, n_out, out_offset
+            for name, view, buffer, start, shape in (
+                    ("W", layer.W, params, w, (n_in, n_out)), ("b", layer.b, params, w + n_in * n_out, (n_out,)),
+                    ("dW", layer.dW, grads, w, (n_in, n_out)), ("db", layer.db, grads, w + n_in * n_out, (n_out,))):
+                if not _is_view(view, buffer, start, shape):
+                    raise ValueError(f"engine: {name} of {layer!r} (Dense layer {i}) is not its view of the "
+                                     "model's flat buffers; the model was changed after it was built")
+        n, n_in, n_out = len(self.X), int(layers[0, numba_engine.N_IN]), int(layers[-1, numba_engine.N_OUT])
+        if end != params.size:
+            raise ValueError(f"engine: the layer table does not cover the model's {params.size} parameters")
+        if max(batch, n_out, *layers[:, numba_engine.N_IN]) > BLAS_MAX_DIM:
+            raise ValueError(f"engine: batch size and layer sizes must be at most {BLAS_MAX_DIM} (BLAS's sizes)")
+        _check_shape("X", self.X, (n, n_in), dtype)
+        _check_shape("labels", self.labels, (n if self.loss_code == numba_engine.CROSS_ENTROPY else 0,), np.int64)
+        if self.labels.size and not (self.labels.min() >= 0 and self.labels.max() < n_out):
+            raise ValueError(f"engine: labels must lie in [0, {n_out})")
+        _check_shape("targets", self.targets, (0 if self.loss_code == numba_engine.CROSS_ENTROPY else n, n_out), dtype)
+        _check_shape("sample weights", self.weights, (n if self.weights.size else 0,), dtype)
+        size = int(layers[-1, numba_engine.OUT_OFFSET]) + batch * n_out
+        for name, a, shape, kind in (("acts", work.acts, (size,), dtype), ("deltas", work.deltas, (size,), dtype),
+                                     ("twork", work.twork, (batch, n_out), dtype), ("wwork", work.wwork, (batch,), dtype),
+                                     ("lwork", work.lwork, (batch,), np.int64),
+                                     ("backup", work.backup, (3, params.size), dtype)):
+            _check_shape(f"workspace {name}", a, shape, kind)
+        self._state()
+        disjoint({"params": params, "grads": grads, "acts": work.acts, "deltas": work.deltas, "twork": work.twork,
+                  "wwork": work.wwork, "lwork": work.lwork, "backup": work.backup},
+                 {"X": self.X, "labels": self.labels, "targets": self.targets, "sample weights": self.weights})
 
     def _hyper(self):
         opt = self.optimizer
@@ -379,10 +463,19 @@ class Engine:
         return np.array((*values, self.clip_norm, self.threads), np.float64)
 
     def _state(self):
-        opt = self.optimizer
-        if isinstance(opt, SGD):
-            return opt.state["velocity"], np.zeros(0, self.model.dtype)
-        return opt.state["m"], opt.state["v"]
+        """The optimizer's state buffers (SGD: velocity and an empty one; Adam: m and v), checked
+        against the parameters: the optimizer may have been re-bound since the last call."""
+        opt, params = self.optimizer, self.model.params
+        state = [opt.state.get(name) for name in opt.state_names]
+        written = [params, self.model.grads, self.work.backup]
+        for name, buffer in zip(opt.state_names, state):
+            _check_shape("optimizer state", buffer, params.shape, params.dtype, name)
+            for other in written:
+                if np.may_share_memory(buffer, other):
+                    raise ValueError(f"engine: optimizer state {name} must not overlap the model's or another "
+                                     "state buffer")
+            written.append(buffer)
+        return (state[0], np.zeros(0, params.dtype)) if isinstance(opt, SGD) else tuple(state)
 
     def run(self, orders, n_epochs):
         """Train n_epochs in one call; orders is (n_epochs, n) or None (in order).
@@ -391,6 +484,11 @@ class Engine:
         epochs completed; the optimizer's step count is updated.
         """
         model, work = self.model, self.work
+        n_epochs = check_positive_int("n_epochs", n_epochs)
+        if orders is not None:
+            _check_shape("orders", orders, (n_epochs, len(self.X)), np.int64)
+            if not (orders.min() >= 0 and orders.max() < len(self.X)):
+                raise ValueError(f"engine: orders must hold sample indices in [0, {len(self.X)})")
         state_a, state_b = self._state()
         stats = np.zeros((n_epochs, 2), np.float64)
         args = (model.params, model.grads, state_a, state_b, work.backup, work.layers, work.alphas,

@@ -61,10 +61,9 @@ class Dense(Module):
     """Fully connected layer: forward(x) = x @ W + b with W of shape (in_features, out_features)."""
 
     def __init__(self, in_features, out_features, init="xavier_uniform", *, dtype=np.float32, seed=None):
-        self.in_features = check_positive_int("in_features", in_features)
-        self.out_features = check_positive_int("out_features", out_features)
-        self.dtype = float_dtype(dtype)
-        self.n_params = self.in_features * self.out_features + self.out_features
+        self._in_features = check_positive_int("in_features", in_features)
+        self._out_features = check_positive_int("out_features", out_features)
+        self._dtype = float_dtype(dtype)
         self.init = init
         weights = get_initializer(init)((self.in_features, self.out_features), as_generator(seed))
         if np.shape(weights) != (self.in_features, self.out_features):
@@ -75,8 +74,24 @@ class Dense(Module):
             self.W = weights
         self._input = None
 
+    # The sizes are read-only: a model's flat buffers and the engine's workspaces are laid
+    # out for them.
+    in_features = property(lambda self: self._in_features)
+    out_features = property(lambda self: self._out_features)
+    dtype = property(lambda self: self._dtype)
+
+    @property
+    def n_params(self):
+        return self._in_features * self._out_features + self._out_features
+
     def bind(self, params, grads):
         """Make W, b, dW, db views into the flat buffers ``params`` and ``grads`` (length n_params)."""
+        for name, buffer in (("params", params), ("grads", grads)):
+            if not (isinstance(buffer, np.ndarray) and buffer.shape == (self.n_params,)
+                    and buffer.dtype == self.dtype and buffer.flags.c_contiguous):
+                raise ValueError(f"{name} must be a C-contiguous {self.dtype} array of shape "
+                                 f"({self.n_params},); got {getattr(buffer, 'dtype', type(buffer).__name__)} "
+                                 f"of shape {np.shape(buffer)}")
         split = self.in_features * self.out_features
         shape = (self.in_features, self.out_features)
         self._W, self._b = params[:split].reshape(shape), params[split:]
@@ -111,7 +126,8 @@ class Dense(Module):
         return [self._W, self._b]
 
     def forward(self, x):
-        out = np.empty((x.shape[0], self.out_features), self.dtype)
+        # Sized without trusting x: the kernel's checks then say what is wrong with it.
+        out = np.empty((len(x) if np.ndim(x) == 2 else 0, self.out_features), self.dtype)
         kernels.get_backend().dense_forward(x, self._W, self._b, out, "identity")
         self._input = x
         return out

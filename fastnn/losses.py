@@ -20,7 +20,7 @@ class Loss:
 
     def __call__(self, outputs, targets, grad, sample_weight=None):
         """Mean loss of outputs against prepared targets; writes d(loss)/d(outputs) into grad."""
-        return getattr(kernels.get_backend().raw, self.kernel)(outputs, targets, grad, sample_weight)
+        return getattr(kernels.get_backend(), self.kernel)(outputs, targets, grad, sample_weight)
 
     def transform(self, outputs):
         """Raw outputs as predictions (probabilities for classification losses)."""
@@ -72,12 +72,12 @@ class SoftmaxCrossEntropy(Loss):
         return y.astype(np.int64)
 
     def __call__(self, outputs, targets, grad, sample_weight=None):
-        kernel = "softmax_cross_entropy" if targets.ndim == 1 else "softmax_cross_entropy_soft"
-        return getattr(kernels.get_backend().raw, kernel)(outputs, targets, grad, sample_weight)
+        kernel = "softmax_cross_entropy" if np.ndim(targets) == 1 else "softmax_cross_entropy_soft"
+        return getattr(kernels.get_backend(), kernel)(outputs, targets, grad, sample_weight)
 
     def transform(self, outputs):
         probabilities = np.empty_like(outputs)
-        kernels.get_backend().raw.softmax(outputs, probabilities)
+        kernels.get_backend().softmax(outputs, probabilities)
         return probabilities
 
     def score(self, outputs, targets):
@@ -117,7 +117,7 @@ class BCEWithLogits(Loss):
 
     def transform(self, outputs):
         probabilities = np.empty_like(outputs)
-        kernels.get_backend().raw.activation_forward(outputs, probabilities, kernels.ACTIVATIONS["sigmoid"], 0.0)
+        kernels.get_backend().activation_forward(outputs, probabilities, "sigmoid", 0.0)
         return probabilities
 
     def score(self, outputs, targets):

@@ -3,7 +3,9 @@
 ``model.params`` holds every weight and bias; each Dense layer's W and b are
 views into it, and ``model.grads`` has the same layout for the gradients. An
 optimizer step is then one kernel call over the whole model, and saving is
-one array plus the architecture.
+one array plus the architecture. The layout holds by construction: the layers
+are a tuple, the buffers are never replaced (assigning ``model.params`` copies
+the values in), and a Dense layer's sizes are read-only.
 """
 import numpy as np
 
@@ -31,24 +33,24 @@ class Sequential(Module):
         for i, layer in enumerate(layers):
             if not isinstance(layer, Module):
                 raise TypeError(f"layer {i} must be a fastnn Module; got {type(layer).__name__}")
-        self.layers = list(layers)
+        self._layers = tuple(layers)
         dense = self.dense_layers
         if not dense:
             raise ValueError("Sequential needs at least one Dense layer")
         dtypes = {layer.dtype for layer in dense}
         if len(dtypes) > 1:
             raise TypeError(f"all Dense layers must share a dtype; got {sorted(map(str, dtypes))}")
-        self.dtype = dense[0].dtype
+        dtype = dense[0].dtype
         for before, after in zip(dense, dense[1:]):
             if before.out_features != after.in_features:
                 raise ValueError(f"{before!r} is followed by {after!r}: out_features "
                                  f"{before.out_features} != in_features {after.in_features}")
-        self.n_params = sum(layer.n_params for layer in dense)
+        n_params = sum(layer.n_params for layer in dense)
         # The layers' current arrays, copied into the new buffer once it is bound (binding
         # makes new views; the old arrays stay as they are): no other copy of the model.
         initial = [(layer.W, layer.b) for layer in dense]
-        self.params = np.empty(self.n_params, self.dtype)
-        self.grads = np.zeros(self.n_params, self.dtype)
+        self._params = np.empty(n_params, dtype)
+        self._grads = np.zeros(n_params, dtype)
         self._bind_layers()
         for layer, (weights, bias) in zip(dense, initial):
             layer.W[...], layer.b[...] = weights, bias
@@ -62,6 +64,40 @@ class Sequential(Module):
             end = offset + layer.n_params
             layer.bind(self.params[offset:end], self.grads[offset:end])
             offset = end
+
+    @property
+    def layers(self):
+        """The modules, in order (a tuple: the flat buffers are laid out for these)."""
+        return self._layers
+
+    @property
+    def params(self):
+        """The flat parameter buffer, of which each Dense layer's W and b are views."""
+        return self._params
+
+    @params.setter
+    def params(self, value):
+        """Copy value into the buffer, so that the layers' views and fit keep one array."""
+        value = np.asarray(value)
+        if value.shape != self._params.shape or value.dtype.kind not in "biuf":
+            raise ValueError(f"params must be a numeric array of shape {self._params.shape}; "
+                             f"got {value.dtype} of shape {value.shape}")
+        if not np.isfinite(value).all():
+            raise ValueError("params must be finite")
+        self._params[...] = value
+
+    @property
+    def grads(self):
+        """The flat gradient buffer, laid out as params."""
+        return self._grads
+
+    @property
+    def n_params(self):
+        return self._params.size
+
+    @property
+    def dtype(self):
+        return self._params.dtype
 
     def __setstate__(self, state):
         """Unpickle, then re-bind the layers: pickle copies each view on its own."""

@@ -95,9 +95,9 @@ class SGD(Optimizer):
 
     def step(self, params, grads):
         with deferred_interrupt():
+            kernels.get_backend().sgd_update(params, grads, self.state["velocity"], self.lr,
+                                             self.momentum, self.nesterov, self.weight_decay)
             self.steps += 1
-            kernels.get_backend().raw.sgd_update(params, grads, self.state["velocity"], self.lr,
-                                                 self.momentum, self.nesterov, self.weight_decay)
 
 
 class Adam(Optimizer):
@@ -123,10 +123,9 @@ class Adam(Optimizer):
 
     def step(self, params, grads):
         with deferred_interrupt():
+            kernels.get_backend().adam_update(params, grads, self.state["m"], self.state["v"], self.steps + 1,
+                                              self.lr, *self.betas, self.eps, self.weight_decay, self.decoupled)
             self.steps += 1
-            kernels.get_backend().raw.adam_update(params, grads, self.state["m"], self.state["v"], self.steps,
-                                                  self.lr, *self.betas, self.eps, self.weight_decay,
-                                                  self.decoupled)
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}

@@ -125,6 +125,14 @@ def _validation(model, loss, X, targets, weight, validation_data, validation_spl
         (pick(X, val), pick(targets, val), pick(weight, val))
 
 
+def _detached(a, model):
+    """a, or a copy where it shares memory with the model's buffers, which training writes:
+    fit trains on the data as they were when it was called."""
+    if a is not None and (np.may_share_memory(a, model.params) or np.may_share_memory(a, model.grads)):
+        return a.copy()
+    return a
+
+
 def _clip_by_global_norm(grads, max_norm):
     norm = float(np.sqrt(np.dot(grads, grads)))
     if norm > max_norm:
@@ -180,6 +188,7 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
     if len(targets) != len(X):
         raise ValueError(f"X and y must have the same number of samples; got {len(X)} and {len(targets)}")
     weight = check_sample_weight(sample_weight, len(X), model.dtype)
+    X, targets, weight = (_detached(a, model) for a in (X, targets, weight))
     if clip_norm is not None:
         clip_norm = finite_number("clip_norm", clip_norm, 0.0, low_inclusive=False)
     stopper = EarlyStopping() if early_stopping is True else early_stopping or None

@@ -2,7 +2,8 @@
 
 Compiled kernels trust their arguments (the Cython ones run without bounds
 checks), so the public entry points run these checks first: a wrong dtype,
-shape, memory order or label raises ValueError/TypeError naming the argument
+shape, memory order or label, a size past what BLAS takes, or an output that
+overlaps another argument raises ValueError/TypeError naming the argument
 instead of producing garbage or crashing. Each ``check_<kernel>`` takes the
 kernel's arguments and returns them normalised (activation names -> codes).
 """
@@ -20,6 +21,9 @@ ACTIVATIONS = {
 }
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 LABEL_DTYPE = np.dtype(np.int64)
+# The BLAS behind the matrix products (scipy's cython_blas, Numba's np.dot) takes 32-bit
+# sizes: a dimension above this would be truncated into a wrong product.
+BLAS_MAX_DIM = 2**31 - 1
 
 
 def activation_code(activation):
@@ -69,6 +73,37 @@ def _shape(name, a, expected):
         raise ValueError(f"{name} must have shape {tuple(expected)}; got {a.shape}")
 
 
+def blas_sizes(**arrays):
+    """ValueError unless every dimension of these matrix-product operands fits BLAS's
+    32-bit sizes."""
+    for name, a in arrays.items():
+        if a is not None and max(a.shape, default=0) > BLAS_MAX_DIM:
+            raise ValueError(f"{name} has shape {a.shape}: matrix products take dimensions up to "
+                             f"{BLAS_MAX_DIM} (BLAS's 32-bit sizes)")
+
+
+def _same_array(a, b):
+    """Whether a and b are the very same memory (both C-contiguous, of one dtype)."""
+    return a.shape == b.shape and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+
+
+def disjoint(outputs, inputs, in_place=()):
+    """ValueError unless every output (name -> array, None skipped) shares no memory with
+    any other argument: a kernel reads its inputs while it writes, so an overlap gives a
+    wrong result. The pairs (output, input) of in_place may instead be the very same
+    array: those kernels are written to work in place. The arrays are C-contiguous, so
+    their memory bounds (np.may_share_memory, cheap) are exactly the memory they use."""
+    outputs = {name: a for name, a in outputs.items() if a is not None}
+    inputs = {name: a for name, a in inputs.items() if a is not None}
+    names = list(outputs)
+    for i, out in enumerate(names):
+        for other, b in {**inputs, **{name: outputs[name] for name in names[i + 1:]}}.items():
+            allowed = (out, other) in in_place
+            if np.may_share_memory(outputs[out], b) and not (allowed and _same_array(outputs[out], b)):
+                hint = " unless it is the very same array (in place)" if allowed else ""
+                raise ValueError(f"{out} must not overlap {other}{hint}")
+
+
 def _alpha(alpha):
     alpha = float(alpha)
     if not np.isfinite(alpha) or alpha < 0:
@@ -105,6 +140,8 @@ def check_matmul(A, B, out):
     if A.shape[1] != B.shape[0]:
         raise ValueError(f"A {A.shape} and B {B.shape} do not chain: A.shape[1] != B.shape[0]")
     _shape("out", out, (A.shape[0], B.shape[1]))
+    blas_sizes(A=A, B=B)
+    disjoint({"out": out}, {"A": A, "B": B})
     return A, B, out
 
 
@@ -113,6 +150,7 @@ def check_activation_forward(Z, out, activation, alpha=0.01):
     _array("out", out, 2, writable=True)
     _same_dtype("Z", Z, out=out)
     _shape("out", out, Z.shape)
+    disjoint({"out": out}, {"Z": Z}, in_place={("out", "Z")})
     return Z, out, activation_code(activation), _alpha(alpha)
 
 
@@ -123,6 +161,7 @@ def check_activation_backward(A, dA, out, activation, alpha=0.01):
     _same_dtype("A", A, dA=dA, out=out)
     _shape("dA", dA, A.shape)
     _shape("out", out, A.shape)
+    disjoint({"out": out}, {"A": A, "dA": dA}, in_place={("out", "A"), ("out", "dA")})
     code = activation_code(activation)
     if code == STEP:
         raise ValueError("activation 'step' has no gradient: it is forward only")
@@ -139,8 +178,8 @@ def check_dense_forward(X, W, b, out, activation, alpha=0.01):
         raise ValueError(f"X {X.shape} does not match W {W.shape}: X.shape[1] != W.shape[0]")
     _shape("b", b, (W.shape[1],))
     _shape("out", out, (X.shape[0], W.shape[1]))
-    if np.shares_memory(out, X):
-        raise ValueError("out must not overlap X")
+    blas_sizes(X=X, W=W)
+    disjoint({"out": out}, {"X": X, "W": W, "b": b})
     return X, W, b, out, activation_code(activation), _alpha(alpha)
 
 
@@ -160,6 +199,8 @@ def check_dense_backward(X, W, dZ, dW, db, dX=None):
     _shape("db", db, (W.shape[1],))
     if dX is not None:
         _shape("dX", dX, X.shape)
+    blas_sizes(X=X, W=W)
+    disjoint({"dW": dW, "db": db, "dX": dX}, {"X": X, "W": W, "dZ": dZ})
     return X, W, dZ, dW, db, dX
 
 
@@ -168,6 +209,7 @@ def check_softmax(Z, out):
     _array("out", out, 2, writable=True)
     _same_dtype("Z", Z, out=out)
     _shape("out", out, Z.shape)
+    disjoint({"out": out}, {"Z": Z}, in_place={("out", "Z")})
     return Z, out
 
 
@@ -185,7 +227,9 @@ def check_softmax_cross_entropy(Z, labels, grad, sample_weight=None):
     if low < 0 or high >= n_classes:
         bad = low if low < 0 else high
         raise ValueError(f"labels must lie in [0, {n_classes}) for {n_classes} logits; got {bad}")
-    return Z, labels, grad, _sample_weight(sample_weight, Z.shape[0], Z)
+    sample_weight = _sample_weight(sample_weight, Z.shape[0], Z)
+    disjoint({"grad": grad}, {"Z": Z, "labels": labels, "sample_weight": sample_weight})
+    return Z, labels, grad, sample_weight
 
 
 def _check_targets(first_name, Z, target, grad, sample_weight):
@@ -198,7 +242,9 @@ def _check_targets(first_name, Z, target, grad, sample_weight):
     _same_dtype(first_name, Z, target=target, grad=grad)
     _shape("target", target, Z.shape)
     _shape("grad", grad, Z.shape)
-    return Z, target, grad, _sample_weight(sample_weight, Z.shape[0], Z)
+    sample_weight = _sample_weight(sample_weight, Z.shape[0], Z)
+    disjoint({"grad": grad}, {first_name: Z, "target": target, "sample_weight": sample_weight})
+    return Z, target, grad, sample_weight
 
 
 def check_softmax_cross_entropy_soft(Z, target, grad, sample_weight=None):
@@ -213,12 +259,15 @@ def check_bce_with_logits(Z, target, grad, sample_weight=None):
     return _check_targets("Z", Z, target, grad, sample_weight)
 
 
-def _flat_buffers(params, **buffers):
+def _flat_buffers(params, grad, **state):
+    """params and the optimizer state are updated in place, from grad: distinct buffers
+    of one length and dtype."""
     _array("params", params, 1, writable=True)
-    for name, a in buffers.items():
+    for name, a in {"grad": grad, **state}.items():
         _array(name, a, 1, writable=name != "grad")
         _same_dtype("params", params, **{name: a})
         _shape(name, a, params.shape)
+    disjoint({"params": params, **state}, {"grad": grad})
 
 
 def finite_number(name, value, low=0.0, high=None, low_inclusive=True):

@@ -126,6 +126,8 @@ cdef void _matmul(const floating[:, ::1] A, const floating[:, ::1] B,
 
 cdef void _activation_forward(const floating[:, ::1] Z, floating[:, ::1] out,
                               int activation, floating alpha) noexcept:
+    if Z.shape[0] == 0 or Z.shape[1] == 0:
+        return  # no element 0 to point at
     with nogil:
         _activate(&Z[0, 0], &out[0, 0], Z.shape[0] * Z.shape[1], activation, alpha)
 
@@ -133,6 +135,8 @@ cdef void _activation_forward(const floating[:, ::1] Z, floating[:, ::1] out,
 cdef void _activation_backward(const floating[:, ::1] A, const floating[:, ::1] dA,
                                floating[:, ::1] out, int activation,
                                floating alpha) noexcept:
+    if A.shape[0] == 0 or A.shape[1] == 0:
+        return  # no element 0 to point at
     with nogil:
         _activation_gradient(&A[0, 0], &dA[0, 0], &out[0, 0], A.shape[0] * A.shape[1],
                              activation, alpha)
@@ -144,6 +148,8 @@ cdef void _dense_forward(const floating[:, ::1] X, const floating[:, ::1] W,
     cdef Py_ssize_t i, j, cols = out.shape[1]
     with nogil:
         gemm(X, False, W, False, out)
+        if cols == 0:
+            return  # no element 0 of a row to point at
         # One pass over out: each row gets its bias, then its activation while
         # it is still in cache.
         for i in range(out.shape[0]):
@@ -181,6 +187,8 @@ cdef void _softmax(const floating[:, ::1] Z, floating[:, ::1] out) noexcept:
     cdef Py_ssize_t i, j, cols = Z.shape[1]
     cdef floating zmax
     cdef double total
+    if cols == 0:
+        return  # rows without an element 0 to point at
     with nogil:
         for i in range(Z.shape[0]):
             zmax = _row_max(&Z[i, 0], cols)

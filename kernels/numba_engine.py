@@ -164,7 +164,7 @@ def _metric(loss, out, labels, targets):
             mean /= rows
             residual = spread = 0.0
             for i in range(rows):
-                residual += (float(targets[i, j]) - out[i, j]) ** 2
+                residual += (np.float64(targets[i, j]) - np.float64(out[i, j])) ** 2
                 spread += (targets[i, j] - mean) ** 2
             if spread > 0:
                 total += 1.0 - residual / spread
@@ -179,7 +179,7 @@ def _clip(grads, max_norm):
     """Scale grads so that their global L2 norm is at most max_norm."""
     norm = 0.0
     for k in range(grads.shape[0]):
-        norm += float(grads[k]) * grads[k]
+        norm += np.float64(grads[k]) * np.float64(grads[k])
     norm = np.sqrt(norm)
     if norm > max_norm:
         scale = grads.dtype.type(max_norm / norm)

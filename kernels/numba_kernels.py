@@ -245,7 +245,7 @@ def _weight(sample_weight, total, i):
 @njit(**_OPTIONS)
 def _log_sum_exp_shift(Z, i):
     """(max, log sum exp(Z[i] - max)) of row i, in float64."""
-    top = float(_row_max(Z, i))
+    top = np.float64(_row_max(Z, i))
     total = 0.0
     for j in range(Z.shape[1]):
         total += np.exp(Z[i, j] - top)
@@ -283,7 +283,7 @@ def softmax_cross_entropy_soft(Z, target, grad, sample_weight=None):
             target_sum += target[i, j]
         row_loss = 0.0
         for j in range(cols):
-            t = float(target[i, j])
+            t = np.float64(target[i, j])
             log_p = (Z[i, j] - top) - lse
             row_loss += t * log_p
             grad[i, j] = (np.exp(log_p) * target_sum - t) * w
@@ -302,7 +302,7 @@ def mse(pred, target, grad, sample_weight=None):
         scale = 2.0 * w / cols
         row_loss = 0.0
         for j in range(cols):
-            diff = float(pred[i, j]) - target[i, j]
+            diff = np.float64(pred[i, j]) - np.float64(target[i, j])
             row_loss += diff * diff
             grad[i, j] = diff * scale
         loss += w * row_loss
@@ -320,8 +320,8 @@ def bce_with_logits(Z, target, grad, sample_weight=None):
         scale = w / cols
         row_loss = 0.0
         for j in range(cols):
-            z = float(Z[i, j])
-            t = float(target[i, j])
+            z = np.float64(Z[i, j])
+            t = np.float64(target[i, j])
             e = np.exp(-abs(z))
             row_loss += max(z, 0.0) - z * t + np.log1p(e)
             sigmoid = 1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)
@@ -353,7 +353,7 @@ def adam_update(params, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, d
     sqrt_bias2 = np.sqrt(1.0 - beta2 ** step)
     for k in range(params.size):
         p = params[k] * shrink
-        g = float(grad[k])
+        g = np.float64(grad[k])
         if l2 != 0.0:
             g += l2 * p
         m_k = beta1 * m[k] + (1.0 - beta1) * g

@@ -1,4 +1,7 @@
 import importlib
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -58,3 +61,14 @@ def _assert_close(got, want, dtype, scale=1.0):
 @pytest.fixture
 def assert_close():
     return _assert_close
+
+
+@pytest.fixture
+def isolated(tmp_path):
+    """run(code): the code's CompletedProcess in a fresh interpreter (in tmp_path, so the
+    installed fastnn is imported), where a crash ends that process, not the test run."""
+    def run(code, timeout=240):
+        return subprocess.run([sys.executable, "-X", "faulthandler", "-c", textwrap.dedent(code)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=timeout)
+
+    return run

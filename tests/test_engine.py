@@ -605,3 +605,79 @@ def test_an_unwritable_numba_cache_dir_still_trains(tmp_path):
                           timeout=600)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "2"
+
+
+def test_changing_the_layout_after_a_fit_is_refused(isolated, engine_backend):
+    """What made the engine read and write out of bounds (a longer or shorter params, a
+    changed in_features, a replaced layer, optimizer state re-bound for another size between
+    epochs) is refused with a clear error (a fresh process: unchecked, these crashed)."""
+    done = isolated(f"""
+        import numpy as np, fastnn
+        fastnn.set_backend("{engine_backend}")
+        X, y = np.random.default_rng(0).standard_normal((64, 784)), np.arange(64) % 10
+        m = fastnn.mlp([784, 64, 10], seed=0)
+        m.fit(X, y, epochs=1, verbose=0)
+
+        def longer(): m.params = np.zeros(m.n_params + 10**6, np.float32)
+        def shorter(): m.params = np.zeros(10, np.float32)
+        def wider(): m.layers[0].in_features = 5000
+        def replaced(): m.layers[0] = fastnn.Dense(784, 4096)
+        def rebound(): m.fit(X, y, epochs=3, verbose=0, callbacks=[lambda history: m.optimizer.bind(10, np.float32)])
+        for change in (longer, shorter, wider, replaced, rebound):
+            try:
+                change()
+                print(change.__name__, "accepted")
+            except (ValueError, TypeError, AttributeError) as error:
+                print(change.__name__, "refused:", type(error).__name__, error)
+        """)
+    assert done.returncode == 0, done.stderr
+    for name in ("longer", "shorter", "wider", "replaced"):
+        assert f"{name} refused:" in done.stdout, done.stdout
+    assert "rebound refused: ValueError engine: optimizer state m must be" in done.stdout, done.stdout
+
+
+def test_a_layer_bound_to_other_buffers_is_refused(engine_backend):
+    """A Dense layer re-bound to buffers of its own no longer shows the weights fit trains:
+    the engine refuses it instead of training one array while predict reads another."""
+    model = fastnn.mlp([3, 4, 2], seed=0)
+    model.layers[2].bind(np.zeros(10, np.float32), np.zeros(10, np.float32))
+    X, y = data(8, n_classes=2)
+    with pytest.raises(ValueError, match=r"engine: W of Dense\(4, 2\) \(Dense layer 1\) is not its view"):
+        model.fit(X, y, epochs=1, verbose=0, engine=True)
+
+
+def test_workspaces_follow_the_activations(engine_backend):
+    """A LeakyReLU slope changed between fits is the slope the engine trains with (its
+    workspace is keyed by the layer table, slopes included)."""
+    X, y = data(12)
+    results = []
+    for engine in (True, False):
+        model = fastnn.Sequential(fastnn.Dense(3, 5, seed=0), fastnn.LeakyReLU(0.01), fastnn.Dense(5, 3, seed=1))
+        model.fit(X, y, optimizer=fastnn.SGD(0.1), epochs=1, batch_size=4, shuffle=False, verbose=0, engine=engine)
+        model.layers[1].alpha = 0.5
+        model.fit(X, y, optimizer=fastnn.SGD(0.1), epochs=2, batch_size=4, shuffle=False, verbose=0, engine=engine)
+        results.append(model.params.copy())
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-7)
+
+
+def test_engine_checks_the_orders_it_is_given(isolated, engine_backend):
+    """Engine.run refuses sample orders of the wrong shape or out of range (a fresh process:
+    unchecked, the compiled loop read past X)."""
+    done = isolated(f"""
+        import numpy as np, fastnn
+        from fastnn import engine as engines
+        model = fastnn.mlp([3, 2], seed=0)
+        optimizer = fastnn.SGD(0.1)
+        optimizer.bind(model.n_params, model.dtype)
+        runner = engines.Engine(engines.engine_module("{engine_backend}"), model, fastnn.SoftmaxCrossEntropy(),
+                                optimizer, np.ones((4, 3), np.float32), np.array([0, 1, 0, 1]), None, 2, None)
+        for orders in (np.array([[0, 1, 2, 10**9]]), np.array([[0, 1, 2]])):
+            try:
+                runner.run(orders, 1)
+                print("accepted")
+            except ValueError as error:
+                print("refused:", error)
+        """)
+    assert done.returncode == 0, done.stderr
+    assert "refused: engine: orders must hold sample indices in [0, 4)" in done.stdout, done.stdout
+    assert "refused: engine: orders must be a writable C-contiguous int64 array of shape (1, 4)" in done.stdout

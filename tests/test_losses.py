@@ -1,4 +1,6 @@
 """Losses: target preparation, kernels, predictions and scores."""
+import re
+
 import numpy as np
 import pytest
 
@@ -66,3 +68,28 @@ def test_unknown_loss():
 def test_string_labels_are_rejected_by_the_model_loss():
     with pytest.raises(ValueError, match="integer labels"):
         fastnn.SoftmaxCrossEntropy().targets(np.array(["a", "b"]), 2, np.float32)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+@pytest.mark.parametrize("call,message", [
+    ("fastnn.SoftmaxCrossEntropy()(np.zeros((64, 10), np.float32), np.full(64, 10**9), np.empty((64, 10), np.float32))",
+     r"labels must lie in \[0, 10\) for 10 logits; got 1000000000"),
+    ("fastnn.SoftmaxCrossEntropy()(np.zeros((64, 10), np.float32), np.full(64, 12), np.empty((64, 10), np.float32))",
+     r"labels must lie in \[0, 10\)"),
+    ("fastnn.MSE()(np.zeros((64, 10), np.float32), np.zeros((64, 10), np.float32), np.empty((2, 10), np.float32))",
+     r"grad must have shape \(64, 10\); got \(2, 10\)"),
+    ("fastnn.SoftmaxCrossEntropy().transform(np.zeros((4, 3), np.int64))", "Z must be float32 or float64"),
+])
+def test_losses_check_their_arguments(isolated, backend, call, message):
+    """A loss called with bad arguments raises a clear error instead of crashing (run in a
+    fresh process: unchecked, these corrupted the heap)."""
+    done = isolated(f"""
+        import numpy as np, fastnn
+        fastnn.set_backend("{backend}")
+        try:
+            {call}
+        except (ValueError, TypeError) as error:
+            print("refused:", error)
+        """)
+    assert done.returncode == 0, done.stderr
+    assert re.search("refused: " + message, done.stdout), done.stdout

@@ -116,3 +116,40 @@ def test_pickle_keeps_views_and_drops_forward_caches(rng):
     assert all(np.shares_memory(p, copy.params) for p in copy.parameters())
     assert len(pickle.dumps(model)) < 4 * model.n_params * 3 + 20_000  # params, grads, views; no batch
     np.testing.assert_array_equal(copy.outputs(np.ones((2, 64))), model.outputs(np.ones((2, 64))))
+
+
+def test_assigning_params_copies_into_the_flat_buffer(rng):
+    """model.params = values keeps one buffer: the layers' views (predict) and fit see the
+    same numbers; a wrong length or a non-finite value is refused."""
+    model = fastnn.mlp([3, 4, 2], seed=0)
+    buffer = model.params
+    values = rng.standard_normal(model.n_params)
+    model.params = values
+    assert model.params is buffer
+    np.testing.assert_allclose(model.layers[0].W.ravel(), values[:12], rtol=1e-6)
+    X = rng.standard_normal((5, 3))
+    expected = np.maximum(X @ values[:12].reshape(3, 4) + values[12:16], 0) @ values[16:24].reshape(4, 2) \
+        + values[24:]
+    np.testing.assert_allclose(model.outputs(X), expected, rtol=1e-5, atol=1e-6)
+    for bad in (np.zeros(model.n_params + 1), np.zeros(model.n_params - 1), np.zeros((2, model.n_params))):
+        with pytest.raises(ValueError, match=r"params must be a numeric array of shape \(26,\)"):
+            model.params = bad
+    with pytest.raises(ValueError, match="params must be finite"):
+        model.params = np.full(model.n_params, np.nan)
+    np.testing.assert_allclose(model.params, values, rtol=1e-6)
+
+
+def test_the_layout_is_read_only():
+    """What sizes the flat buffers cannot change after the model is built."""
+    model = fastnn.mlp([3, 4, 2], seed=0)
+    with pytest.raises(TypeError):
+        model.layers[0] = fastnn.Dense(3, 4)
+    with pytest.raises(AttributeError):
+        model.layers = [fastnn.Dense(3, 2)]
+    with pytest.raises(AttributeError):
+        model.grads = np.zeros(model.n_params, np.float32)
+    for name in ("in_features", "out_features", "n_params"):
+        with pytest.raises(AttributeError):
+            setattr(model.layers[0], name, 5)
+    with pytest.raises(ValueError, match=r"params must be a C-contiguous float32 array of shape \(16,\)"):
+        model.layers[0].bind(np.zeros(10, np.float32), np.zeros(16, np.float32))

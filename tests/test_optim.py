@@ -86,3 +86,21 @@ def test_hyper_parameters_set_after_construction_are_checked(name, value, error,
     adam = fastnn.Adam()
     with pytest.raises(ValueError, match="eps must be a finite number >= 0"):
         adam.eps = float("nan")
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+@pytest.mark.parametrize("optimizer", ["fastnn.SGD(0.1, momentum=0.9)", "fastnn.Adam()"])
+def test_step_checks_the_state_against_the_parameters(isolated, backend, optimizer):
+    """step with state bound for another size raises a clear error and leaves the step count
+    (run in a fresh process: unchecked, this corrupted the heap)."""
+    done = isolated(f"""
+        import numpy as np, fastnn
+        fastnn.set_backend("{backend}")
+        m = fastnn.mlp([784, 512, 10]); o = {optimizer}; o.bind(10, np.float32)
+        try:
+            o.step(m.params, m.grads)
+        except ValueError as error:
+            print("refused:", error, o.steps)
+        """)
+    assert done.returncode == 0, done.stderr
+    assert "must have shape (407050,); got (10,) 0" in done.stdout, done.stdout

@@ -296,3 +296,18 @@ def test_a_loss_leaving_the_sane_range_is_divergence_and_the_kept_weights_predic
     assert all(value <= 1e18 for value in history.loss)
     assert np.abs(model.params).max() <= 1e18
     assert np.isfinite(model.outputs(X.astype(np.float32))).all()
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba", "cython"])
+def test_fit_trains_on_data_as_they_were_when_they_share_the_model_s_memory(backend):
+    """X given as a view of the model's own parameters is copied first: fit trains on the
+    values it was called with, as with any other X (the engine refused it; the per-module
+    path read the weights it was changing)."""
+    results = []
+    for shared in (True, False):
+        model = fastnn.mlp([2, 3, 2], seed=0)
+        X = model.params[:8].reshape(4, 2) if shared else model.params[:8].reshape(4, 2).copy()
+        with fastnn.use_backend(backend):
+            model.fit(X, [0, 1, 1, 0], optimizer=fastnn.SGD(0.5), epochs=3, batch_size=2, seed=0, verbose=0)
+        results.append(model.params.copy())
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-6)

@@ -199,3 +199,51 @@ def test_batch_of_zero_weights_has_zero_loss_and_gradient(any_backend, dtype, rn
     loss = getattr(any_backend, kernel)(Z, target, grad, np.zeros(3, dtype))
     assert loss == 0.0
     np.testing.assert_array_equal(grad, 0.0)
+
+
+@pytest.mark.parametrize("kernel", ["mse", "bce_with_logits", "softmax_cross_entropy_soft"])
+def test_float32_losses_accumulate_in_float64(any_backend, reference, kernel):
+    """A float32 prediction of 3e19 squares to 9e38, past float32's range but not float64's:
+    the loss stays finite and equal to the reference."""
+    Z = np.array([[3e19, -2e19]], np.float32)
+    target = np.array([[0.0, 1.0]], np.float32)
+    got, want = np.empty_like(Z), np.empty_like(Z)
+    loss = getattr(any_backend, kernel)(Z, target, got)
+    expected = getattr(reference, kernel)(Z, target, want)
+    assert np.isfinite(expected)
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_engine_mse_accumulates_in_float64():
+    """The Numba engine's MSE sums squares in float64 too (as the per-module path): a loss
+    whose squares overflow float32 is reported as its float64 value, not inf (it lies
+    beyond LOSS_LIMIT, so the fit stops as diverged)."""
+    import fastnn
+
+    X = np.array([[1.0], [2.0]], np.float32)
+    y = np.array([[0.0], [1.0]], np.float32)
+    expected = (1.5e19 ** 2 + 3e19 ** 2) / 2
+    for backend in ("numba", "cython"):
+        with fastnn.use_backend(backend):
+            model = fastnn.mlp([1, 1], seed=0)
+            model.params = [1.5e19, 0.0]
+            with pytest.warns(RuntimeWarning, match="training loss became") as caught:
+                history = model.fit(X, y, loss="mse", optimizer=fastnn.SGD(1e-60), epochs=1, batch_size=2,
+                                    shuffle=False, verbose=0)
+        assert history.diverged, backend
+        reported = float(str(caught[0].message).split("became ")[1].split()[0])
+        assert reported == pytest.approx(expected, rel=1e-6), backend
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (3, 0)])
+def test_elementwise_kernels_on_empty_arrays(backend, dtype, shape):
+    """No rows or no columns: nothing to compute, and no element 0 to point at (a build with
+    bounds checks reported &Z[0, 0] of an empty array)."""
+    Z = np.ones(shape, dtype)
+    for kernel, args in [("activation_forward", (Z, np.empty_like(Z), "tanh")),
+                         ("activation_backward", (Z, Z.copy(), np.empty_like(Z), "sigmoid")),
+                         ("softmax", (Z, np.empty_like(Z))),
+                         ("dense_forward", (np.ones((shape[0], 2), dtype), np.ones((2, shape[1]), dtype),
+                                            np.ones(shape[1], dtype), np.empty_like(Z), "relu"))]:
+        getattr(backend, kernel)(*args)

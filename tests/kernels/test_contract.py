@@ -168,3 +168,115 @@ def test_losses_refuse_zero_output_columns(any_backend, kernel):
     name = "pred" if kernel == "mse" else "Z"
     with pytest.raises(ValueError, match=f"{name} must have at least one column"):
         getattr(any_backend, kernel)(Z, target, np.empty_like(Z))
+
+
+def _pool(size=64):
+    return np.arange(size, dtype=np.float64)
+
+
+OVERLAPS = {
+    "dense_backward(dX=dZ)": lambda k, p: k.dense_backward(
+        p[:12].reshape(4, 3), p[12:18].reshape(3, 2), p[20:28].reshape(4, 2), np.empty((3, 2)), np.empty(2),
+        p[20:32].reshape(4, 3)),
+    "dense_backward(dW=W)": lambda k, p: k.dense_backward(
+        p[:12].reshape(4, 3), p[12:18].reshape(3, 2), p[20:28].reshape(4, 2), p[12:18].reshape(3, 2),
+        np.empty(2)),
+    "dense_backward(db inside dW)": lambda k, p: k.dense_backward(
+        np.ones((4, 3)), np.ones((3, 2)), np.ones((4, 2)), p[:6].reshape(3, 2), p[4:6]),
+    "matmul(out=B)": lambda k, p: k.matmul(p[:4].reshape(2, 2), p[4:8].reshape(2, 2), p[4:8].reshape(2, 2)),
+    "dense_forward(out=W)": lambda k, p: k.dense_forward(
+        p[:9].reshape(3, 3), p[9:18].reshape(3, 3), p[18:21], p[9:18].reshape(3, 3), "relu"),
+    "dense_forward(out over b)": lambda k, p: k.dense_forward(
+        np.ones((3, 3)), np.ones((3, 3)), p[:3], p[1:10].reshape(3, 3), "relu"),
+    "activation_forward(shifted)": lambda k, p: k.activation_forward(
+        p[:12].reshape(3, 4), p[1:13].reshape(3, 4), "tanh"),
+    "activation_backward(shifted)": lambda k, p: k.activation_backward(
+        p[:12].reshape(3, 4), np.ones((3, 4)), p[4:16].reshape(3, 4), "sigmoid"),
+    "softmax(shifted)": lambda k, p: k.softmax(p[:12].reshape(3, 4), p[2:14].reshape(3, 4)),
+    "mse(grad=pred)": lambda k, p: k.mse(p[:8].reshape(2, 4), np.ones((2, 4)), p[:8].reshape(2, 4)),
+    "bce(grad over target)": lambda k, p: k.bce_with_logits(
+        np.zeros((2, 4)), p[:8].reshape(2, 4), p[4:12].reshape(2, 4)),
+    "softmax_cross_entropy_soft(grad over sample_weight)": lambda k, p: k.softmax_cross_entropy_soft(
+        np.zeros((2, 4)), np.ones((2, 4)), p[:8].reshape(2, 4), p[6:8]),
+    "sgd_update(velocity=params)": lambda k, p: k.sgd_update(p[:8], np.ones(8), p[:8], 0.1, 0.9, False, 0.0),
+    "sgd_update(grad=params)": lambda k, p: k.sgd_update(p[:8], p[:8], np.zeros(8), 0.1, 0.9, False, 0.0),
+    "adam_update(m=v)": lambda k, p: k.adam_update(
+        p[:8], np.ones(8), p[8:16], p[8:16], 1, 0.1, 0.9, 0.999, 1e-8, 0.0, False),
+    "adam_update(v over params)": lambda k, p: k.adam_update(
+        p[:8], np.ones(8), np.zeros(8), p[4:12], 1, 0.1, 0.9, 0.999, 1e-8, 0.0, False),
+}
+
+
+@pytest.mark.parametrize("case", list(OVERLAPS))
+def test_outputs_overlapping_other_arguments_are_refused(any_backend, case):
+    """An output sharing memory with another argument (fully or in part) is refused where the
+    kernel is not in place by design: it would read values it has already overwritten."""
+    with pytest.raises(ValueError, match="must not overlap"):
+        OVERLAPS[case](any_backend, _pool())
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba", "cython"])
+def test_grad_over_the_labels_is_refused(isolated, backend):
+    """A gradient written over the labels would turn them into indices anywhere in memory (a
+    fresh process: unchecked, this crashed)."""
+    done = isolated(f"""
+        import numpy as np, fastnn
+        memory = np.zeros(8, np.int64)
+        labels, grad = memory[:2], memory.view(np.float64).reshape(2, 4)
+        try:
+            fastnn.get_backend("{backend}").softmax_cross_entropy(np.zeros((2, 4)), labels, grad)
+        except ValueError as error:
+            print("refused:", error)
+        """)
+    assert done.returncode == 0, done.stderr
+    assert "refused: grad must not overlap labels" in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize("kernel,arguments,out", [
+    ("activation_forward", lambda Z, dA: (Z, Z, "tanh"), 1),
+    ("activation_backward", lambda A, dA: (A, dA, A, "sigmoid"), 2),
+    ("activation_backward", lambda A, dA: (A, dA, dA, "relu"), 2),
+    ("softmax", lambda Z, dA: (Z, Z), 1),
+])
+def test_in_place_kernels_take_the_very_same_array(any_backend, reference, dtype, rng, assert_close, kernel,
+                                                   arguments, out):
+    """The elementwise kernels may write over an input that is the very same array as out."""
+    first, second = rng.random((3, 5)).astype(dtype), rng.standard_normal((3, 5)).astype(dtype)
+    separate = list(arguments(first.copy(), second.copy()))
+    separate[out] = expected = np.empty_like(first)
+    getattr(reference, kernel)(*separate)
+    in_place = arguments(first, second)
+    getattr(any_backend, kernel)(*in_place)
+    assert_close(in_place[out], expected, dtype)
+
+
+@pytest.mark.parametrize("size", [2**31 + 3, 2**32 + 3])
+def test_products_past_blas_sizes_are_refused(isolated, size):
+    """A dimension past BLAS's 32-bit sizes is refused, not truncated into a wrong product.
+    The operands are views of tiny buffers declaring the huge shapes (as_strided, nothing
+    allocated): they must be refused before anything reads them, so this runs in a fresh
+    process."""
+    done = isolated(f"""
+        import numpy as np, fastnn
+        from numpy.lib.stride_tricks import as_strided
+
+        def huge(shape):
+            return as_strided(np.ones(8, np.float32), shape=shape, strides=(4, 4))
+
+        A, B, dW = huge((1, {size})), huge(({size}, 1)), huge(({size}, 1))
+        assert A.flags.c_contiguous and B.flags.c_contiguous and dW.flags.c_contiguous
+        out, b = np.zeros((1, 1), np.float32), np.zeros(1, np.float32)
+        for name in fastnn.available_backends():
+            k = fastnn.get_backend(name)
+            for call in (lambda: k.matmul(A, B, out), lambda: k.dense_forward(A, B, b, out, "identity"),
+                         lambda: k.dense_backward(A, B, out, dW, b)):
+                try:
+                    call()
+                    print(name, "accepted", out)
+                except ValueError as error:
+                    print(name, "refused:", error)
+        """)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 9, done.stdout
+    assert all("refused:" in line and "BLAS's 32-bit sizes" in line for line in lines), done.stdout
