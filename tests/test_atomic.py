@@ -27,7 +27,8 @@ def interrupt(script, args, delay):
     """Run script, send it SIGINT ``delay`` seconds after it prints 'ready', and return
     the JSON it prints last (after catching the KeyboardInterrupt)."""
     process = subprocess.Popen([sys.executable, "-c", DATA + textwrap.dedent(script), *args],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=os.path.dirname(__file__))  # the installed fastnn, not the tree
     try:
         assert process.stdout.readline().strip() == "ready", process.stderr.read()
         time.sleep(delay)

@@ -268,8 +268,8 @@ print(before, compiles(run, (1.0,)), compiles(run, (np.zeros(3),)))
 def test_compiles_tells_a_first_compile_from_a_cached_one(tmp_path):
     (tmp_path / "tiny.py").write_text(TINY_NUMBA_MODULE)
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
-    runs = [subprocess.run([sys.executable, "-c", COMPILES, str(tmp_path)], env=env, capture_output=True,
-                           text=True, timeout=120, check=True).stdout.split() for _ in range(2)]
+    runs = [subprocess.run([sys.executable, "-c", COMPILES, str(tmp_path)], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120, check=True).stdout.split() for _ in range(2)]
     assert runs == [["True", "False", "True"], ["False", "False", "True"]]
     cython = engines.engine_module("cython")
     if cython is not None:  # nothing to compile
@@ -471,9 +471,9 @@ print(np.abs(results[0] - results[1]).max())
 
 @pytest.mark.skipif(engines.engine_module("cython") is None or not hasattr(os, "sched_setaffinity"),
                     reason="needs the Cython engine and CPU affinity")
-def test_two_engine_threads_sharing_one_core_train_alike():
-    result = subprocess.run([sys.executable, "-c", SHARED_CORE], capture_output=True, text=True, timeout=120,
-                            check=True)
+def test_two_engine_threads_sharing_one_core_train_alike(tmp_path):
+    result = subprocess.run([sys.executable, "-c", SHARED_CORE], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120, check=True)
     assert float(result.stdout) < 1e-12
 
 

@@ -231,7 +231,8 @@ def test_the_next_save_removes_the_temporary_files_of_killed_saves(tmp_path, sig
     same target removes it, and leaves those of other targets and of live writers alone."""
     path = tmp_path / "m.fnn"
     for _ in range(20):
-        process = subprocess.Popen([sys.executable, "-c", KILLED_SAVE, str(path)], stdout=subprocess.PIPE, text=True)
+        process = subprocess.Popen([sys.executable, "-c", KILLED_SAVE, str(path)], stdout=subprocess.PIPE, text=True,
+                                   cwd=tmp_path)
         assert process.stdout.readline().strip() == "ready"
         time.sleep(0.3)
         process.send_signal(signum)
@@ -361,7 +362,8 @@ print(status("VmHWM") - before)
 
 def load_in_subprocess(path):
     """(what load said, how far it raised the peak resident memory in bytes) in a new process."""
-    done = subprocess.run([sys.executable, "-c", PEAK, str(path)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", PEAK, str(path)], capture_output=True, text=True, timeout=300,
+                          cwd=path.parent)
     assert done.returncode == 0, done.stderr
     outcome, rise = done.stdout.strip().splitlines()
     return outcome, int(rise)
