@@ -14,6 +14,7 @@ engine runs threads of its own (BLAS on one), online and in mini-batches,
 from smaller sizes on; see :func:`thread_count` and docs/engine.md.
 """
 import contextlib
+import math
 import os
 import sys
 import threading
@@ -162,23 +163,51 @@ def available_cores():
         return os.cpu_count() or 1
 
 
+def _own_running_threads():
+    """This process's threads that are running or runnable now (Linux /proc)."""
+    own = 0
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/stat") as file:
+            own += file.read().rsplit(")", 1)[1].split()[0] == "R"
+    return own
+
+
+# How long one reading of the other processes' running threads stands: thread_count asks
+# once per fit, and fits called back to back (an epoch per call) pay for it once.
+LOAD_READING_SECONDS = 1.0
+_load_reading = (-math.inf, 0)
+
+
+def _machine_running_threads():
+    """The machine's threads that are running or runnable now (Linux /proc/loadavg)."""
+    with open("/proc/loadavg") as file:
+        return int(file.read().split()[3].split("/")[0])
+
+
 def other_running_tasks():
-    """Threads of other processes running or waiting to run right now (Linux: the
-    machine's runnable tasks in /proc/loadavg less this process's in /proc/self/task;
-    the least of three readings, so that a task passing through is not counted); 0
-    where /proc cannot tell."""
+    """Threads of other processes running or waiting to run (Linux: the machine's
+    runnable tasks in /proc/loadavg less this process's in /proc/self/task); 0 where
+    /proc cannot tell. The least of three readings 1 ms apart, so that a task passing
+    through (a kernel thread, a short command) is not counted; each reading subtracts the
+    larger of this process's counts just before and after it, since its own threads still
+    spinning from the last call (BLAS's, the engine's) fall asleep at any moment. A
+    reading stands for LOAD_READING_SECONDS."""
+    global _load_reading
+    taken, value = _load_reading
+    if time.monotonic() - taken < LOAD_READING_SECONDS:
+        return value
     try:
         readings = []
-        for _ in range(3):
-            with open("/proc/loadavg") as file:
-                readings.append(int(file.read().split()[3].split("/")[0]))
-        own = 0
-        for task in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{task}/stat") as file:
-                own += file.read().rsplit(")", 1)[1].split()[0] == "R"
-        return max(0, min(readings) - own)
+        for i in range(3):
+            time.sleep(0.001 if i else 0)
+            before = _own_running_threads()
+            runnable = _machine_running_threads()
+            readings.append(runnable - max(before, _own_running_threads()))
+        value = max(0, min(readings))
     except (OSError, ValueError, IndexError):
-        return 0
+        value = 0
+    _load_reading = (time.monotonic(), value)
+    return value
 
 
 _controller = None

@@ -130,7 +130,7 @@ class FastnnSweep:
         self.config = f"fastnn.sweep, {backend} engine, {os.cpu_count()} worker processes"
 
     def run(self):
-        result = sweep(self.run_one, {}, seeds=self.seeds)
+        result = sweep(self.run_one, {}, seeds=self.seeds, verbose=0)
         if result.errors:
             raise RuntimeError(f"sweep runs failed: {result.errors[0]['error']}")
         self.losses = np.array(next(iter(result.values("loss").values())))

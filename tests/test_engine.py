@@ -1,6 +1,7 @@
 """The compiled training engine (fastnn/engine.py, kernels/*_engine): the same numbers as
 the per-module path for every activation, loss, optimizer and batch mode; fallback;
 no recompilation; no allocation per step; divergence; thread settings."""
+import math
 import os
 import re
 import subprocess
@@ -442,6 +443,22 @@ def test_a_core_held_by_another_process_is_not_counted(monkeypatch):
     monkeypatch.setattr(engines, "other_running_tasks", lambda: 0)
     with threadpool_limits(limits=2, user_api="blas"):
         assert engines.thread_count(None, big, 128) == 2
+
+
+def test_own_threads_falling_asleep_are_not_counted_as_others(monkeypatch):
+    """Two of this process's threads spin when the machine is read and sleep when this
+    process is read after: they are its own, not another process's (counting them made a
+    default fit take one thread at random on an idle machine). A reading then stands."""
+    own = iter([3, 1] * 3)
+    monkeypatch.setattr(engines, "_own_running_threads", lambda: next(own))
+    monkeypatch.setattr(engines, "_machine_running_threads", lambda: 3)
+    monkeypatch.setattr(engines, "_load_reading", (-math.inf, 0))
+    assert engines.other_running_tasks() == 0
+    monkeypatch.setattr(engines, "_machine_running_threads", lambda: 5)
+    assert engines.other_running_tasks() == 0  # the reading stands for LOAD_READING_SECONDS
+    monkeypatch.setattr(engines, "_load_reading", (-math.inf, 0))
+    own = iter([1] * 6)
+    assert engines.other_running_tasks() == 4
 
 
 SHARED_CORE = """
