@@ -205,10 +205,10 @@ def describe(dtype):
     lines = [f"{date.today()}  {bench.cpu_model()}, {os.cpu_count()} cores; {np.dtype(dtype).name}; "
              f"NumPy/SciPy BLAS {blas}"]
     X, y = data([2, 3, 2], 8, dtype)
-    for name, make in {**frameworks(extra=True), **stack_frameworks()}.items():
+    stacks = stack_frameworks()
+    for name, make in {**frameworks(extra=True), **stacks}.items():
         try:
-            config = make([2, 3, 2], "relu", 4, "sgd", X, y, **({"seeds": [0]} if name in stack_frameworks()
-                                                                  else {})).config
+            config = make([2, 3, 2], "relu", 4, "sgd", X, y, **({"seeds": [0]} if name in stacks else {})).config
         except Exception as error:  # a broken peer install: say so, run the rest
             config = f"unavailable ({type(error).__name__}: {error})"
         lines.append(f"  {name}: {config}")

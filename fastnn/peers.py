@@ -294,13 +294,17 @@ class JaxTrainer:
             return {"sgd": params, "momentum": (params, zeros),
                     "adam": (params, zeros, zeros, jnp.zeros((), X.dtype))}[optimizer]
 
+        # step, scores and losses take stacked parameters (a leading model axis) with seeds
+        # (the functions above stay as they are: loss and grad call logits by name).
         step = {"sgd": sgd, "momentum": momentum, "adam": adam}[optimizer]
+        scores, losses = logits, loss
         self.params = (lambda state: state) if optimizer == "sgd" else (lambda state: state[0])
         if self.stacked:
-            step, scores = jax.vmap(step, in_axes=(0, None, None)), jax.vmap(logits, in_axes=(0, None))
+            step = jax.vmap(step, in_axes=(0, None, None))
+            scores, losses = jax.vmap(logits, in_axes=(0, None)), jax.vmap(loss, in_axes=(0, None, None))
             self.state = tree_map(lambda *models: jnp.stack(models), *map(initial_state, seeds))
         else:
-            self.state, scores = initial_state(seed), logits
+            self.state = initial_state(seed)
 
         def epoch(state, xs, ts, x_last, t_last):
             state = jax.lax.scan(lambda state, batch: (step(state, *batch), None), state, (xs, ts))[0]
@@ -310,7 +314,7 @@ class JaxTrainer:
         full = len(X) // batch * batch
         self.data = (jnp.asarray(X[:full].reshape(-1, batch, X.shape[1])), jnp.asarray(y[:full].reshape(-1, batch)),
                      jnp.asarray(X[full:]), jnp.asarray(y[full:]))
-        self.epoch, self.step, self.scores = jax.jit(epoch), jax.jit(step), jax.jit(scores)
+        self.epoch, self.step, self.scores, self.losses = map(jax.jit, (epoch, step, scores, losses))
         self.config = (f"jax {jax.__version__}, XLA on {jax.default_backend()}, the epoch in one jitted lax.scan"
                        + (", vmap over the stacked models" if self.stacked else ""))
 
@@ -319,18 +323,12 @@ class JaxTrainer:
             self.state = self.epoch(self.state, *self.data)
         self.jax.block_until_ready(self.state)
 
-    def _scores(self, X):
-        return np.asarray(self.scores(self.params(self.state), X))
-
     def loss(self, X, y):
-        z = self._scores(X)
-        z = z - z.max(-1, keepdims=True)
-        log_p = z - np.log(np.exp(z).sum(-1, keepdims=True))
-        losses = -np.take_along_axis(log_p, np.broadcast_to(y[:, None], (*z.shape[:-1], 1)), -1).mean((-2, -1))
+        losses = np.asarray(self.losses(self.params(self.state), X, y), np.float64)
         return losses if self.stacked else float(losses)
 
     def accuracy(self, X, y):
-        hits = (self._scores(X).argmax(-1) == y).mean(-1)
+        hits = (np.asarray(self.scores(self.params(self.state), X)).argmax(-1) == y).mean(-1)
         return hits if self.stacked else float(hits)
 
 
