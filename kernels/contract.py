@@ -9,16 +9,7 @@ kernel's arguments and returns them normalised (activation names -> codes).
 """
 import numpy as np
 
-from .reference import IDENTITY, LEAKY_RELU, RELU, SIGMOID, STEP, TANH
-
-ACTIVATIONS = {
-    "identity": IDENTITY,
-    "relu": RELU,
-    "leaky_relu": LEAKY_RELU,
-    "sigmoid": SIGMOID,
-    "tanh": TANH,
-    "step": STEP,
-}
+from .abi import ACTIVATIONS, STEP
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 LABEL_DTYPE = np.dtype(np.int64)
 # The BLAS behind the matrix products (scipy's cython_blas, Numba's np.dot) takes 32-bit

@@ -15,7 +15,8 @@ temporaries internally.
 import numpy as np
 from scipy.special import expit
 
-IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, STEP = range(6)
+from .abi import IDENTITY, LEAKY_RELU, RELU, SIGMOID, STEP, TANH
+
 # Training has diverged once a batch's loss exceeds this (or is NaN): squares of numbers
 # this large overflow float32, and no fit that converges comes near it.
 LOSS_LIMIT = 1e18

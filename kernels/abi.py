@@ -1,0 +1,79 @@
+"""The compiled code's interface, in plain Python: codes, the layer table, the
+hyper-parameter record and the argument bundles of the engine's entry points.
+
+Everything that crosses from fastnn/ into compiled code (kernels and both
+engines) is named here once. The Cython declarations (kernels/abi.pxd) and the
+Numba engine use these values; tests/kernels/test_abi.py holds the Cython
+enums and struct to them. Importing this module loads no compiled code.
+
+An engine entry point ``run_batches(model, data, work, run)`` (``run_online``
+alike) takes four bundles:
+
+Model   params, grads       the flat parameter and gradient buffers
+        state_a, state_b    optimizer state: SGD's velocity (state_b empty), Adam's m and v
+        layers              int64 (n_layers, len(LAYER_COLUMNS)): the layer table
+        alphas              float64 (n_layers,): leaky_relu slopes
+        hyper               HYPER record array of shape (1,): the optimizer's
+                            hyper-parameters (one record per model of a stack)
+Data    X                   (n, n_in) training inputs
+        labels              int64 (n,) for CROSS_ENTROPY, else empty
+        targets             (n, n_out) for the other losses, else (0, n_out)
+        weights             (n,) sample weights, or empty
+        orders              int64 (n_epochs, n): each epoch's sample order, or (0, 0)
+Work    acts, deltas        flat workspaces of batch * (n_in + sum of n_out) entries: the
+                            batch's inputs, then each layer's (batch, n_out) outputs;
+                            deltas holds their gradients alike
+        twork, wwork, lwork (batch, n_out), (batch,), int64 (batch,): the batch's
+                            targets, sample weights and labels gathered in epoch order
+        backup              (3, n_params), out: params, state_a, state_b at the last epoch start
+        stats               float64 (n_epochs, 2), out: per epoch, the sums over batches
+                            of (mean loss, metric) times the batch's rows
+Run     optimizer, loss     codes below
+        step                optimizer steps taken before this call (Adam's bias correction)
+        n_epochs, batch     epochs to run and the batch size
+        threads             the engine's own threads (the Cython engine's; Numba runs one)
+
+It returns (epochs completed, batch index, optimizer steps, loss): when a batch's
+loss is not finite or exceeds reference.LOSS_LIMIT it stops before that batch's
+update and returns the epoch and batch it happened in; otherwise epochs
+completed is n_epochs.
+"""
+from collections import namedtuple
+
+import numpy as np
+
+IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, STEP = range(6)
+ACTIVATIONS = {
+    "identity": IDENTITY,
+    "relu": RELU,
+    "leaky_relu": LEAKY_RELU,
+    "sigmoid": SIGMOID,
+    "tanh": TANH,
+    "step": STEP,
+}
+# CROSS_ENTROPY takes integer labels, CROSS_ENTROPY_SOFT one-hot or soft target rows.
+CROSS_ENTROPY, CROSS_ENTROPY_SOFT, MSE, BCE = range(4)
+SGD, ADAM = range(2)
+
+# The layer table: one row per Dense layer, these columns.
+LAYER_COLUMNS = ("w_offset", "n_in", "n_out", "activation", "in_offset", "out_offset")
+W_OFFSET, N_IN, N_OUT, ACTIVATION, IN_OFFSET, OUT_OFFSET = range(len(LAYER_COLUMNS))
+
+# One optimizer's hyper-parameters: SGD reads lr, momentum, nesterov, weight_decay;
+# Adam lr, beta1, beta2, eps, weight_decay, decoupled (AdamW); both clip_norm (0: none).
+HYPER = np.dtype([
+    ("lr", np.float64),
+    ("momentum", np.float64),
+    ("weight_decay", np.float64),
+    ("beta1", np.float64),
+    ("beta2", np.float64),
+    ("eps", np.float64),
+    ("clip_norm", np.float64),
+    ("nesterov", np.int64),
+    ("decoupled", np.int64),
+])
+
+Model = namedtuple("Model", "params grads state_a state_b layers alphas hyper")
+Data = namedtuple("Data", "X labels targets weights orders")
+Work = namedtuple("Work", "acts deltas twork wwork lwork backup stats")
+Run = namedtuple("Run", "optimizer loss step n_epochs batch threads")
