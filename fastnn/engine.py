@@ -3,7 +3,7 @@
 ``fit`` asks :func:`plan` whether the model, loss and optimizer suit the
 engine; when they do, an :class:`Engine` holds the prepared arrays and the
 workspaces (allocated once per model and batch size) and runs chunks of
-epochs in the backend's compiled loop (kernels/numba_engine.py or
+epochs in the backend's compiled loop (kernels/abi.py or
 kernels/cython_engine.pxi). Anything else falls back to the per-module path
 in fastnn/train.py, which computes the same numbers one layer call at a time.
 
@@ -25,6 +25,7 @@ from collections import OrderedDict
 import numpy as np
 
 from . import kernels
+from .kernels import abi
 from .kernels.contract import BLAS_MAX_DIM, disjoint
 from .layers import Dense, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from .losses import MSE, BCEWithLogits, SoftmaxCrossEntropy
@@ -275,11 +276,11 @@ def blas_threads(count):
 
 
 def layer_table(model, batch):
-    """The compiled loops' layer table for batches of up to ``batch`` rows, as
-    kernels/numba_engine.py describes it: int64 (n_layers, 6) offsets, sizes and
-    activation codes, and the float64 leaky_relu slopes."""
+    """The compiled loops' layer table for batches of up to ``batch`` rows (int64, the
+    columns of kernels/abi.py: offsets, sizes and activation codes) and the float64
+    leaky_relu slopes."""
     dense = model.dense_layers
-    layers = np.zeros((len(dense), 6), np.int64)
+    layers = np.zeros((len(dense), len(abi.LAYER_COLUMNS)), np.int64)
     alphas = np.zeros(len(dense), np.float64)
     w_offset, inputs, outputs = 0, 0, batch * model.n_features
     for i, (layer, (code, alpha)) in enumerate(zip(dense, _activation_codes(model))):
@@ -292,14 +293,12 @@ def layer_table(model, batch):
 
 class Workspace:
     """Buffers for training a model laid out as ``layers`` (layer_table's) with batches of
-    up to ``batch`` rows, as kernels/numba_engine.py describes."""
+    up to ``batch`` rows, as kernels/abi.py describes."""
 
     def __init__(self, model, batch, layers, alphas):
-        from .kernels import numba_engine  # the layer table's columns, on first use as in Engine
-
         dtype = model.dtype
         self.layers, self.alphas = layers, alphas
-        size = int(layers[-1, numba_engine.OUT_OFFSET] + batch * layers[-1, numba_engine.N_OUT])
+        size = int(layers[-1, abi.OUT_OFFSET] + batch * layers[-1, abi.N_OUT])
         self.acts = np.zeros(size, dtype)
         self.deltas = np.zeros(size, dtype)
         self.twork = np.zeros((batch, model.n_outputs), dtype)
@@ -385,9 +384,7 @@ def _compiling_notice(run, args, dtype):
     Returns the start time, or None when nothing compiles."""
     if not compiles(run, args):
         return None
-    from .kernels import numba_engine
-
-    loop = "online" if run is numba_engine.run_online else "mini-batch"
+    loop = "online" if run.__name__ == "run_online" else "mini-batch"
     print(f"fastnn: compiling the Numba engine's {loop} loop for {np.dtype(dtype).name} (first run "
           "only: later runs load it from Numba's cache) ...", file=sys.stderr, flush=True)
     return time.perf_counter()
@@ -416,18 +413,16 @@ class Engine:
         self.blas_threads = 1 if own else count
         self.run_epochs = module.run_online if batch == 1 else module.run_batches
         self.X = _writable(X)
-        from .kernels import numba_engine  # the codes; imported on first use: importing fastnn loads no engine
-
         dtype = model.dtype
         if loss.name == "softmax_cross_entropy" and targets.ndim == 1:
-            self.loss_code = numba_engine.CROSS_ENTROPY
+            self.loss_code = abi.CROSS_ENTROPY
             self.labels, self.targets = _writable(targets), np.zeros((0, model.n_outputs), dtype)
         else:
-            self.loss_code = {"softmax_cross_entropy": numba_engine.CROSS_ENTROPY_SOFT, "mse": numba_engine.MSE,
-                              "bce_with_logits": numba_engine.BCE}[loss.name]
+            self.loss_code = {"softmax_cross_entropy": abi.CROSS_ENTROPY_SOFT, "mse": abi.MSE,
+                              "bce_with_logits": abi.BCE}[loss.name]
             self.labels, self.targets = np.zeros(0, np.int64), _writable(targets)
         self.weights = np.zeros(0, dtype) if weight is None else _writable(weight)
-        self.optimizer_code = numba_engine.SGD if isinstance(optimizer, SGD) else numba_engine.ADAM
+        self.optimizer_code = abi.SGD if isinstance(optimizer, SGD) else abi.ADAM
         self.clip_norm = 0.0 if clip_norm is None else float(clip_norm)
         self.work = workspace(model, batch)
         self.no_orders = np.zeros((0, 0), np.int64)
@@ -441,15 +436,13 @@ class Engine:
         targets the last layer's outputs, the workspace has the table's sizes, every size
         fits BLAS, and nothing the loops write overlaps another array. Run once per fit,
         before any compiled code."""
-        from .kernels import numba_engine  # the layer table's columns and codes, on first use
-
         model, work, batch = self.model, self.work, self.batch
         params, grads, dtype = model.params, model.grads, model.dtype
         layers = work.layers
         _check_shape("params", params, params.shape, dtype)
         _check_shape("grads", grads, params.shape, dtype)
         end = inputs = 0
-        width = int(layers[0, numba_engine.N_IN])
+        width = int(layers[0, abi.N_IN])
         for i, layer in enumerate(model.dense_layers):
             w, n_in, n_out, _, in_offset, out_offset = (int(v) for v in layers[i])
             if (w, n_in, in_offset, out_offset) != (end, width, inputs, inputs + batch * n_in):
@@ -461,18 +454,18 @@ class Engine:
                 if not _is_view(view, buffer, start, shape):
                     raise ValueError(f"engine: {name} of {layer!r} (Dense layer {i}) is not its view of the "
                                      "model's flat buffers; the model was changed after it was built")
-        n, n_in, n_out = len(self.X), int(layers[0, numba_engine.N_IN]), int(layers[-1, numba_engine.N_OUT])
+        n, n_in, n_out = len(self.X), int(layers[0, abi.N_IN]), int(layers[-1, abi.N_OUT])
         if end != params.size:
             raise ValueError(f"engine: the layer table does not cover the model's {params.size} parameters")
-        if max(batch, n_out, *layers[:, numba_engine.N_IN]) > BLAS_MAX_DIM:
+        if max(batch, n_out, *layers[:, abi.N_IN]) > BLAS_MAX_DIM:
             raise ValueError(f"engine: batch size and layer sizes must be at most {BLAS_MAX_DIM} (BLAS's sizes)")
         _check_shape("X", self.X, (n, n_in), dtype)
-        _check_shape("labels", self.labels, (n if self.loss_code == numba_engine.CROSS_ENTROPY else 0,), np.int64)
+        _check_shape("labels", self.labels, (n if self.loss_code == abi.CROSS_ENTROPY else 0,), np.int64)
         if self.labels.size and not (self.labels.min() >= 0 and self.labels.max() < n_out):
             raise ValueError(f"engine: labels must lie in [0, {n_out})")
-        _check_shape("targets", self.targets, (0 if self.loss_code == numba_engine.CROSS_ENTROPY else n, n_out), dtype)
+        _check_shape("targets", self.targets, (0 if self.loss_code == abi.CROSS_ENTROPY else n, n_out), dtype)
         _check_shape("sample weights", self.weights, (n if self.weights.size else 0,), dtype)
-        size = int(layers[-1, numba_engine.OUT_OFFSET]) + batch * n_out
+        size = int(layers[-1, abi.OUT_OFFSET]) + batch * n_out
         for name, a, shape, kind in (("acts", work.acts, (size,), dtype), ("deltas", work.deltas, (size,), dtype),
                                      ("twork", work.twork, (batch, n_out), dtype), ("wwork", work.wwork, (batch,), dtype),
                                      ("lwork", work.lwork, (batch,), np.int64),
@@ -484,12 +477,16 @@ class Engine:
                  {"X": self.X, "labels": self.labels, "targets": self.targets, "sample weights": self.weights})
 
     def _hyper(self):
+        """The optimizer's hyper-parameters as a record array of one abi.HYPER."""
         opt = self.optimizer
+        hyper = np.zeros(1, abi.HYPER)
+        hyper["lr"], hyper["weight_decay"], hyper["clip_norm"] = opt.lr, opt.weight_decay, self.clip_norm
         if isinstance(opt, SGD):
-            values = (opt.lr, opt.momentum, opt.nesterov, opt.weight_decay, 0, 0, 0, 0)
+            hyper["momentum"], hyper["nesterov"] = opt.momentum, opt.nesterov
         else:
-            values = (opt.lr, 0, 0, opt.weight_decay, *opt.betas, opt.eps, opt.decoupled)
-        return np.array((*values, self.clip_norm, self.threads), np.float64)
+            hyper["beta1"], hyper["beta2"] = opt.betas
+            hyper["eps"], hyper["decoupled"] = opt.eps, opt.decoupled
+        return hyper
 
     def _state(self):
         """The optimizer's state buffers (SGD: velocity and an empty one; Adam: m and v), checked
@@ -520,11 +517,10 @@ class Engine:
                 raise ValueError(f"engine: orders must hold sample indices in [0, {len(self.X)})")
         state_a, state_b = self._state()
         stats = np.zeros((n_epochs, 2), np.float64)
-        args = (model.params, model.grads, state_a, state_b, work.backup, work.layers, work.alphas,
-                self._hyper(), self.optimizer_code, self.loss_code, self.optimizer.steps,
-                self.X, self.labels, self.targets, self.weights,
-                self.no_orders if orders is None else orders, n_epochs, self.batch,
-                work.acts, work.deltas, work.twork, work.wwork, work.lwork, stats)
+        args = (abi.Model(model.params, model.grads, state_a, state_b, work.layers, work.alphas, self._hyper()),
+                abi.Data(self.X, self.labels, self.targets, self.weights, self.no_orders if orders is None else orders),
+                abi.Work(work.acts, work.deltas, work.twork, work.wwork, work.lwork, work.backup, stats),
+                abi.Run(self.optimizer_code, self.loss_code, self.optimizer.steps, n_epochs, self.batch, self.threads))
         started = None if self.checked else _compiling_notice(self.run_epochs, args, model.dtype)
         self.checked = True
         done, index, steps, value = self.run_epochs(*args)

@@ -15,23 +15,14 @@ cimport openmp
 from blas cimport gemm_ptr
 from elementwise cimport _sigmoid, _sqrt, _tanh
 
-# Codes and indices, as in numba_engine.py (which fastnn/engine.py reads them from) and reference.py.
-cdef enum:
-    IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH
-cdef enum:
-    CROSS_ENTROPY, CROSS_ENTROPY_SOFT, MSE, BCE
-cdef enum:
-    SGD, ADAM
-cdef enum:
-    LR, MOMENTUM, NESTEROV, WEIGHT_DECAY, BETA1, BETA2, EPS, DECOUPLED, CLIP_NORM, THREADS
-cdef enum:
-    W_OFFSET, N_IN, N_OUT, ACTIVATION, IN_OFFSET, OUT_OFFSET
+from abi cimport (ADAM, BCE, CROSS_ENTROPY, CROSS_ENTROPY_SOFT, IDENTITY, LEAKY_RELU, MSE, RELU, SGD, SIGMOID,
+                 TANH, ACTIVATION, IN_OFFSET, N_IN, N_OUT, OUT_OFFSET, W_OFFSET, Hyper)
 
 cdef object FLOAT64 = np.dtype(np.float64), FLOAT32 = np.dtype(np.float32)
 # A batch loss above this (or NaN) stops training as diverged (reference.py).
 from fastnn.kernels.reference import LOSS_LIMIT as _LOSS_LIMIT
 cdef double LOSS_LIMIT = _LOSS_LIMIT
-# run_online and run_batches train on hyper[THREADS] threads of their own, with BLAS on
+# run_online and run_batches train on run.threads threads of their own, with BLAS on
 # one thread (fastnn/engine.py reads this).
 OWN_THREADS = True
 
@@ -192,10 +183,10 @@ cdef double _metric(int loss, const floating* out, Py_ssize_t rows, Py_ssize_t c
     return total
 
 
-cdef inline void _sgd_constants(const double* hyper, floating* c) noexcept nogil:
+cdef inline void _sgd_constants(const Hyper* hyper, floating* c) noexcept nogil:
     """c = lr, momentum, weight decay, nesterov (0 or 1) in the dtype, for _sgd_element."""
-    c[0], c[1], c[2] = <floating>hyper[LR], <floating>hyper[MOMENTUM], <floating>hyper[WEIGHT_DECAY]
-    c[3] = 1 if hyper[NESTEROV] != 0 else 0
+    c[0], c[1], c[2] = <floating>hyper.lr, <floating>hyper.momentum, <floating>hyper.weight_decay
+    c[3] = 1 if hyper.nesterov != 0 else 0
 
 
 cdef inline void _sgd_element(floating* p, floating g, floating* velocity, const floating* c) noexcept nogil:
@@ -209,17 +200,17 @@ cdef inline void _sgd_element(floating* p, floating g, floating* velocity, const
     p[0] -= c[0] * g
 
 
-cdef inline void _adam_constants(const double* hyper, long step, floating* c) noexcept nogil:
+cdef inline void _adam_constants(const Hyper* hyper, long step, floating* c) noexcept nogil:
     """The constants of Adam step ``step`` in the dtype, for _adam_element: decoupled
     shrink, L2 weight decay, beta1, beta2, 1 - beta1, 1 - beta2, and with
     s = sqrt(1 - beta2^step): lr * s / (1 - beta1^step), eps * s."""
-    cdef double s = sqrt(1.0 - hyper[BETA2] ** step)
-    c[0] = <floating>(1.0 - hyper[LR] * hyper[WEIGHT_DECAY] if hyper[DECOUPLED] != 0 else 1.0)
-    c[1] = <floating>(0.0 if hyper[DECOUPLED] != 0 else hyper[WEIGHT_DECAY])
-    c[2], c[3] = <floating>hyper[BETA1], <floating>hyper[BETA2]
-    c[4], c[5] = <floating>(1.0 - hyper[BETA1]), <floating>(1.0 - hyper[BETA2])
-    c[6] = <floating>(hyper[LR] * s / (1.0 - hyper[BETA1] ** step))
-    c[7] = <floating>(hyper[EPS] * s)
+    cdef double s = sqrt(1.0 - hyper.beta2 ** step)
+    c[0] = <floating>(1.0 - hyper.lr * hyper.weight_decay if hyper.decoupled != 0 else 1.0)
+    c[1] = <floating>(0.0 if hyper.decoupled != 0 else hyper.weight_decay)
+    c[2], c[3] = <floating>hyper.beta1, <floating>hyper.beta2
+    c[4], c[5] = <floating>(1.0 - hyper.beta1), <floating>(1.0 - hyper.beta2)
+    c[6] = <floating>(hyper.lr * s / (1.0 - hyper.beta1 ** step))
+    c[7] = <floating>(hyper.eps * s)
 
 
 cdef inline void _adam_element(floating* p, floating g, floating* m, floating* v, const floating* c) noexcept nogil:
@@ -236,7 +227,7 @@ cdef inline void _adam_element(floating* p, floating g, floating* m, floating* v
     p[0] = pf - c[6] * mf / (_sqrt(vf) + c[7])
 
 
-cdef inline void _step_constants(const double* hyper, int optimizer, long step, floating* c) noexcept nogil:
+cdef inline void _step_constants(const Hyper* hyper, int optimizer, long step, floating* c) noexcept nogil:
     """The constants of optimizer step ``step``, for _step."""
     if optimizer == SGD:
         _sgd_constants(hyper, c)
@@ -260,18 +251,18 @@ cdef void _step(floating* params, const floating* grads, floating* state_a, floa
 
 
 cdef void _update(floating* params, floating* grads, floating* state_a, floating* state_b,
-                  Py_ssize_t n, const double* hyper, int optimizer, long step) noexcept nogil:
+                  Py_ssize_t n, const Hyper* hyper, int optimizer, long step) noexcept nogil:
     """Clip by global norm (if set), then one SGD or Adam step, in the dtype."""
     cdef Py_ssize_t k
     cdef double norm = 0
     cdef floating scale
     cdef floating c[9]
-    if hyper[CLIP_NORM] > 0:
+    if hyper.clip_norm > 0:
         for k in range(n):
             norm += <double>grads[k] * grads[k]
         norm = sqrt(norm)
-        if norm > hyper[CLIP_NORM]:
-            scale = <floating>(hyper[CLIP_NORM] / norm)
+        if norm > hyper.clip_norm:
+            scale = <floating>(hyper.clip_norm / norm)
             for k in range(n):
                 grads[k] *= scale
     _step_constants(hyper, optimizer, step, c)
@@ -596,7 +587,7 @@ cdef void _backward_rows(floating* params, floating* state_a, floating* state_b,
 
 cdef void _online_thread(int t, int n_threads, Shared* shared, floating* p, floating* sa, floating* sb,
                          floating[:, ::1] backup, const int64_t[:, ::1] layers, const double[::1] alphas,
-                         const double* hyper, int optimizer, int loss, long step,
+                         const Hyper* hyper, int optimizer, int loss, long step,
                          const floating[:, ::1] X, const int64_t[::1] labels, const floating[:, ::1] targets,
                          const floating[::1] weights, const int64_t[:, ::1] orders, Py_ssize_t n_epochs,
                          floating* a, floating* d, floating* partials, Py_ssize_t n_acts,
@@ -607,7 +598,7 @@ cdef void _online_thread(int t, int n_threads, Shared* shared, floating* p, floa
     cdef Py_ssize_t epoch, sample, i, layer, k
     cdef Layer top = _layer(layers, last), current
     cdef int phase = 0
-    cdef bint plain = (optimizer == SGD and hyper[MOMENTUM] == 0 and hyper[WEIGHT_DECAY] == 0)
+    cdef bint plain = (optimizer == SGD and hyper.momentum == 0 and hyper.weight_decay == 0)
     cdef floating c[9]
     cdef const floating* x
     cdef const int64_t* lab
@@ -691,7 +682,7 @@ cdef void _online_thread(int t, int n_threads, Shared* shared, floating* p, floa
 
 cdef void _batch_thread(int t, int n_threads, Shared* shared, double* losses, floating* p, floating* g,
                         floating* sa, floating* sb, floating[:, ::1] backup, const int64_t[:, ::1] layers,
-                        const double[::1] alphas, const double* hyper, int optimizer, int loss, long step,
+                        const double[::1] alphas, const Hyper* hyper, int optimizer, int loss, long step,
                         const floating[:, ::1] X, const int64_t[::1] labels, const floating[:, ::1] targets,
                         const floating[::1] weights, const int64_t[:, ::1] orders, Py_ssize_t n_epochs,
                         Py_ssize_t batch, floating* a, floating* d, floating* twork, floating* wwork,
@@ -785,7 +776,7 @@ cdef void _batch_thread(int t, int n_threads, Shared* shared, double* losses, fl
 
 cdef tuple _run_parallel(bint online, int n_threads, floating[::1] params, floating[::1] grads,
                          floating[::1] state_a, floating[::1] state_b, floating[:, ::1] backup,
-                         const int64_t[:, ::1] layers, const double[::1] alphas, const double[::1] hyper,
+                         const int64_t[:, ::1] layers, const double[::1] alphas, const Hyper[::1] hyper,
                          int optimizer, int loss, long step, const floating[:, ::1] X,
                          const int64_t[::1] labels, const floating[:, ::1] targets,
                          const floating[::1] weights, const int64_t[:, ::1] orders, Py_ssize_t n_epochs,
@@ -826,13 +817,12 @@ cdef tuple _run_parallel(bint online, int n_threads, floating[::1] params, float
     return n_epochs, 0, shared.steps, 0.0
 
 
-cdef tuple _run(bint online, floating[::1] params, floating[::1] grads, floating[::1] state_a,
-                floating[::1] state_b, floating[:, ::1] backup, const int64_t[:, ::1] layers,
-                const double[::1] alphas, const double[::1] hyper, int optimizer, int loss, long step,
-                const floating[:, ::1] X, const int64_t[::1] labels, const floating[:, ::1] targets,
-                const floating[::1] weights, const int64_t[:, ::1] orders, Py_ssize_t n_epochs,
-                Py_ssize_t batch, floating[::1] acts, floating[::1] deltas, floating[:, ::1] twork,
-                floating[::1] wwork, int64_t[::1] lwork, double[:, ::1] stats):
+def _run(bint online, floating[::1] params, floating[::1] grads, floating[::1] state_a, floating[::1] state_b, floating[:, ::1] backup, const int64_t[:, ::1] layers,
+         const double[::1] alphas, const Hyper[::1] hyper, int optimizer, int loss, long step,
+         const floating[:, ::1] X, const int64_t[::1] labels, const floating[:, ::1] targets,
+         const floating[::1] weights, const int64_t[:, ::1] orders, Py_ssize_t n_epochs,
+         Py_ssize_t batch, floating[::1] acts, floating[::1] deltas, floating[:, ::1] twork,
+         floating[::1] wwork, int64_t[::1] lwork, double[:, ::1] stats, int threads):
     cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_layers = layers.shape[0]
     cdef Py_ssize_t n_params = params.shape[0], last = n_layers - 1
     cdef Py_ssize_t epoch, index, lo, rows, layer
@@ -855,13 +845,13 @@ cdef tuple _run(bint online, floating[::1] params, floating[::1] grads, floating
     cdef const floating* tgt
     cdef const floating* wgt
     cdef double value = 0, loss_sum, metric_sum
-    cdef bint in_place = (online and optimizer == SGD and hyper[MOMENTUM] == 0 and hyper[WEIGHT_DECAY] == 0
-                          and hyper[CLIP_NORM] == 0)
+    cdef bint in_place = (online and optimizer == SGD and hyper[0].momentum == 0 and hyper[0].weight_decay == 0
+                          and hyper[0].clip_norm == 0)
     cdef bint diverged = False
-    cdef floating lr = <floating>hyper[LR]
+    cdef floating lr = <floating>hyper[0].lr
     cdef unsigned int fp
-    if hyper[THREADS] > 1 and hyper[CLIP_NORM] == 0:
-        return _run_parallel(online, <int>hyper[THREADS], params, grads, state_a, state_b, backup, layers, alphas,
+    if threads > 1 and hyper[0].clip_norm == 0:
+        return _run_parallel(online, threads, params, grads, state_a, state_b, backup, layers, alphas,
                              hyper, optimizer, loss, step, X, labels, targets, weights, orders, n_epochs, batch,
                              acts, deltas, twork, wwork, lwork, stats)
     if online:
@@ -926,28 +916,22 @@ cdef tuple _run(bint online, floating[::1] params, floating[::1] grads, floating
     return n_epochs, 0, step, 0.0
 
 
-def _train(online, params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer, loss, step,
-           X, labels, targets, weights, orders, n_epochs, batch, acts, deltas, twork, wwork, lwork, stats):
-    if params.dtype == FLOAT64:
-        return _run[double](online, params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer,
-                            loss, step, X, labels, targets, weights, orders, n_epochs, batch, acts, deltas,
-                            twork, wwork, lwork, stats)
-    if params.dtype == FLOAT32:
-        return _run[float](online, params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer,
-                           loss, step, X, labels, targets, weights, orders, n_epochs, batch, acts, deltas,
-                           twork, wwork, lwork, stats)
-    raise TypeError(f"params must be float32 or float64; got {params.dtype}")
+def _train(online, model, data, work, run):
+    """Unpack the bundles of abi.py for _run (which dispatches on the parameters' dtype)."""
+    args = (online, model.params, model.grads, model.state_a, model.state_b, work.backup, model.layers,
+            model.alphas, model.hyper, run.optimizer, run.loss, run.step, data.X, data.labels, data.targets,
+            data.weights, data.orders, run.n_epochs, run.batch, work.acts, work.deltas, work.twork, work.wwork,
+            work.lwork, work.stats, run.threads)
+    if model.params.dtype != FLOAT64 and model.params.dtype != FLOAT32:
+        raise TypeError(f"params must be float32 or float64; got {model.params.dtype}")
+    return _run(*args)
 
 
-def run_batches(params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer, loss, step,
-                X, labels, targets, weights, orders, n_epochs, batch, acts, deltas, twork, wwork, lwork, stats):
-    """Mini-batch training for n_epochs: see numba_engine.py."""
-    return _train(False, params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer, loss, step,
-                  X, labels, targets, weights, orders, n_epochs, batch, acts, deltas, twork, wwork, lwork, stats)
+def run_batches(model, data, work, run):
+    """Mini-batch training for run.n_epochs: the bundles and result of abi.py."""
+    return _train(False, model, data, work, run)
 
 
-def run_online(params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer, loss, step,
-               X, labels, targets, weights, orders, n_epochs, batch, acts, deltas, twork, wwork, lwork, stats):
-    """Online training (batch 1) for n_epochs: see numba_engine.py."""
-    return _train(True, params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer, loss, step,
-                  X, labels, targets, weights, orders, n_epochs, batch, acts, deltas, twork, wwork, lwork, stats)
+def run_online(model, data, work, run):
+    """Online training (batch 1) for run.n_epochs: the bundles and result of abi.py."""
+    return _train(True, model, data, work, run)

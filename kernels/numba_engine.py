@@ -2,37 +2,8 @@
 
 ``run_batches`` trains with mini-batches (full batch included) through BLAS;
 ``run_online`` trains one sample per update with matrix-vector loops over the
-flat buffers. Both take the same arguments (fastnn/engine.py prepares them;
-the Cython engine takes them too):
-
-params, grads          the model's flat parameter and gradient buffers
-state_a, state_b       optimizer state: SGD's velocity (state_b empty), Adam's m and v
-backup                 (3, n_params), out: params, state_a, state_b at the last epoch start
-layers                 int64 (n_layers, 6): W offset in params, n_in, n_out, activation
-                       code, offsets of the layer's input and output in ``acts``
-alphas                 float64 (n_layers,): leaky_relu slopes
-hyper                  float64 vector indexed by LR ... THREADS below; THREADS is the
-                       online loop's thread count (the Cython engine's; Numba runs one)
-optimizer, loss        SGD/ADAM and CROSS_ENTROPY/CROSS_ENTROPY_SOFT/MSE/BCE
-step                   optimizer steps taken before this call (Adam's bias correction)
-X                      (n, n_in) training inputs
-labels                 int64 (n,) for CROSS_ENTROPY, else empty
-targets                (n, n_out) for the other losses, else (0, n_out)
-weights                (n,) sample weights, or empty
-orders                 int64 (n_epochs, n): each epoch's sample order, or (0, 0)
-                       to take the samples in order
-n_epochs, batch        epochs to run and the batch size
-acts, deltas           flat workspaces of batch * (n_in + sum of n_out) entries: the
-                       batch's inputs (gathered in epoch order), then each layer's
-                       (batch, n_out) outputs; deltas holds their gradients alike
-twork, wwork, lwork    (batch, n_out), (batch,), int64 (batch,): the batch's
-                       targets, sample weights and labels gathered in epoch order
-stats                  float64 (n_epochs, 2), out: per epoch, the sums over batches
-                       of (mean loss, metric) times the batch's rows
-
-They return (epochs completed, batch index, optimizer steps, loss): when a
-batch's loss is not finite or exceeds reference.LOSS_LIMIT they stop before its update and return the epoch
-and batch it happened in; otherwise epochs completed is n_epochs.
+flat buffers. Both take the four bundles of abi.py (fastnn/engine.py prepares
+them; the Cython engine takes them too) and return what abi.py says.
 
 Losses and SGD are the kernels of numba_kernels.py, called from here; the
 activations and Adam follow the same formulas, Adam in the parameters' dtype
@@ -60,15 +31,11 @@ from .numba_kernels import (
     softmax_cross_entropy,
     softmax_cross_entropy_soft,
 )
-from .reference import IDENTITY, LEAKY_RELU, LOSS_LIMIT, RELU, SIGMOID
+from .abi import (ACTIVATION, BCE, CROSS_ENTROPY, CROSS_ENTROPY_SOFT, IDENTITY, IN_OFFSET, LEAKY_RELU, MSE, N_IN,
+                  N_OUT, OUT_OFFSET, RELU, SGD, SIGMOID, W_OFFSET)
+from .reference import LOSS_LIMIT
 
 _OPTIONS = dict(cache=CACHE, nogil=True, error_model="numpy")
-
-CROSS_ENTROPY, CROSS_ENTROPY_SOFT, MSE, BCE = range(4)
-SGD, ADAM = range(2)
-LR, MOMENTUM, NESTEROV, WEIGHT_DECAY, BETA1, BETA2, EPS, DECOUPLED, CLIP_NORM, THREADS = range(10)
-N_HYPER = 10
-W_OFFSET, N_IN, N_OUT, ACTIVATION, IN_OFFSET, OUT_OFFSET = range(6)
 
 
 @njit(**_OPTIONS)
@@ -212,15 +179,15 @@ def _adam(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoup
 
 @njit(**_OPTIONS)
 def _update(params, grads, state_a, state_b, hyper, optimizer, step):
-    """Clip (if set) and apply one optimizer step; step counts this update."""
-    if hyper[CLIP_NORM] > 0:
-        _clip(grads, hyper[CLIP_NORM])
+    """Clip (if set) and apply one optimizer step; hyper is one abi.HYPER record, step
+    counts this update."""
+    if hyper.clip_norm > 0:
+        _clip(grads, hyper.clip_norm)
     if optimizer == SGD:
-        sgd_update(params, grads, state_a, hyper[LR], hyper[MOMENTUM], hyper[NESTEROV] != 0,
-                   hyper[WEIGHT_DECAY])
+        sgd_update(params, grads, state_a, hyper.lr, hyper.momentum, hyper.nesterov != 0, hyper.weight_decay)
     else:
-        _adam(params, grads, state_a, state_b, step, hyper[LR], hyper[BETA1], hyper[BETA2],
-              hyper[EPS], hyper[WEIGHT_DECAY], hyper[DECOUPLED] != 0)
+        _adam(params, grads, state_a, state_b, step, hyper.lr, hyper.beta1, hyper.beta2,
+              hyper.eps, hyper.weight_decay, hyper.decoupled != 0)
 
 
 @njit(inline="always", **_OPTIONS)
@@ -240,9 +207,13 @@ def _gather(order, lo, rows, X, labels, targets, weights, xwork, lwork, twork, w
 
 
 @njit(**_OPTIONS)
-def _run_batches(params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer, loss, step,
-                 X, labels, targets, weights, orders, n_epochs, batch, acts, deltas, twork, wwork, lwork, stats):
-    """Mini-batch training for n_epochs: see the module docstring."""
+def _run_batches(model, data, work, run):
+    """Mini-batch training for run.n_epochs: the bundles and result of abi.py."""
+    params, grads, state_a, state_b, layers, alphas, hypers = model
+    X, labels, targets, weights, orders = data
+    acts, deltas, twork, wwork, lwork, backup, stats = work
+    optimizer, loss, step, n_epochs, batch, _ = run
+    hyper = hypers[0]
     n = X.shape[0]
     last = layers.shape[0] - 1
     weighted = weights.shape[0] > 0
@@ -395,16 +366,19 @@ def _backward_one(params, grads, layers, alphas, layer, acts, deltas, lr, in_pla
 
 
 @njit(**_OPTIONS)
-def _run_online(params, grads, state_a, state_b, backup, layers, alphas, hyper, optimizer, loss, step,
-                X, labels, targets, weights, orders, n_epochs, batch, acts, deltas, twork, wwork, lwork, stats):
-    """Online training (batch 1) for n_epochs: see the module docstring. Plain SGD (no
+def _run_online(model, data, work, run):
+    """Online training (batch 1) for run.n_epochs: the bundles and result of abi.py. Plain SGD (no
     momentum, weight decay or clipping) updates the weights in place as it goes back
     through the layers, without forming the gradient; other optimizers get the gradient."""
+    params, grads, state_a, state_b, layers, alphas, hypers = model
+    X, labels, targets, weights, orders = data
+    acts, deltas, twork, wwork, lwork, backup, stats = work
+    optimizer, loss, step, n_epochs, batch, _ = run
+    hyper = hypers[0]
     n = X.shape[0]
     last = layers.shape[0] - 1
-    in_place = (optimizer == SGD and hyper[MOMENTUM] == 0 and hyper[WEIGHT_DECAY] == 0
-                and hyper[CLIP_NORM] == 0)
-    lr = params.dtype.type(hyper[LR])
+    in_place = optimizer == SGD and hyper.momentum == 0 and hyper.weight_decay == 0 and hyper.clip_norm == 0
+    lr = params.dtype.type(hyper.lr)
     x = _inputs(acts, layers, 0, 1)
     out = _outputs(acts, layers, last, 1)
     delta = _outputs(deltas, layers, last, 1)
@@ -445,7 +419,7 @@ def _flushing_denormals(run):
         finally:
             restore_fp(previous)
 
-    run_flushing.__doc__ = run.__doc__
+    run_flushing.__name__, run_flushing.__doc__ = run.__name__.lstrip("_"), run.__doc__
     run_flushing.compiled = run
     return run_flushing
 

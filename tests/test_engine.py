@@ -341,8 +341,10 @@ def _allocations(engine_backend, n, batch, threads):
 @pytest.mark.parametrize("threads", [1, 2])
 def test_steps_allocate_nothing(engine_backend, batch, threads):
     short = _allocations(engine_backend, 300 * batch, batch, threads)
-    long = _allocations(engine_backend, 400 * batch, batch, threads)
-    assert long == short  # 100 more steps, not one byte more
+    long = _allocations(engine_backend, 1300 * batch, batch, threads)
+    # 1,000 more steps: not one more compiled allocation, and the Python heap's peak only
+    # within the few hundred bytes it varies by from call to call (argument typing caches)
+    assert long[1] == short[1] and abs(long[0] - short[0]) < 512
     assert short[0] < 8000  # per call: the returned tuple, Cython's memoryview objects
 
 
@@ -600,7 +602,7 @@ def test_warmup_compiles_both_dtypes_and_loops(backend):
     assert fastnn.warmup(backend) >= 0
     if backend == "numba":
         module = engines.engine_module("numba")
-        dtypes = {sig[0].dtype.name for sig in module.run_batches.compiled.signatures
+        dtypes = {sig[0][0].dtype.name for sig in module.run_batches.compiled.signatures
                   + module.run_online.compiled.signatures}
         assert dtypes == {"float32", "float64"}
     with pytest.raises(ValueError, match="'numpy' has no compiled engine"):
