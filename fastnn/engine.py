@@ -25,6 +25,7 @@ from collections import OrderedDict
 import numpy as np
 
 from . import kernels
+from .kernels import abi
 from .kernels.contract import BLAS_MAX_DIM, disjoint
 from .layers import Dense, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from .losses import MSE, BCEWithLogits, SoftmaxCrossEntropy
@@ -416,18 +417,14 @@ class Engine:
         self.blas_threads = 1 if own else count
         self.run_epochs = module.run_online if batch == 1 else module.run_batches
         self.X = _writable(X)
-        from .kernels import numba_engine  # the codes; imported on first use: importing fastnn loads no engine
-
         dtype = model.dtype
-        if loss.name == "softmax_cross_entropy" and targets.ndim == 1:
-            self.loss_code = numba_engine.CROSS_ENTROPY
+        self.loss_code = loss.engine_code(targets)
+        if self.loss_code == abi.CROSS_ENTROPY:
             self.labels, self.targets = _writable(targets), np.zeros((0, model.n_outputs), dtype)
         else:
-            self.loss_code = {"softmax_cross_entropy": numba_engine.CROSS_ENTROPY_SOFT, "mse": numba_engine.MSE,
-                              "bce_with_logits": numba_engine.BCE}[loss.name]
             self.labels, self.targets = np.zeros(0, np.int64), _writable(targets)
         self.weights = np.zeros(0, dtype) if weight is None else _writable(weight)
-        self.optimizer_code = numba_engine.SGD if isinstance(optimizer, SGD) else numba_engine.ADAM
+        self.optimizer_code = abi.SGD if isinstance(optimizer, SGD) else abi.ADAM
         self.clip_norm = 0.0 if clip_norm is None else float(clip_norm)
         self.work = workspace(model, batch)
         self.no_orders = np.zeros((0, 0), np.int64)
