@@ -414,12 +414,10 @@ class Engine:
         self.run_epochs = module.run_online if batch == 1 else module.run_batches
         self.X = _writable(X)
         dtype = model.dtype
-        if loss.name == "softmax_cross_entropy" and targets.ndim == 1:
-            self.loss_code = abi.CROSS_ENTROPY
+        self.loss_code = loss.engine_code(targets)
+        if self.loss_code == abi.CROSS_ENTROPY:
             self.labels, self.targets = _writable(targets), np.zeros((0, model.n_outputs), dtype)
         else:
-            self.loss_code = {"softmax_cross_entropy": abi.CROSS_ENTROPY_SOFT, "mse": abi.MSE,
-                              "bce_with_logits": abi.BCE}[loss.name]
             self.labels, self.targets = np.zeros(0, np.int64), _writable(targets)
         self.weights = np.zeros(0, dtype) if weight is None else _writable(weight)
         self.optimizer_code = abi.SGD if isinstance(optimizer, SGD) else abi.ADAM

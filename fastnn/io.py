@@ -13,9 +13,12 @@ The file is an uncompressed NumPy ``.npz`` archive without pickled objects:
 - ``sha256``: a digest of all the other arrays (names, dtypes, shapes and bytes),
   verified on load.
 
-For an estimator, ``meta`` also holds its class, its parameters (get_params), its
-fitted attributes (n_iter_, t_, loss_curve_, ...; not history_) and the state of its
-random generator, so fit with warm_start or partial_fit continues as it would have.
+For an estimator, ``meta`` also holds its class and the state it gives (its
+``_save_state``: its parameters from get_params, its fitted attributes n_iter_, t_,
+loss_curve_, ... but not history_, and the state of its random generator), from which
+its class restores it (``_restore_state``), so fit with warm_start or partial_fit
+continues as it would have. io stores that state as it comes and imports no estimator:
+it finds the class by its name in fastnn's namespace, as pickle finds a class.
 
 Only fastnn's own layers, losses, optimizers and schedules can be stored: saving
 anything else (a custom Module, a lambda schedule, ...) raises ValueError rather
@@ -23,6 +26,7 @@ than writing a file that would train differently once loaded. Pickle covers thos
 """
 import contextlib
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -56,8 +60,6 @@ OPTIMIZER_CLASSES = {cls.__name__: cls for cls in OPTIMIZERS.values()}
 SCHEDULE_FIELDS = {StepDecay: ("step_size", "gamma"), ExponentialDecay: ("gamma",),
                    CosineDecay: ("total_epochs", "min_lr")}
 SCHEDULES = {cls.__name__: cls for cls in SCHEDULE_FIELDS}
-ESTIMATOR_FITTED = ("n_features_in_", "n_iter_", "t_", "loss_curve_", "best_loss_", "validation_scores_",
-                    "best_validation_score_")
 BIT_GENERATORS = {cls.__name__: cls for cls in (np.random.PCG64, np.random.PCG64DXSM, np.random.MT19937,
                                                  np.random.Philox, np.random.SFC64)}
 
@@ -75,9 +77,13 @@ def save(model, path):
     temporary file in the same directory, synced and renamed over path, so path holds
     either its old contents or the complete new file.
     """
-    estimator = None
+    estimator, estimator_arrays = None, {}
     if not isinstance(model, Sequential):
-        estimator, model = model, _estimator_model(model)
+        kind = type(model).__name__
+        if _estimator_class(kind) is not type(model):
+            raise TypeError(f"model must be a fastnn Sequential, MLPClassifier or MLPRegressor; got {kind}")
+        model, state, estimator_arrays = model._save_state()
+        estimator = {"class": kind, **state}
     path = os.fspath(path)
     generators = []
     arrays = {"params": model.params}
@@ -86,11 +92,12 @@ def save(model, path):
         "version": VERSION,
         "training": bool(model.training),
         "layers": [_describe_layer(layer, generators) for layer in model.layers],
-        "generators": [_plain(generator.bit_generator.state) for generator in generators],
+        "generators": [generator_state(generator) for generator in generators],
         "loss": _describe_loss(model.loss),
         "optimizer": _describe_optimizer(model.optimizer, arrays),
-        "estimator": None if estimator is None else _describe_estimator(estimator, arrays),
+        "estimator": estimator,
     }
+    arrays.update(estimator_arrays)
     meta["arrays"] = {name: {"dtype": array.dtype.name, "shape": list(array.shape)}
                       for name, array in arrays.items()}
     text = json.dumps(meta, allow_nan=False, sort_keys=True).encode("utf-8")
@@ -122,7 +129,7 @@ def load(path):
             meta = _read_meta(archive, members, path)
             try:
                 specs = _array_specs(meta, members)
-                generators = [_generator(state) for state in meta["generators"]]
+                generators = [generator_from_state(state) for state in meta["generators"]]
                 model = Sequential(*[_layer(spec, generators) for spec in meta["layers"]])
             except (AttributeError, KeyError, IndexError, TypeError, ValueError) as error:
                 raise _invalid(path, error) from error
@@ -155,34 +162,13 @@ def load_as(cls, path):
     return model
 
 
-def _estimator_model(estimator):
-    """The Sequential inside a fitted fastnn estimator; TypeError for anything else."""
-    from .sklearn import ESTIMATORS
-
-    if type(estimator) not in ESTIMATORS.values():
-        raise TypeError(f"model must be a fastnn Sequential, MLPClassifier or MLPRegressor; "
-                        f"got {type(estimator).__name__}")
-    if "model_" not in estimator.__dict__:
-        raise ValueError(f"this {type(estimator).__name__} is not fitted yet: there is no model to save")
-    return estimator.model_
-
-
-def _describe_estimator(estimator, arrays):
-    """The estimator's class, parameters, fitted attributes and generator state; adds classes_."""
-    params = estimator.get_params()
-    try:
-        json.dumps(params, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"cannot save {type(estimator).__name__} parameters {params}: only plain values "
-                         f"(numbers, strings, None, tuples) can be stored ({error}); pickle it instead") from None
-    if hasattr(estimator, "classes_"):
-        if estimator.classes_.dtype.kind not in "biufU":
-            raise ValueError(f"cannot save classes_ of dtype {estimator.classes_.dtype}: only numbers and "
-                             "strings can be stored; pickle the estimator instead")
-        arrays["classes"] = estimator.classes_
-    return {"class": type(estimator).__name__, "params": params,
-            "fitted": {name: _plain(getattr(estimator, name)) for name in ESTIMATOR_FITTED},
-            "generator": _plain(estimator._rng.bit_generator.state)}
+def _estimator_class(name):
+    """fastnn's estimator class of this name, or None. It is looked up in fastnn's
+    namespace, which imports the estimators' module on first use: an estimator class
+    is one that restores its instances from their saved state (``_restore_state``)."""
+    package = importlib.import_module(__package__)
+    found = getattr(package, name, None) if name in package.__all__ else None
+    return found if isinstance(found, type) and hasattr(found, "_restore_state") else None
 
 
 def _describe_layer(layer, generators):
@@ -213,6 +199,19 @@ def _generator_index(generator, generators):
                          f"supported bit generators: {sorted(BIT_GENERATORS)}")
     generators.append(generator)
     return len(generators) - 1
+
+
+def generator_state(generator):
+    """The state of a NumPy Generator as JSON-ready data, for generator_from_state."""
+    return _plain(generator.bit_generator.state)
+
+
+def generator_from_state(state):
+    """A new NumPy Generator in the state generator_state gave; KeyError or ValueError
+    when state is not one of a known bit generator."""
+    bit_generator = BIT_GENERATORS[state["bit_generator"]]()
+    bit_generator.state = state
+    return np.random.Generator(bit_generator)
 
 
 def _plain(value):
@@ -398,7 +397,7 @@ def _array_specs(meta, members):
     """(dtype name, shape) of every array the metadata lists, after checking that the list
     matches the archive's members, that the parameters and optimizer state have the
     length and dtype of the layers described and their members that many bytes, and
-    that classes is small."""
+    that any other array belongs to an estimator and is small."""
     listed = meta["arrays"]
     if set(members) != set(listed) | {"meta", "sha256"}:
         raise ValueError(f"the file holds arrays {sorted(members)}; the metadata lists {sorted(listed)}")
@@ -411,10 +410,7 @@ def _array_specs(meta, members):
         dtype, shape, size = spec["dtype"], spec["shape"], members[name].file_size
         if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
             raise ValueError(f"array {name!r} is declared with shape {shape!r}")
-        if name == "classes":
-            if size > MAX_SMALL_BYTES + MAX_NPY_HEADER:
-                raise ValueError(f"array 'classes' takes {size} bytes, more than {MAX_SMALL_BYTES}")
-        elif name == "params" or name.startswith("state_"):
+        if _is_model_array(name):
             if shape != [n_params] or dtype != want:
                 raise ValueError(f"array {name!r} is declared as {dtype} {tuple(shape)}; the layers need "
                                  f"{want} ({n_params},)")
@@ -422,6 +418,9 @@ def _array_specs(meta, members):
             if not nbytes <= size <= nbytes + MAX_NPY_HEADER:
                 raise ValueError(f"array {name!r} is declared as {dtype} ({n_params},), {nbytes} bytes; "
                                  f"its member holds {size} bytes")
+        elif meta["estimator"] is not None:
+            if size > MAX_SMALL_BYTES + MAX_NPY_HEADER:
+                raise ValueError(f"array {name!r} takes {size} bytes, more than {MAX_SMALL_BYTES}")
         else:
             raise ValueError(f"array {name!r} is not part of a fastnn model file")
         specs[name] = (dtype, shape)
@@ -470,24 +469,19 @@ def _build(meta, arrays, model):
 
 
 def _estimator(spec, model, arrays):
-    """The estimator described by spec, fitted: model_ is the loaded model."""
-    from .sklearn import ESTIMATORS
-
-    params = {name: tuple(value) if isinstance(value, list) else value for name, value in spec["params"].items()}
-    estimator = ESTIMATORS[spec["class"]](**params)
-    for name in ESTIMATOR_FITTED:
-        setattr(estimator, name, spec["fitted"][name])
-    if "classes" in arrays:
-        estimator.classes_ = arrays["classes"]
-    estimator._rng = _generator(spec["generator"])
-    estimator.model_ = model
-    return estimator
+    """The fitted estimator spec describes, restored by its class from its state and
+    arrays around the loaded model."""
+    cls = _estimator_class(spec["class"])
+    if cls is None:
+        raise ValueError(f"fastnn has no estimator {spec['class']!r}")
+    state = {key: value for key, value in spec.items() if key != "class"}
+    own = {name: array for name, array in arrays.items() if name != "meta" and not _is_model_array(name)}
+    return cls._restore_state(model, state, own)
 
 
-def _generator(state):
-    bit_generator = BIT_GENERATORS[state["bit_generator"]]()
-    bit_generator.state = state
-    return np.random.Generator(bit_generator)
+def _is_model_array(name):
+    """Whether the array called name is the model's: its parameters or optimizer state."""
+    return name == "params" or name.startswith("state_")
 
 
 def _layer(spec, generators):

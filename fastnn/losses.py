@@ -2,17 +2,24 @@
 
 A loss knows how to turn user targets into the array its kernel takes
 (``targets``), computes (mean loss, gradient w.r.t. the outputs) in one call,
-maps raw outputs to predictions (``transform``) and scores them (``score``).
+maps raw outputs to probabilities (``transform``) and to predictions
+(``predict``), scores them (``score``, reported as ``metric_name``) and gives
+the compiled engine its code (``engine_code``). The base class's defaults are
+those of a classification loss over classes, one output each.
 """
 import numpy as np
 
 from . import kernels
+from .kernels import abi
 from .validation import as_array
 
 
 class Loss:
     name = None
     kernel = None
+    code = None  # the engine's code for this loss (kernels/abi.py); None: the engine has none
+    metric_name = "accuracy"  # what score measures, as History and evaluate report it
+    has_probabilities = True  # whether transform gives probabilities (predict_proba)
 
     def targets(self, y, n_outputs, dtype):
         """y as the array the kernel expects for a model with n_outputs outputs."""
@@ -25,6 +32,14 @@ class Loss:
     def transform(self, outputs):
         """Raw outputs as predictions (probabilities for classification losses)."""
         return outputs
+
+    def predict(self, outputs):
+        """Raw outputs as predictions: the index of the largest output of each row."""
+        return outputs.argmax(axis=1)
+
+    def engine_code(self, targets):
+        """The compiled engine's code for this loss on targets prepared by ``targets``."""
+        return self.code
 
     def score(self, outputs, targets):
         """Accuracy for classification losses, R² for regression."""
@@ -75,6 +90,9 @@ class SoftmaxCrossEntropy(Loss):
         kernel = "softmax_cross_entropy" if np.ndim(targets) == 1 else "softmax_cross_entropy_soft"
         return getattr(kernels.get_backend(), kernel)(outputs, targets, grad, sample_weight)
 
+    def engine_code(self, targets):
+        return abi.CROSS_ENTROPY if np.ndim(targets) == 1 else abi.CROSS_ENTROPY_SOFT
+
     def transform(self, outputs):
         probabilities = np.empty_like(outputs)
         kernels.get_backend().softmax(outputs, probabilities)
@@ -90,9 +108,16 @@ class MSE(Loss):
 
     name = "mse"
     kernel = "mse"
+    code = abi.MSE
+    metric_name = "r2"
+    has_probabilities = False
 
     def targets(self, y, n_outputs, dtype):
         return _float_targets(y, n_outputs, dtype, "MSE")
+
+    def predict(self, outputs):
+        """The outputs themselves."""
+        return outputs
 
     def score(self, outputs, targets):
         """R² averaged uniformly over outputs, as scikit-learn's r2_score."""
@@ -108,6 +133,7 @@ class BCEWithLogits(Loss):
 
     name = "bce_with_logits"
     kernel = "bce_with_logits"
+    code = abi.BCE
 
     def targets(self, y, n_outputs, dtype):
         y = _float_targets(y, n_outputs, dtype, "BCEWithLogits")
@@ -119,6 +145,10 @@ class BCEWithLogits(Loss):
         probabilities = np.empty_like(outputs)
         kernels.get_backend().activation_forward(outputs, probabilities, "sigmoid", 0.0)
         return probabilities
+
+    def predict(self, outputs):
+        """0 or 1 per output: 1 where the probability exceeds one half."""
+        return (outputs > 0).astype(np.int64)
 
     def score(self, outputs, targets):
         return float(((outputs > 0) == (targets > 0.5)).mean())

@@ -157,21 +157,15 @@ class Sequential(Module):
     def predict_proba(self, X):
         """Class probabilities (softmax or sigmoid of the outputs) under a classification loss."""
         loss = self.loss or SoftmaxCrossEntropy()
-        if loss.name == "mse":
-            raise ValueError("predict_proba needs a classification loss; this model's loss is MSE")
+        if not loss.has_probabilities:
+            raise ValueError(f"predict_proba needs a classification loss; this model's loss is {type(loss).__name__}")
         return loss.transform(self.outputs(X))
 
     def predict(self, X):
         """Predictions under the model's loss, whether or not it has been fit: class indices
         (N,) under softmax cross-entropy, the default; 0/1 per output (N, outputs) under
         BCEWithLogits; the outputs themselves under MSE. ``outputs`` gives the raw values."""
-        out = self.outputs(X)
-        loss = self.loss or SoftmaxCrossEntropy()
-        if loss.name == "mse":
-            return out
-        if loss.name == "bce_with_logits":
-            return (out > 0).astype(np.int64)
-        return out.argmax(axis=1)
+        return (self.loss or SoftmaxCrossEntropy()).predict(self.outputs(X))
 
     def evaluate(self, X, y, loss=None, sample_weight=None):
         """{'loss': mean loss, and 'accuracy' (classification) or 'r2' (MSE)} on X, y."""
@@ -183,8 +177,7 @@ class Sequential(Module):
         weight = check_sample_weight(sample_weight, len(X), self.dtype)
         out = self.outputs(X)
         value = loss(out, targets, np.empty_like(out), weight)
-        metric = "r2" if loss.name == "mse" else "accuracy"
-        return {"loss": value, metric: loss.score(out, targets)}
+        return {"loss": value, loss.metric_name: loss.score(out, targets)}
 
     def loss_and_grad(self, X, y, loss=None, sample_weight=None):
         """(mean loss, flat gradient) on X, y by backpropagation."""

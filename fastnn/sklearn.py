@@ -6,6 +6,7 @@ call is one run of max_iter epochs, a partial_fit call a run of one epoch.
 Requires scikit-learn >= 1.6.
 """
 import contextlib
+import json
 import math
 import numbers
 import warnings
@@ -19,7 +20,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import train
-from .io import load_as, save
+from .io import generator_from_state, generator_state, load_as, save
 from .kernels import use_backend
 from .layers import float_dtype
 from .model import mlp
@@ -42,6 +43,9 @@ _REAL_PARAMS = {
 }
 _INT_PARAMS = ("max_iter", "n_iter_no_change")
 _BOOL_PARAMS = ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping")
+# The fitted attributes a saved estimator keeps (not history_).
+_SAVED_FITTED = ("n_features_in_", "n_iter_", "t_", "loss_curve_", "best_loss_", "validation_scores_",
+                 "best_validation_score_")
 
 _PARAMETERS = """
     Parameters
@@ -221,6 +225,33 @@ class _BaseMLP(BaseEstimator):
         holds another kind of model."""
         return load_as(cls, path)
 
+    def _save_state(self):
+        """(model_, state, arrays) for fastnn.io to store: the network, the JSON-ready
+        parameters, fitted attributes and generator state, and the estimator's own arrays,
+        from which _restore_state gives this fitted estimator back."""
+        if "model_" not in self.__dict__:
+            raise ValueError(f"this {type(self).__name__} is not fitted yet: there is no model to save")
+        params = self.get_params()
+        try:
+            json.dumps(params, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"cannot save {type(self).__name__} parameters {params}: only plain values "
+                             f"(numbers, strings, None, tuples) can be stored ({error}); pickle it instead") from None
+        state = {"params": params, "fitted": {name: getattr(self, name) for name in _SAVED_FITTED},
+                 "generator": generator_state(self._rng)}
+        return self.model_, state, {}
+
+    @classmethod
+    def _restore_state(cls, model, state, arrays):
+        """The fitted estimator that _save_state gave state and arrays of, around model."""
+        params = {name: tuple(value) if isinstance(value, list) else value for name, value in state["params"].items()}
+        estimator = cls(**params)
+        for name in _SAVED_FITTED:
+            setattr(estimator, name, state["fitted"][name])
+        estimator._rng = generator_from_state(state["generator"])
+        estimator.model_ = model
+        return estimator
+
     def _check_params(self):
         _hidden_sizes(self.hidden_layer_sizes)
         if self.activation not in ACTIVATIONS:
@@ -392,6 +423,19 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                              "the array of every label y may contain")
         return self._train(X, y, sample_weight, partial=True, classes=classes)
 
+    def _save_state(self):
+        model, state, arrays = super()._save_state()
+        if self.classes_.dtype.kind not in "biufU":
+            raise ValueError(f"cannot save classes_ of dtype {self.classes_.dtype}: only numbers and "
+                             "strings can be stored; pickle the estimator instead")
+        return model, state, {**arrays, "classes": self.classes_}
+
+    @classmethod
+    def _restore_state(cls, model, state, arrays):
+        estimator = super()._restore_state(model, state, arrays)
+        estimator.classes_ = arrays["classes"]
+        return estimator
+
     def predict(self, X):
         """The most probable label of each row of X."""
         outputs = self._outputs(X)
@@ -482,6 +526,3 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             raise ValueError(f"y has {n_outputs} outputs (columns) but the fitted model has "
                              f"{self.model_.n_outputs}")
         return y, n_outputs
-
-
-ESTIMATORS = {cls.__name__: cls for cls in (MLPClassifier, MLPRegressor)}

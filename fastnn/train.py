@@ -206,7 +206,7 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
 
     optimizer.bind(model.n_params, model.dtype)
     model.loss, model.optimizer = loss, optimizer
-    history = model.history = History("r2" if loss.name == "mse" else "accuracy")
+    history = model.history = History(loss.metric_name)
     if stopper is not None:
         stopper.start()
     n = len(X)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import fastnn
+from fastnn.kernels import abi
 from fastnn.losses import get_loss
 
 
@@ -52,6 +53,54 @@ def test_zero_one_labels_for_one_output_point_at_bce(rng):
         fastnn.mlp([2, 4, 1], seed=0).fit(X, y, epochs=1, verbose=0)
     with pytest.raises(ValueError, match=r"for 3 outputs; got values from 0 to 3$"):
         fastnn.SoftmaxCrossEntropy().targets([0, 3], 3, np.float32)
+
+
+LOSS_CLASSES = (fastnn.SoftmaxCrossEntropy, fastnn.MSE, fastnn.BCEWithLogits)
+
+
+@pytest.mark.parametrize("cls,metric,probabilities", [(fastnn.SoftmaxCrossEntropy, "accuracy", True),
+                                                      (fastnn.MSE, "r2", False),
+                                                      (fastnn.BCEWithLogits, "accuracy", True)])
+def test_each_loss_names_its_metric_and_says_whether_it_gives_probabilities(rng, cls, metric, probabilities):
+    loss = cls()
+    assert loss.metric_name == metric and loss.has_probabilities is probabilities
+    X, y = rng.standard_normal((12, 2)), np.arange(12) % 2
+    model = fastnn.mlp([2, 3, 2], loss=loss, seed=0)
+    model.fit(X, np.eye(2)[y] if cls is not fastnn.SoftmaxCrossEntropy else y, epochs=1, verbose=0)
+    assert model.history.metric_name == metric
+    assert set(model.evaluate(X, np.eye(2)[y])) == {"loss", metric}
+
+
+def test_predict_proba_is_refused_for_a_loss_without_probabilities(rng):
+    X = rng.standard_normal((4, 2))
+    for cls in LOSS_CLASSES:
+        model = fastnn.mlp([2, 3], loss=cls, seed=0)
+        if cls().has_probabilities:
+            np.testing.assert_array_equal(model.predict_proba(X), model.loss.transform(model.outputs(X)))
+        else:
+            with pytest.raises(ValueError, match="predict_proba needs a classification loss; this model's loss is "
+                                                 f"{cls.__name__}$"):
+                model.predict_proba(X)
+
+
+def test_each_loss_predicts_by_its_rule():
+    Z = np.array([[0.5, -1.0, 2.0], [3.0, 0.0, -2.0]], np.float32)
+    labels = fastnn.SoftmaxCrossEntropy().predict(Z)
+    np.testing.assert_array_equal(labels, [2, 0])
+    assert labels.dtype.kind == "i"
+    zero_one = fastnn.BCEWithLogits().predict(Z)
+    np.testing.assert_array_equal(zero_one, [[1, 0, 1], [1, 0, 0]])
+    assert zero_one.dtype == np.int64
+    assert fastnn.MSE().predict(Z) is Z
+
+
+def test_each_loss_gives_the_engine_its_code_for_its_targets():
+    cross_entropy = fastnn.SoftmaxCrossEntropy()
+    labels, rows = cross_entropy.targets([0, 2], 3, np.float32), cross_entropy.targets(np.eye(3)[[0, 2]], 3, np.float32)
+    assert cross_entropy.engine_code(labels) == abi.CROSS_ENTROPY
+    assert cross_entropy.engine_code(rows) == abi.CROSS_ENTROPY_SOFT
+    assert fastnn.MSE().engine_code(fastnn.MSE().targets([[0.5]], 1, np.float32)) == abi.MSE
+    assert fastnn.BCEWithLogits().engine_code(fastnn.BCEWithLogits().targets([[1.0]], 1, np.float32)) == abi.BCE
 
 
 @pytest.mark.parametrize("name,cls", [("cross_entropy", fastnn.SoftmaxCrossEntropy), ("mse", fastnn.MSE),
