@@ -170,12 +170,12 @@ def time_to_accuracy(make, train, test, target=TARGET_ACCURACY, max_epochs=MAX_E
     reaches target (epochs None when max_epochs do not)."""
     trainer, train_seconds, eval_seconds = make(*train), 0.0, 0.0
     for epoch in range(1, max_epochs + 1):
-        start = time.perf_counter()
-        trainer.run()
-        middle = time.perf_counter()
-        accuracy = trainer.accuracy(*test)
-        train_seconds += middle - start
-        eval_seconds += time.perf_counter() - middle
+        with bench.Timer() as training:
+            trainer.run()
+        with bench.Timer() as evaluation:
+            accuracy = trainer.accuracy(*test)
+        train_seconds += training.seconds
+        eval_seconds += evaluation.seconds
         if accuracy >= target:
             return train_seconds, epoch, eval_seconds
     return train_seconds, None, eval_seconds
