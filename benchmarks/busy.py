@@ -21,6 +21,7 @@ import numpy as np
 
 import fastnn
 from fastnn import engine as engines
+from fastnn.bench import Timer
 
 SIZES = [784, 256, 128, 10]
 SAMPLES, EPOCHS, BATCH = 8192, 3, 128
@@ -29,9 +30,9 @@ SAMPLES, EPOCHS, BATCH = 8192, 3, 128
 def timed_fit(X, y, n_threads):
     """Seconds of one default fit (n_threads None) or one with n_threads threads."""
     model = fastnn.mlp(SIZES, seed=0)
-    start = time.perf_counter()
-    model.fit(X, y, epochs=EPOCHS, batch_size=BATCH, seed=0, verbose=0, n_threads=n_threads)
-    return time.perf_counter() - start
+    with Timer() as timer:
+        model.fit(X, y, epochs=EPOCHS, batch_size=BATCH, seed=0, verbose=0, n_threads=n_threads)
+    return timer.seconds
 
 
 def running_tasks():

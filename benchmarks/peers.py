@@ -4,7 +4,7 @@
         [--dtype float64] [--data random|mnist|both] [--only throughput many accuracy]
 
 Three sections, every framework training the same net from the same initial weights in
-the same batch order (fastnn.peers says how each peer is set up):
+the same batch order (fastnn.bench.peers says how each peer is set up):
 
 - throughput: training samples/s of the 784-256-128-10 ReLU MLP at batch sizes 1 (SGD
   and Adam), 32, 128 and 8192 (Adam), and of the 2-5-5-5-2 sigmoid net with online SGD,
@@ -35,7 +35,8 @@ from datetime import date
 import numpy as np
 from threadpoolctl import threadpool_info
 
-from fastnn import bench, datasets, peers
+from fastnn import bench, datasets
+from fastnn.bench import peers
 from fastnn import engine as engines
 
 BIG = [784, 256, 128, 10]
@@ -106,7 +107,7 @@ def fastnn_backends():
 
 
 def frameworks(extra=False):
-    """name -> single-model trainer factory (fastnn.peers): fastnn's engines, each
+    """name -> single-model trainer factory (fastnn.bench.peers): fastnn's engines, each
     installed peer, and with ``extra`` the step-per-call JAX."""
     found = {f"fastnn-{name}": functools.partial(peers.FastnnTrainer, backend=name) for name in fastnn_backends()}
     found.update(peers.installed())
@@ -169,12 +170,12 @@ def time_to_accuracy(make, train, test, target=TARGET_ACCURACY, max_epochs=MAX_E
     reaches target (epochs None when max_epochs do not)."""
     trainer, train_seconds, eval_seconds = make(*train), 0.0, 0.0
     for epoch in range(1, max_epochs + 1):
-        start = time.perf_counter()
-        trainer.run()
-        middle = time.perf_counter()
-        accuracy = trainer.accuracy(*test)
-        train_seconds += middle - start
-        eval_seconds += time.perf_counter() - middle
+        with bench.Timer() as training:
+            trainer.run()
+        with bench.Timer() as evaluation:
+            accuracy = trainer.accuracy(*test)
+        train_seconds += training.seconds
+        eval_seconds += evaluation.seconds
         if accuracy >= target:
             return train_seconds, epoch, eval_seconds
     return train_seconds, None, eval_seconds

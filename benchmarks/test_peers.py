@@ -1,7 +1,7 @@
 """The peers comparison (benchmarks/peers.py) as pytest-benchmark groups: every
 throughput case on random and on the real digits, the many-models cases and the time to
 96% test accuracy, for fastnn's engines and each installed peer set up as its experts
-run it (fastnn.peers). Peers that are not installed, and the real digits when absent,
+run it (fastnn.bench.peers). Peers that are not installed, and the real digits when absent,
 are skipped with a reason. The rate lands in extra_info.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE pytest benchmarks/test_peers.py --benchmark-only
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from fastnn import bench
-from fastnn.peers import PEERS, STACK_PEERS
+from fastnn.bench.peers import PEERS, STACK_PEERS
 
 sys.path.insert(0, str(Path(__file__).parent))
 import peers  # noqa: E402

@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 _LAZY = {"MLPClassifier": "sklearn", "MLPRegressor": "sklearn", "sweep": "sweeps", "SweepResult": "sweeps"}
 # Submodules not imported with fastnn (they load matplotlib, scikit-learn, joblib, ...),
 # imported on first access as attributes.
-_SUBMODULES = ("bench", "cli", "datasets", "peers", "plot", "profile", "sklearn", "sweeps")
+_SUBMODULES = ("bench", "cli", "datasets", "plot", "sklearn", "sweeps")
 
 
 def __getattr__(name):

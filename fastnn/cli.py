@@ -2,9 +2,7 @@
 import argparse
 import json
 import math
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -12,21 +10,12 @@ from sklearn.model_selection import train_test_split
 
 from . import bench as benchmarks
 from . import datasets, kernels
-from . import profile as profiling
+from .bench import profile as profiling
+from .bench.timing import Timer, measure
 from .config import show_config
 from .model import mlp
 from .optim import CosineDecay, get_optimizer
 from .train import EarlyStopping
-
-
-def _median_seconds(run, repeats):
-    run()  # compile / warm caches outside the timed region
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def demo(batch=256, n_in=784, n_out=256, dtype=np.float32, repeats=20, seed=0, file=None):
@@ -61,7 +50,7 @@ def demo(batch=256, n_in=784, n_out=256, dtype=np.float32, repeats=20, seed=0, f
         if reference_params is None:
             reference_params = params.copy()
         error = np.abs(params - reference_params).max()
-        seconds = _median_seconds(lambda: step(backend, params, velocity), repeats)
+        seconds = measure({name: lambda: step(backend, params, velocity)}, repeats, min_time=0)[name]
         results[name] = (loss, seconds)
         print(f"  {name:7s} loss {loss:.6f}  max |params - numpy| {error:.1e}  "
               f"median {seconds * 1e3:7.3f} ms", file=file)
@@ -261,20 +250,20 @@ def train(args, parser):
     with kernels.use_backend(backend.name):
         # A short fit of a throw-away copy compiles (or loads from Numba's cache) the code the
         # real fit runs, so that its samples/s measure training, not compilation.
-        start = time.perf_counter()
         warm_rows = len(X_train) if args.batch_size == "full" else min(len(X_train), 2 * args.batch_size)
-        build().fit(X_train[:warm_rows], y_train[:warm_rows], optimizer=new_optimizer(), epochs=1,
-                    batch_size=args.batch_size, seed=args.seed, verbose=0, n_threads=args.threads)
-        print(f"warm-up (compiles on the first run only): {time.perf_counter() - start:.2f} s")
-        start = time.perf_counter()
+        with Timer() as warm_up:
+            build().fit(X_train[:warm_rows], y_train[:warm_rows], optimizer=new_optimizer(), epochs=1,
+                        batch_size=args.batch_size, seed=args.seed, verbose=0, n_threads=args.threads)
+        print(f"warm-up (compiles on the first run only): {warm_up.seconds:.2f} s")
         try:
-            history = model.fit(X_train, y_train, optimizer=optimizer, epochs=args.epochs,
-                                batch_size=args.batch_size, seed=args.seed, verbose=0 if args.quiet else 1,
-                                validation_split=args.validation_split, early_stopping=stopper,
-                                n_threads=args.threads)
+            with Timer() as training:
+                history = model.fit(X_train, y_train, optimizer=optimizer, epochs=args.epochs,
+                                    batch_size=args.batch_size, seed=args.seed, verbose=0 if args.quiet else 1,
+                                    validation_split=args.validation_split, early_stopping=stopper,
+                                    n_threads=args.threads)
         except ValueError as error:
             return _fail("train", _one_line(error))
-        seconds = time.perf_counter() - start
+        seconds = training.seconds
         accuracy = model.evaluate(X_test, y_test)["accuracy"]
     samples = (len(X_train) - int(round(args.validation_split * len(X_train)))) * len(history)
     if history.val_loss and history.val_loss[-1] is not None:

@@ -11,13 +11,13 @@ import hashlib
 import math
 import os
 import shutil
-import tempfile
 import urllib.request
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import replacing
 from .init import as_generator
 from .validation import check_positive_int
 
@@ -288,18 +288,14 @@ def download(dataset="MNIST", path=None, kinds=("train", "t10k"), url=None, open
             target, expected = directory / name, spec["md5"][name]
             if target.is_file() and _md5(target) == expected:
                 continue
-            handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".part")
-            try:
-                with os.fdopen(handle, "wb") as out, opener(base + name) as response:
+            with replacing(target, suffix=".part") as out:
+                with opener(base + name) as response:
                     shutil.copyfileobj(response, out)
-                found = _md5(temporary)
+                out.flush()
+                found = _md5(out.name)
                 if found != expected:
                     raise ValueError(f"{base + name} has md5 {found}; expected {expected} "
                                      f"(the download is corrupt or not the official {dataset} file)")
-                os.replace(temporary, target)
-            except BaseException:
-                Path(temporary).unlink(missing_ok=True)
-                raise
     return directory
 
 

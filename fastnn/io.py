@@ -30,17 +30,11 @@ import importlib
 import json
 import math
 import os
-import re
-import secrets
 import zipfile
 
 import numpy as np
 
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
-
+from .atomic import replacing
 from .layers import ACTIVATION_MODULES, Dense, Dropout, LeakyReLU
 from .losses import LOSSES
 from .model import Sequential
@@ -270,71 +264,18 @@ def _digest(arrays):
 
 
 def _write_atomically(path, arrays):
-    """np.savez to a temporary file beside path, fsync, rename over path; the temporary file
-    is removed on any error, leaving path as it was. The writer holds a lock on its
-    temporary file, so the temporary files of saves that were killed (SIGKILL leaves them
-    behind) are told from those still being written, and removed. An OSError names path."""
-    directory, name = os.path.split(os.path.abspath(path))
+    """np.savez into path whole or not at all (fastnn.atomic.replacing: a temporary file
+    beside path, fsynced and renamed over it, removed on any error). An OSError names path."""
+    directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"cannot save to {path!r}: directory {directory!r} does not exist")
     try:
-        _remove_stale_temporaries(directory, name)
-        temp = os.path.join(directory, f".{name}.{secrets.token_hex(8)}.tmp")
-        descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        try:
-            with os.fdopen(descriptor, "wb") as file:
-                _lock(file.fileno(), blocking=True)
-                np.savez(file, **arrays)
-                file.flush()
-                os.fsync(file.fileno())
-                os.replace(temp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-            raise
-        if hasattr(os, "O_DIRECTORY"):
-            descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
+        with replacing(path) as file:
+            np.savez(file, **arrays)
     except OSError as error:
         if error.errno is None:
             raise
         raise type(error)(error.errno, f"cannot save to {path!r}: {error.strerror}") from error
-
-
-def _lock(descriptor, blocking):
-    """An exclusive advisory lock on the open file (released when the process ends, however
-    it ends); True when taken. Where there is no fcntl, no lock: False."""
-    if fcntl is None:
-        return False
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-    except BlockingIOError:
-        return False
-    return True
-
-
-def _remove_stale_temporaries(directory, name):
-    """Remove the temporary files of earlier saves to the same target whose writer is gone
-    (nobody holds their lock)."""
-    pattern = re.compile(re.escape(f".{name}.") + r"[0-9a-f]{16}\.tmp")
-    for entry in os.listdir(directory):
-        if not pattern.fullmatch(entry):
-            continue
-        stale = os.path.join(directory, entry)
-        try:
-            descriptor = os.open(stale, os.O_RDONLY)
-        except FileNotFoundError:
-            continue
-        try:
-            if _lock(descriptor, blocking=False):
-                os.unlink(stale)
-        except FileNotFoundError:
-            pass
-        finally:
-            os.close(descriptor)
 
 
 @contextlib.contextmanager

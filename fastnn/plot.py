@@ -6,27 +6,22 @@ depends on a display or on global pyplot state, and returns it. With ``path`` th
 figure is also written there as a PNG (atomically: a temporary file, then a rename).
 """
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .atomic import replacing
 
-def save(figure, path, dpi=100):
-    """Write figure to path as a PNG, atomically; returns the Path."""
+
+def save(figure, path, dpi=100, bbox_inches=None):
+    """Write figure to path as a PNG, atomically (fastnn.atomic.replacing); returns the Path.
+    bbox_inches="tight" crops the figure to what it draws."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(handle)
-    try:
-        figure.savefig(temporary, format="png", dpi=dpi)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with replacing(path) as file:
+        figure.savefig(file, format="png", dpi=dpi, bbox_inches=bbox_inches)
     return path
 
 

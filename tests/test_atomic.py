@@ -145,3 +145,46 @@ def test_watched_sigint_acts_at_once_outside_a_deferred_block_and_after_one_insi
             reached.append("not reached")
     assert reached == ["inner block ended"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# --- files written whole: replacing --------------------------------------------------------
+
+def test_replacing_writes_the_file_whole_beside_its_target(tmp_path):
+    from fastnn.atomic import replacing
+
+    path = tmp_path / "out.bin"
+    path.write_bytes(b"old")
+    with replacing(path) as file:
+        file.write(b"new contents")
+        assert os.path.dirname(file.name) == str(tmp_path)
+        assert path.read_bytes() == b"old"  # nothing under the final name until the block ends
+    assert path.read_bytes() == b"new contents"
+    assert os.listdir(tmp_path) == ["out.bin"]
+
+
+@pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()], ids=["OSError", "interrupt"])
+def test_replacing_leaves_the_old_file_and_no_temporary_file_on_failure(tmp_path, error):
+    from fastnn.atomic import replacing
+
+    path = tmp_path / "out.bin"
+    path.write_bytes(b"old")
+    with pytest.raises(type(error)):
+        with replacing(path, suffix=".part") as file:
+            file.write(b"half")
+            raise error
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_replacing_removes_the_stale_temporary_files_of_its_target_only(tmp_path):
+    from fastnn.atomic import replacing
+
+    path = tmp_path / "out.bin"
+    stale = tmp_path / ".out.bin.0123456789abcdef.part"
+    other_suffix = tmp_path / ".out.bin.0123456789abcdef.tmp"
+    other_target = tmp_path / ".other.bin.0123456789abcdef.part"
+    for leftover in (stale, other_suffix, other_target):
+        leftover.write_bytes(b"left by a killed writer")
+    with replacing(path, suffix=".part") as file:
+        file.write(b"x")
+    assert sorted(os.listdir(tmp_path)) == sorted(["out.bin", other_suffix.name, other_target.name])

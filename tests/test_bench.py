@@ -2,12 +2,17 @@
 import functools
 import json
 import math
+import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
 import fastnn.kernels as K
-from fastnn import bench, cli, datasets, peers
+from fastnn import bench, cli, datasets
+from fastnn.bench import peers, runner
 
 BACKENDS = K.available_backends()
 TINY_PLAN = {"kernel_shapes": ((3, 5, 4),), "nets": ("2-2-3-2",), "modes": ("full", 64, 1), "widths": (3, 4, 5, 6),
@@ -66,6 +71,12 @@ def test_measure_warms_up_and_interleaves_in_shuffled_rounds():
     assert len({tuple(r) for r in rounds}) > 1  # later rounds in other orders
     assert {r[r.index("a") - 1] for r in rounds if r[0] != "a"} != {"d"}  # a's predecessor varies
     assert set(times) == set("abcd") and all(t >= 0 for t in times.values())
+
+
+def test_timer_times_its_block():
+    with bench.Timer() as timer:
+        time.sleep(0.01)
+    assert 0.01 <= timer.seconds < 60
 
 
 def test_step_flops_of_the_mnist_net():
@@ -178,8 +189,8 @@ def test_run_writes_json_and_plots(tmp_path):
 
 def test_run_times_accuracy_per_mode_and_plots_it(tmp_path, monkeypatch):
     """The runner's time-to-accuracy path, on a toy net and separable data instead of MNIST."""
-    monkeypatch.setattr(bench, "mnist_split", lambda data_dir: _separable())
-    monkeypatch.setattr(bench, "time_to_accuracy", functools.partial(
+    monkeypatch.setattr(runner, "mnist_split", lambda data_dir: _separable())
+    monkeypatch.setattr(runner, "time_to_accuracy", functools.partial(
         bench.time_to_accuracy, net="2-5-5-5-2", target=0.9, lr=0.05, max_epochs=5))
     plan = dict(TINY_PLAN, kernel_shapes=(), nets=("2-5-5-5-2",), modes=("full", 8), accuracy_runs=3)
     results = bench.run(plan, stream=None, with_peers=False)
@@ -213,3 +224,48 @@ def test_bench_command_refuses_an_output_it_cannot_create_before_running(tmp_pat
     assert cli.main(["bench", "--quick", "--out", str(blocker / "out")]) == 1
     out, err = capsys.readouterr()
     assert "fastnn bench: error: cannot create --out" in err and "[1/" not in err
+
+
+def test_write_json_leaves_no_temporary_file_when_the_rename_fails(tmp_path, monkeypatch):
+    path = tmp_path / "results.json"
+    path.write_text("{}")
+
+    def fail(source, target):
+        raise OSError("rename failed")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="rename failed"):
+        bench.write_json({"a": 1}, path)
+    assert os.listdir(tmp_path) == ["results.json"] and path.read_text() == "{}"
+
+
+RESULTS = {
+    "machine": {"cpu": "a CPU"}, "backends": ["numpy"],
+    "modes": [{"net": "2-2-3-2", "backend": name, "batch": batch, "samples_per_second": rate}
+              for name in ("numpy", "scikit-learn") for batch, rate in ((1, 1e4), (8, 5e4))],
+    "gradient_cost": {"batch": 64, "backend": "numpy", "cases": [
+        {"n_params": p, "naive_seconds": 1e-8 * p ** 2, "backprop_seconds": 1e-6 * p} for p in (100, 1000, 10000)]},
+    "kernels": [{"kernel": k, "shape": "3x5->4", "backend": "numpy", "seconds": 1e-6} for k in ("mse", "softmax")],
+    "time_to_accuracy": {"runs": [{"mode": "online", "seconds": 1.5, "epochs": 2, "reached": True, "target": 0.93,
+                                   "backend": "numpy"}]},
+}
+KEEPS_BACKEND = """
+import json, sys
+import matplotlib
+matplotlib.use("svg")
+from fastnn import bench
+paths = bench.write_outputs(json.loads(sys.argv[1]), sys.argv[2])
+print(json.dumps({"backend": matplotlib.get_backend(), "pyplot": "matplotlib.pyplot" in sys.modules,
+                  "written": [p.name for p in paths]}))
+"""
+
+
+def test_bench_plots_leave_the_users_matplotlib_backend_and_pyplot_alone(tmp_path):
+    """A user's pyplot backend (svg here) is the same after fastnn bench's plots, which
+    never import pyplot."""
+    done = subprocess.run([sys.executable, "-c", KEEPS_BACKEND, json.dumps(RESULTS), str(tmp_path)],
+                          capture_output=True, text=True, cwd=tmp_path, check=True)  # the installed fastnn
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got == {"backend": "svg", "pyplot": False, "written": [
+        "results.json", "throughput.png", "gradient_cost.png", "kernels.png", "time_to_accuracy.png"]}
+    assert (tmp_path / "kernels.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

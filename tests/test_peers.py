@@ -1,11 +1,12 @@
-"""The peers' trainers (fastnn.peers) train the net and optimizer they claim: each one
+"""The peers' trainers (fastnn.bench.peers) train the net and optimizer they claim: each one
 lowers the loss; PyTorch and JAX start from fastnn's weights and end at fastnn's loss,
 one model or a stack of them; JAX's scanned epoch is its step-per-call epoch."""
 import numpy as np
 import pytest
 
 import fastnn.kernels as K
-from fastnn import datasets, peers
+from fastnn import datasets
+from fastnn.bench import peers
 
 SIZES = [2, 8, 8, 2]
 SEEDS = [0, 1, 2]

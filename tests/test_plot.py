@@ -15,7 +15,7 @@ def assert_png(path, min_std=0.05):
     pixels = imread(path)
     assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100
     assert pixels[..., :3].std() > min_std, "the image is (nearly) one colour"
-    assert not list(path.parent.glob(".*.png")), "a temporary file was left behind"
+    assert not list(path.parent.glob(f".{path.name}.*")), "a temporary file was left behind"
 
 
 def small_history(validation=True):

@@ -11,7 +11,7 @@ import pytest
 import fastnn
 import fastnn.kernels as K
 from fastnn import cli
-from fastnn import profile as profiling
+from fastnn.bench import profile as profiling
 
 BACKENDS = K.available_backends()
 

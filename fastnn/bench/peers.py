@@ -41,10 +41,10 @@ import warnings
 
 import numpy as np
 
-from . import kernels
-from .model import mlp
-from .optim import SGD, Adam
-from .sweeps import sweep
+from .. import kernels
+from ..model import mlp
+from ..optim import SGD, Adam
+from ..sweeps import sweep
 
 LEARNING_RATES = {"sgd": 0.01, "momentum": 0.01, "adam": 1e-3}
 MOMENTUM = 0.9

@@ -8,24 +8,24 @@ timing proxy, and reports the time of every kernel call site per step and
 its share of the step. The proxy exists only while the profiled steps run.
 """
 import contextlib
-import time
 from unittest import mock
 
 import numpy as np
 
-from . import kernels
-from .bench import KernelCase, gflops, measure
-from .grad import forward_backward
-from .losses import SoftmaxCrossEntropy
-from .model import mlp
-from .optim import get_optimizer
+from .. import kernels
+from ..grad import forward_backward
+from ..losses import SoftmaxCrossEntropy
+from ..model import mlp
+from ..optim import get_optimizer
+from .cases import KernelCase
+from .timing import Timer, gflops, measure
 
 OTHER = "Python layer (argument checks, allocations, glue)"
 
 
 def profile_kernel(kernel, shape, dtype=np.float32, repeats=15, min_time=0.02, backends=None):
     """Median time per call of ``kernel`` on each backend for shape = (batch, n_in, n_out)
-    (see bench.KernelCase for the arrays each kernel gets). Returns a dict with one row
+    (see fastnn.bench.cases.KernelCase for the arrays each kernel gets). Returns a dict with one row
     per backend: seconds, GFLOP/s (matrix kernels) and speed relative to NumPy."""
     case = KernelCase(kernel, *shape, dtype=dtype)
     backends = backends or kernels.available_backends()
@@ -63,10 +63,9 @@ class _TimedKernels:
     @staticmethod
     def _timed(name, kernel, records):
         def timed_kernel(*args):
-            start = time.perf_counter()
-            result = kernel(*args)
-            elapsed = time.perf_counter() - start
-            records.setdefault((name, _call_site(name, args)), []).append(elapsed)
+            with Timer() as timer:
+                result = kernel(*args)
+            records.setdefault((name, _call_site(name, args)), []).append(timer.seconds)
             return result
 
         return timed_kernel
@@ -115,9 +114,9 @@ def profile_step(sizes, batch_size=128, activation="relu", optimizer="sgd", back
         step()  # the proxy's first calls, outside the records
         records.clear()
         for _ in range(steps):
-            start = time.perf_counter()
-            step()
-            totals.append(time.perf_counter() - start)
+            with Timer() as timer:
+                step()
+            totals.append(timer.seconds)
     # The faster half of the steps, spared the slow phases of a shared machine; means over
     # the same steps keep the rows adding up to the step.
     totals = np.array(totals)
