@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 import fastnn
-from fastnn import engine as engines
+from fastnn import threads
 from fastnn.bench import Timer
 
 SIZES = [784, 256, 128, 10]
@@ -60,7 +60,7 @@ def main(argv=None):
         times = {"default": [], "n_threads=1": []}
         chosen = []
         for _ in range(args.repeats):
-            chosen.append(engines.thread_count(None, fastnn.mlp(SIZES, seed=0), BATCH, engine_threads=True))
+            chosen.append(threads.thread_count(None, fastnn.mlp(SIZES, seed=0), BATCH, engine_threads=True))
             times["default"].append(timed_fit(X, y, None))
             times["n_threads=1"].append(timed_fit(X, y, 1))
     finally:

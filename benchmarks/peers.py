@@ -38,6 +38,7 @@ from threadpoolctl import threadpool_info
 from fastnn import bench, datasets
 from fastnn.bench import peers
 from fastnn import engine as engines
+from fastnn.threads import step_flops
 
 BIG = [784, 256, 128, 10]
 SMALL = [2, 5, 5, 5, 2]
@@ -225,14 +226,14 @@ def table(title, columns, rows):
 
 def run_throughput(args, dtype, sources):
     runners = frameworks(extra=True)
-    per_sample = engines.step_flops(BIG)
+    per_sample = step_flops(BIG)
     for source in sources:
         rows = []
         for case in CASES:
             if args.cases and not any(part in case[0] for part in args.cases):
                 continue
             rates = measure_case(case, runners, args.repeats, dtype, source, args.data_dir)
-            (ours, our_rate), (peer, peer_rate) = best(rates, False), best(rates, True)
+            (_, our_rate), (peer, peer_rate) = best(rates, False), best(rates, True)
             ratio = f"{our_rate / peer_rate:.2f}× {peer}"
             if case[1] is BIG:
                 ratio += f", {our_rate * per_sample / (rates['sgemm'] * 1e9):.0%} of sgemm"
@@ -250,7 +251,7 @@ def run_many(args, dtype, have_digits):
         if case[-1] == "digits" and not have_digits:
             continue
         rates, seconds = measure_many(case, runners, args.repeats, dtype, args.data_dir)
-        (ours, our_rate), (peer, peer_rate) = best(rates, False), best(rates, True)
+        (_, our_rate), (peer, peer_rate) = best(rates, False), best(rates, True)
         rows.append((case[0], [f"{rates[name]:,.0f} ({seconds[name]:.2f} s)" for name in runners]
                      + [f"{our_rate / peer_rate:.2f}× {peer}"]))
         print(f"  {case[0]}: {rows[-1][1][-1]}", flush=True)

@@ -9,8 +9,7 @@ except ModuleNotFoundError as error:  # pragma: no cover - depends on how it is 
         "where the kernels live in kernels/. Install it (pip install -e .) and run "
         "from another directory, or use pytest as configured in pyproject.toml."
     ) from error
-from .config import config_info, show_config
-from .engine import warmup
+from .config import config_info, show_config, warmup
 from .grad import loss_and_grad, numerical_grad
 from .io import ModelFileError, load
 from .layers import Dense, Dropout, Identity, LeakyReLU, Module, ReLU, Sigmoid, Step, Tanh

@@ -1,12 +1,19 @@
-"""What fastnn really runs on: backends, BLAS, OpenMP, Numba, versions."""
+"""What fastnn really runs on (backends, BLAS, OpenMP, Numba, versions), and getting
+it ready: the engine compiled ahead of time."""
 import importlib.metadata
 import os
 import platform
 import sys
+import time
 
+import numpy as np
 from threadpoolctl import threadpool_info
 
 from . import kernels
+from .engine import Engine, engine_module
+from .losses import SoftmaxCrossEntropy
+from .model import mlp
+from .optim import SGD
 
 
 def _version(package):
@@ -44,8 +51,6 @@ def _cython_kernels():
 
 def _cython_engine():
     """The Cython engine build fit loads here (the AVX2 one where the CPU has AVX2 and FMA)."""
-    from .engine import engine_module
-
     module = engine_module("cython")
     return None if module is None else module.__name__.rsplit(".", 1)[-1]
 
@@ -109,3 +114,24 @@ def show_config(file=None):
     lines.append(f"numba cache: {numba_info['cache_dir']}")
     lines.append("installed: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items() if k != "Cython"))
     print("\n".join(lines), file=file or sys.stdout)
+
+
+def warmup(backend="numba"):
+    """Compile the backend's engine ahead of time for float32 and float64, both loops
+    (mini-batch and online); with Numba's on-disk cache (NUMBA_CACHE_DIR, else
+    __pycache__ beside the sources, else a user-wide directory) later processes load
+    it instead. Each loop that compiles says so on stderr before, and how long it took
+    after. Returns the seconds it took."""
+    module = engine_module(backend)
+    if module is None:
+        raise ValueError(f"backend {backend!r} has no compiled engine; use 'numba' or 'cython'")
+    start = time.perf_counter()
+    loss = SoftmaxCrossEntropy()
+    for dtype in (np.float32, np.float64):
+        model = mlp([2, 2], dtype=dtype, seed=0)
+        X, labels = np.zeros((2, 2), dtype), np.array([0, 1])
+        for batch in (1, 2):
+            optimizer = SGD(0.1)
+            optimizer.bind(model.n_params, model.dtype)
+            Engine(module, model, loss, optimizer, X, labels, None, batch, None).run(None, 1)
+    return time.perf_counter() - start

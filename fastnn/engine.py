@@ -3,21 +3,13 @@
 ``fit`` asks :func:`plan` whether the model, loss and optimizer suit the
 engine; when they do, an :class:`Engine` holds the prepared arrays and the
 workspaces (allocated once per model and batch size) and runs chunks of
-epochs in the backend's compiled loop (kernels/abi.py or
-kernels/cython_engine.pxi). Anything else falls back to the per-module path
-in fastnn/train.py, which computes the same numbers one layer call at a time.
-
-Threads: the Numba engine uses BLAS's, set through threadpoolctl around the
-compiled calls: one for small products, two (this machine's cores) once a
-step's matrix products are large enough to pay for the second. The Cython
-engine runs threads of its own (BLAS on one), online and in mini-batches,
-from smaller sizes on; see :func:`thread_count` and docs/engine.md.
+epochs in the backend's compiled loop (kernels/numba_engine.py or
+kernels/cython_engine.pxi), with the arguments kernels/abi.py names. Anything
+else falls back to the per-module path in fastnn/train.py, which computes the
+same numbers one layer call at a time. How many threads it trains on is
+fastnn/threads.py's choice.
 """
-import contextlib
-import math
-import os
 import sys
-import threading
 import time
 import weakref
 from collections import OrderedDict
@@ -30,29 +22,12 @@ from .kernels.contract import BLAS_MAX_DIM, disjoint
 from .layers import Dense, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from .losses import MSE, BCEWithLogits, SoftmaxCrossEntropy
 from .optim import SGD, Adam
+from . import threads
 from .validation import check_positive_int
 
 ENGINE_MODULES = {"numba": "numba_engine", "cython": "cython_engine"}
 ACTIVATIONS = (Identity, ReLU, LeakyReLU, Sigmoid, Tanh)
 LOSSES = (SoftmaxCrossEntropy, MSE, BCEWithLogits)
-# Two BLAS threads pay once a step's matrix products reach this many flops: for
-# 784-256-128-10 (1.007 MFLOP per sample) from batches of 30; below it the second
-# thread's start and wait cost as much as it saves, or more (docs/engine.md).
-TWO_THREAD_FLOPS = 3e7
-# The Cython engine's own two threads (each multiplying its share of every layer, BLAS on
-# one thread) pay from smaller steps: 100-100-100-10 at batch 32 (3.4 MFLOP) 0.93x,
-# 64-64-10 at batch 128 (2.6 MFLOP) 1.07x, 784-64-32-10 at batch 64 (14 MFLOP) 1.23x,
-# 784-256-128-10 at batch 16 (16 MFLOP) 1.45x (docs/engine.md).
-OWN_TWO_THREAD_FLOPS = 5e6
-# Above this many flops per step BLAS's own threads multiply faster (784-256-128-10,
-# 1.007 MFLOP per sample: batch 1024-8192 0.83-0.95x on the engine's threads, batch
-# 256-512 alike).
-OWN_THREAD_MAX_FLOPS = 1e9
-# Online training on two threads (the Cython engine splits every layer between them)
-# pays once one sample's step reaches this many flops: it meets at three barriers per
-# layer and sample, ~0.1 µs each (784-64-32-10, 0.2 MFLOP: 1.35x; 100-100-100-10,
-# 0.1 MFLOP: 1.0x; docs/engine.md).
-ONLINE_TWO_THREAD_FLOPS = 2e5
 WORKSPACES_KEPT = 4
 
 
@@ -70,10 +45,9 @@ def engine_module(backend_name):
 
 def unsupported(model, loss, optimizer):
     """Why the engine cannot train this model, loss and optimizer; None when it can."""
-    from .model import Sequential
-
-    if type(model) is not Sequential:
-        return f"the engine trains Sequential models; got {type(model).__name__}"
+    if not getattr(model, "trains_as_chain", False):
+        return ("the engine trains Sequential models whose forward and backward are Sequential's; got "
+                f"{type(model).__name__}")
     previous = None
     for layer in model.layers:
         if type(layer) is Dense:
@@ -117,162 +91,6 @@ def plan(engine, model, loss, optimizer, verbose=0):
                   f"{reason}", file=sys.stderr, flush=True)
         return None
     return module
-
-
-def step_flops(sizes, batch=1):
-    """Flops of one training step of an MLP with these layer sizes (784, 256, 128, 10: 1.007
-    MFLOP per sample): 2·Σ in·out forward, as many for the weight gradients, and 2·Σ in·out
-    over all layers but the first for the input gradients."""
-    products = [n_in * n_out for n_in, n_out in zip(sizes, sizes[1:])]
-    return batch * (4 * sum(products) + 2 * sum(products[1:]))
-
-
-def layer_sizes(model):
-    """[n_in, n_out of each Dense layer] of a Sequential model."""
-    dense = model.dense_layers
-    return [dense[0].in_features] + [d.out_features for d in dense]
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer or None; got {value!r}")
-    return int(value)
-
-
-def requested_threads(n_threads):
-    """n_threads, else FASTNN_NUM_THREADS, else None (automatic), validated."""
-    if n_threads is not None:
-        return _positive_int("n_threads", n_threads)
-    text = os.environ.get("FASTNN_NUM_THREADS", "").strip()
-    if not text:
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or value < 1:
-        raise ValueError(f"FASTNN_NUM_THREADS must be a positive integer; got {text!r}")
-    return value
-
-
-def available_cores():
-    """The cores this process may run on (its CPU affinity: taskset, a container's or a
-    batch system's cpuset), else os.cpu_count()."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on every platform
-        return os.cpu_count() or 1
-
-
-def _own_running_threads():
-    """This process's threads that are running or runnable now (Linux /proc)."""
-    own = 0
-    for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/stat") as file:
-            own += file.read().rsplit(")", 1)[1].split()[0] == "R"
-    return own
-
-
-# How long one reading of the other processes' running threads stands: thread_count asks
-# once per fit, and fits called back to back (an epoch per call) pay for it once.
-LOAD_READING_SECONDS = 1.0
-_load_reading = (-math.inf, 0)
-
-
-def _machine_running_threads():
-    """The machine's threads that are running or runnable now (Linux /proc/loadavg)."""
-    with open("/proc/loadavg") as file:
-        return int(file.read().split()[3].split("/")[0])
-
-
-def other_running_tasks():
-    """Threads of other processes running or waiting to run (Linux: the machine's
-    runnable tasks in /proc/loadavg less this process's in /proc/self/task); 0 where
-    /proc cannot tell. The least of three readings 1 ms apart, so that a task passing
-    through (a kernel thread, a short command) is not counted; each reading subtracts the
-    larger of this process's counts just before and after it, since its own threads still
-    spinning from the last call (BLAS's, the engine's) fall asleep at any moment. A
-    reading stands for LOAD_READING_SECONDS."""
-    global _load_reading
-    taken, value = _load_reading
-    if time.monotonic() - taken < LOAD_READING_SECONDS:
-        return value
-    try:
-        readings = []
-        for i in range(3):
-            time.sleep(0.001 if i else 0)
-            before = _own_running_threads()
-            runnable = _machine_running_threads()
-            readings.append(runnable - max(before, _own_running_threads()))
-        value = max(0, min(readings))
-    except (OSError, ValueError, IndexError):
-        value = 0
-    _load_reading = (time.monotonic(), value)
-    return value
-
-
-_controller = None
-_running = 0
-_running_lock = threading.Lock()
-
-
-def _blas():
-    """A threadpoolctl controller of the BLAS libraries (created once)."""
-    global _controller
-    if _controller is None:
-        from threadpoolctl import ThreadpoolController
-
-        _controller = ThreadpoolController().select(user_api="blas")
-    return _controller
-
-
-def own_threads(module, clip_norm, model, batch):
-    """Whether the engine module trains this model and batch size on threads of its own,
-    with BLAS on one: the Cython engine does, online and for steps up to
-    OWN_THREAD_MAX_FLOPS, unless the gradient is clipped (its norm needs the whole
-    gradient first)."""
-    return (getattr(module, "OWN_THREADS", False) and clip_norm is None
-            and (batch == 1 or step_flops(layer_sizes(model), batch) <= OWN_THREAD_MAX_FLOPS))
-
-
-def thread_count(n_threads, model, batch, engine_threads=False):
-    """Threads for training ``model`` with this batch size: the engine's own threads when
-    engine_threads (see own_threads), else BLAS threads (online training then has one).
-
-    An explicit n_threads (or FASTNN_NUM_THREADS) wins. Otherwise one thread for steps
-    under TWO_THREAD_FLOPS (OWN_TWO_THREAD_FLOPS with the engine's threads,
-    ONLINE_TWO_THREAD_FLOPS online), else as many as the cores this process may use
-    (available_cores) that no other process's thread is running on now
-    (other_running_tasks) and the BLAS limit already in force allow (a sweep that limited
-    BLAS to one thread per worker keeps it); one while another fit runs the engine in
-    this process.
-    """
-    requested = requested_threads(n_threads)
-    if requested is not None:
-        return requested
-    flops = step_flops(layer_sizes(model), batch)
-    if batch == 1:
-        worth_it = engine_threads and flops >= ONLINE_TWO_THREAD_FLOPS
-    else:
-        worth_it = flops >= (OWN_TWO_THREAD_FLOPS if engine_threads else TWO_THREAD_FLOPS)
-    if not worth_it or _running > 0:
-        return 1
-    limits = [lib.num_threads for lib in _blas().lib_controllers] or [1]
-    return max(1, min(available_cores() - other_running_tasks(), 2, *limits))
-
-
-@contextlib.contextmanager
-def blas_threads(count):
-    """Run the block with ``count`` BLAS threads and count it as a running engine fit."""
-    global _running
-    with _running_lock:
-        _running += 1
-    try:
-        with _blas().limit(limits=count, user_api="blas"):
-            yield
-    finally:
-        with _running_lock:
-            _running -= 1
 
 
 def layer_table(model, batch):
@@ -402,14 +220,14 @@ class Engine:
     """Compiled training of one model with one loss and optimizer on prepared arrays."""
 
     def __init__(self, module, model, loss, optimizer, X, targets, weight, batch, clip_norm, n_threads=1):
-        """n_threads as fit's (None: thread_count's choice); self.threads are the engine's
+        """n_threads as fit's (None: threads.thread_count's choice); self.threads are the engine's
         own threads, self.blas_threads those BLAS should run with."""
         self.model, self.optimizer, self.batch = model, optimizer, batch
-        own = own_threads(module, clip_norm, model, batch)
-        count = thread_count(n_threads, model, batch, own)
+        own = threads.own_threads(module, clip_norm, model, batch)
+        count = threads.thread_count(n_threads, model, batch, own)
         # The engine's threads spin at barriers: more threads than cores would wait for
         # one another's time slices at every layer.
-        self.threads = min(count, available_cores()) if own else 1
+        self.threads = min(count, threads.available_cores()) if own else 1
         self.blas_threads = 1 if own else count
         self.run_epochs = module.run_online if batch == 1 else module.run_batches
         self.X = _writable(X)
@@ -533,25 +351,3 @@ class Engine:
             failure = Failure(int(done), int(index), float(value), work.backup[0], state, int(steps) - int(index))
         return stats[:done, 0], stats[:done, 1], failure
 
-
-def warmup(backend="numba"):
-    """Compile the backend's engine ahead of time for float32 and float64, both loops
-    (mini-batch and online); with Numba's on-disk cache (NUMBA_CACHE_DIR, else
-    __pycache__ beside the sources, else a user-wide directory) later processes load
-    it instead. Each loop that compiles says so on stderr before, and how long it took
-    after. Returns the seconds it took."""
-    from .model import mlp
-
-    module = engine_module(backend)
-    if module is None:
-        raise ValueError(f"backend {backend!r} has no compiled engine; use 'numba' or 'cython'")
-    start = time.perf_counter()
-    loss = SoftmaxCrossEntropy()
-    for dtype in (np.float32, np.float64):
-        model = mlp([2, 2], dtype=dtype, seed=0)
-        X, labels = np.zeros((2, 2), dtype), np.array([0, 1])
-        for batch in (1, 2):
-            optimizer = SGD(0.1)
-            optimizer.bind(model.n_params, model.dtype)
-            Engine(module, model, loss, optimizer, X, labels, None, batch, None).run(None, 1)
-    return time.perf_counter() - start

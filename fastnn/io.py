@@ -37,7 +37,6 @@ import numpy as np
 from .atomic import replacing
 from .layers import ACTIVATION_MODULES, Dense, Dropout, LeakyReLU
 from .losses import LOSSES
-from .model import Sequential
 from .optim import OPTIMIZERS, CosineDecay, ExponentialDecay, StepDecay
 from .validation import check_positive_int
 
@@ -72,7 +71,7 @@ def save(model, path):
     either its old contents or the complete new file.
     """
     estimator, estimator_arrays = None, {}
-    if not isinstance(model, Sequential):
+    if not isinstance(model, _fastnn_class("Sequential")):
         kind = type(model).__name__
         if _estimator_class(kind) is not type(model):
             raise TypeError(f"model must be a fastnn Sequential, MLPClassifier or MLPRegressor; got {kind}")
@@ -124,7 +123,7 @@ def load(path):
             try:
                 specs = _array_specs(meta, members)
                 generators = [generator_from_state(state) for state in meta["generators"]]
-                model = Sequential(*[_layer(spec, generators) for spec in meta["layers"]])
+                model = _fastnn_class("Sequential")(*[_layer(spec, generators) for spec in meta["layers"]])
             except (AttributeError, KeyError, IndexError, TypeError, ValueError) as error:
                 raise _invalid(path, error) from error
             arrays = {"meta": meta.pop("_bytes"), "sha256": meta.pop("_sha256")}
@@ -156,13 +155,21 @@ def load_as(cls, path):
     return model
 
 
-def _estimator_class(name):
-    """fastnn's estimator class of this name, or None. It is looked up in fastnn's
-    namespace, which imports the estimators' module on first use: an estimator class
-    is one that restores its instances from their saved state (``_restore_state``)."""
+def _fastnn_class(name):
+    """The class of this name in fastnn's namespace, or None. io builds Sequentials and
+    estimators without importing their modules (they import io to save and load
+    themselves): it finds their classes by name, as pickle does; the namespace imports
+    the estimators' module on first use."""
     package = importlib.import_module(__package__)
     found = getattr(package, name, None) if name in package.__all__ else None
-    return found if isinstance(found, type) and hasattr(found, "_restore_state") else None
+    return found if isinstance(found, type) else None
+
+
+def _estimator_class(name):
+    """fastnn's estimator class of this name, or None: one that restores its instances
+    from their saved state (``_restore_state``)."""
+    found = _fastnn_class(name)
+    return found if hasattr(found, "_restore_state") else None
 
 
 def _describe_layer(layer, generators):

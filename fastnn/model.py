@@ -10,6 +10,7 @@ the values in), and a Dense layer's sizes are read-only.
 import numpy as np
 
 from . import grad as gradients
+from . import io as files
 from . import train as training
 from .init import as_generator
 from .layers import ACTIVATION_MODULES, Dense, Dropout, Module, float_dtype
@@ -125,6 +126,12 @@ class Sequential(Module):
             layer.train(mode)
         return self
 
+    @property
+    def trains_as_chain(self):
+        """Whether training may run this model as the chain of its layers, as the engine's
+        compiled loops do: true unless a subclass changes forward or backward."""
+        return type(self).forward is Sequential.forward and type(self).backward is Sequential.backward
+
     def forward(self, x):
         for layer in self.layers:
             x = layer.forward(x)
@@ -189,16 +196,12 @@ class Sequential(Module):
 
     def save(self, path):
         """Write architecture, parameters and optimizer state to path, atomically."""
-        from .io import save
-
-        save(self, path)
+        files.save(self, path)
 
     @classmethod
     def load(cls, path):
         """The Sequential saved at path (fastnn.load); TypeError when the file holds an estimator."""
-        from .io import load_as
-
-        return load_as(cls, path)
+        return files.load_as(cls, path)
 
     def summary(self, file=None):
         """Print each layer with its output shape and parameter count; returns the text."""

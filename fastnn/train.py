@@ -19,6 +19,7 @@ from .kernels.contract import finite_number
 from .kernels.reference import LOSS_LIMIT
 from .losses import SoftmaxCrossEntropy, get_loss
 from .optim import get_optimizer
+from .threads import blas_threads, requested_threads
 from .validation import check_batch_size, check_fraction, check_positive_int, check_sample_weight
 
 
@@ -201,7 +202,7 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
         model, loss, X, targets, weight, validation_data, validation_split, rng)
     batch = min(32, len(X)) if batch_size is None else check_batch_size(batch_size, len(X))
 
-    requested = engines.requested_threads(n_threads)
+    requested = requested_threads(n_threads)
     module = engines.plan(engine, model, loss, optimizer, verbose)
 
     optimizer.bind(model.n_params, model.dtype)
@@ -213,7 +214,7 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
     runner = threads = None
     if module is not None:
         runner = engines.Engine(module, model, loss, optimizer, X, targets, weight, batch, clip_norm, requested)
-        threads = engines.blas_threads(runner.blas_threads)
+        threads = blas_threads(runner.blas_threads)
     # Epochs run one at a time when Python has work after each (validation, callbacks,
     # early stopping, a schedule) or on the per-module path; otherwise the engine
     # trains chunks of epochs sized to last about CHUNK_SECONDS.

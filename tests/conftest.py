@@ -6,10 +6,20 @@ import textwrap
 import numpy as np
 import pytest
 
+import fastnn
 import fastnn.kernels as K
+from fastnn.engine import engine_module
 
 FLOAT_DTYPES = [np.float32, np.float64]
 COMPILED_BACKENDS = ["numba", "cython"]
+ENGINE_BACKENDS = [name for name in COMPILED_BACKENDS if engine_module(name) is not None]
+
+
+@pytest.fixture(params=ENGINE_BACKENDS)
+def engine_backend(request):
+    """Each backend with a compiled engine, selected for the test."""
+    with fastnn.use_backend(request.param):
+        yield request.param
 
 
 @pytest.fixture(params=FLOAT_DTYPES, ids=["float32", "float64"])

@@ -1,19 +1,16 @@
 """The compiled training engine (fastnn/engine.py, kernels/*_engine): the same numbers as
 the per-module path for every activation, loss, optimizer and batch mode; fallback;
 no recompilation; no allocation per step; divergence; thread settings."""
-import math
 import os
 import re
 import subprocess
 import sys
-import time
 import tracemalloc
 import warnings
 
 import numpy as np
 import pytest
 from numba import njit
-from threadpoolctl import threadpool_limits
 
 import fastnn
 from fastnn import engine as engines
@@ -27,12 +24,6 @@ ACTIVATION_NAMES = ["identity", "relu", "leaky_relu", "sigmoid", "tanh"]
 # end with a batch of one row, so that one thread has no rows of it.
 BATCH_MODES = {"online": (10, 1, 1), "online, 2 threads": (10, 1, 1), "mini-batch": (23, 5, 2),
                "mini-batch, 2 threads": (21, 5, 2), "full": (12, "full", 10), "full, 2 threads": (12, "full", 10)}
-
-
-@pytest.fixture(params=ENGINE_BACKENDS)
-def engine_backend(request):
-    with fastnn.use_backend(request.param):
-        yield request.param
 
 
 def data(n, n_features=3, n_classes=3, seed=0):
@@ -370,99 +361,6 @@ def test_divergence_stops_like_the_module_path(engine_backend, batch_size, n_thr
 
 # Threads.
 
-def test_thread_count_policy(monkeypatch):
-    monkeypatch.setattr(engines, "other_running_tasks", lambda: 0)  # as on an idle machine
-    monkeypatch.delenv("FASTNN_NUM_THREADS", raising=False)
-    tiny = fastnn.mlp([2, 5, 5, 5, 2], seed=0)
-    big = fastnn.mlp([784, 256, 128, 10], seed=0)
-    assert engines.thread_count(None, tiny, 8192) == 1
-    assert engines.thread_count(None, big, 1) == 1
-    assert engines.thread_count(None, big, 16) == 1  # 16 MFLOP per step: under TWO_THREAD_FLOPS
-    assert engines.thread_count(None, tiny, 8192, engine_threads=True) == 1  # under OWN_TWO_THREAD_FLOPS
-    with threadpool_limits(limits=2, user_api="blas"):
-        assert engines.thread_count(None, big, 128) == min(2, os.cpu_count())
-        assert engines.thread_count(None, big, 16, engine_threads=True) == min(2, os.cpu_count())
-    with threadpool_limits(limits=1, user_api="blas"):  # a limit already in force (a sweep's) is kept
-        assert engines.thread_count(None, big, 128) == 1
-    assert engines.thread_count(3, tiny, 1) == 3
-    monkeypatch.setenv("FASTNN_NUM_THREADS", "2")
-    assert engines.thread_count(None, tiny, 1) == 2
-    assert engines.thread_count(1, big, 8192) == 1
-
-
-def test_engine_threads_policy(monkeypatch):
-    monkeypatch.setattr(engines, "other_running_tasks", lambda: 0)  # as on an idle machine
-    monkeypatch.delenv("FASTNN_NUM_THREADS", raising=False)
-    tiny = fastnn.mlp([2, 5, 5, 5, 2], seed=0)
-    big = fastnn.mlp([784, 256, 128, 10], seed=0)
-    with threadpool_limits(limits=2, user_api="blas"):
-        assert engines.thread_count(None, big, 1, engine_threads=True) == min(2, os.cpu_count())
-        assert engines.thread_count(None, big, 1, engine_threads=False) == 1
-        assert engines.thread_count(None, tiny, 1, engine_threads=True) == 1  # under ONLINE_TWO_THREAD_FLOPS
-    cython = engines.engine_module("cython")
-    if cython is not None:
-        assert engines.own_threads(cython, None, big, 1) and engines.own_threads(cython, None, big, 128)
-        assert not engines.own_threads(cython, 1.0, big, 1)  # clipping needs the whole gradient
-        assert not engines.own_threads(cython, None, big, 8192)  # over OWN_THREAD_MAX_FLOPS: BLAS's threads
-    assert not engines.own_threads(engines.engine_module("numba"), None, big, 1)
-
-
-def test_threads_follow_the_cores_this_process_may_use(monkeypatch):
-    monkeypatch.delenv("FASTNN_NUM_THREADS", raising=False)
-    monkeypatch.setattr(engines.os, "sched_getaffinity", lambda pid: {0}, raising=False)
-    big = fastnn.mlp([784, 256, 128, 10], seed=0)
-    with threadpool_limits(limits=2, user_api="blas"):
-        assert engines.available_cores() == 1
-        assert engines.thread_count(None, big, 128) == 1
-        assert engines.thread_count(None, big, 16, engine_threads=True) == 1
-    cython = engines.engine_module("cython")
-    if cython is not None:
-        X, y = np.zeros((4, 784), np.float32), np.zeros(4, np.int64)
-        optimizer = fastnn.SGD(0.1)
-        optimizer.bind(big.n_params, big.dtype)
-        runner = engines.Engine(cython, big, SoftmaxCrossEntropy(), optimizer, X, y, None, 1, None, 2)
-        assert runner.threads == 1
-
-
-@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="needs Linux's /proc")
-def test_a_core_held_by_another_process_is_not_counted(monkeypatch):
-    monkeypatch.delenv("FASTNN_NUM_THREADS", raising=False)
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        deadline = time.monotonic() + 30
-        while engines.other_running_tasks() < 1:  # until the busy loop runs
-            assert time.monotonic() < deadline, "the busy process never showed as running"
-    finally:
-        busy.kill()
-        busy.wait()
-    big = fastnn.mlp([784, 256, 128, 10], seed=0)
-    monkeypatch.setattr(engines, "other_running_tasks", lambda: 1)
-    monkeypatch.setattr(engines, "available_cores", lambda: 2)
-    with threadpool_limits(limits=2, user_api="blas"):
-        assert engines.thread_count(None, big, 128) == 1
-        assert engines.thread_count(None, big, 16, engine_threads=True) == 1
-        assert engines.thread_count(2, big, 128) == 2  # an explicit count wins
-    monkeypatch.setattr(engines, "other_running_tasks", lambda: 0)
-    with threadpool_limits(limits=2, user_api="blas"):
-        assert engines.thread_count(None, big, 128) == 2
-
-
-def test_own_threads_falling_asleep_are_not_counted_as_others(monkeypatch):
-    """Two of this process's threads spin when the machine is read and sleep when this
-    process is read after: they are its own, not another process's (counting them made a
-    default fit take one thread at random on an idle machine). A reading then stands."""
-    own = iter([3, 1] * 3)
-    monkeypatch.setattr(engines, "_own_running_threads", lambda: next(own))
-    monkeypatch.setattr(engines, "_machine_running_threads", lambda: 3)
-    monkeypatch.setattr(engines, "_load_reading", (-math.inf, 0))
-    assert engines.other_running_tasks() == 0
-    monkeypatch.setattr(engines, "_machine_running_threads", lambda: 5)
-    assert engines.other_running_tasks() == 0  # the reading stands for LOAD_READING_SECONDS
-    monkeypatch.setattr(engines, "_load_reading", (-math.inf, 0))
-    own = iter([1] * 6)
-    assert engines.other_running_tasks() == 4
-
-
 SHARED_CORE = """
 import os, sys
 import numpy as np
@@ -527,41 +425,6 @@ def test_layers_narrower_than_the_threads_train_alike(engine_backend, mode):
     y = np.sin(X)
     build = lambda: fastnn.mlp([1, 3, 1], activation="tanh", dtype=np.float64, seed=1)  # noqa: E731
     assert_same(*train_both(build, X, y, mode, loss="mse", optimizer=lambda: fastnn.Adam(0.01)))
-
-
-@pytest.mark.parametrize("value", [0, -1, 1.5, "two", True])
-def test_n_threads_is_validated(value):
-    X, y = data(12)
-    with pytest.raises(ValueError, match="n_threads must be a positive integer or None"):
-        fastnn.mlp([3, 3], seed=0).fit(X, y, epochs=1, verbose=0, n_threads=value)
-
-
-@pytest.mark.parametrize("value", ["0", "many", "-2"])
-def test_fastnn_num_threads_is_validated(monkeypatch, value):
-    monkeypatch.setenv("FASTNN_NUM_THREADS", value)
-    X, y = data(12)
-    with pytest.raises(ValueError, match=f"FASTNN_NUM_THREADS must be a positive integer; got '{value}'"):
-        fastnn.mlp([3, 3], seed=0).fit(X, y, epochs=1, verbose=0)
-
-
-def test_threads_are_set_for_the_fit_and_restored(engine_backend):
-    from threadpoolctl import threadpool_info
-
-    def blas_threads():
-        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
-
-    X, y = data(64)
-    before = blas_threads()
-    own = engines.own_threads(engines.engine_module(engine_backend), None, mlp64("relu")(), 32)
-    params = []
-    for n_threads in (1, 2):
-        seen = []
-        model = mlp64("relu")()
-        model.fit(X, y, epochs=2, verbose=0, seed=0, n_threads=n_threads, callbacks=[lambda h: seen.append(blas_threads())])
-        assert seen == [[1 if own else n_threads] * len(before)] * 2  # BLAS on one thread under the engine's
-        assert blas_threads() == before
-        params.append(model.params)
-    np.testing.assert_allclose(params[0], params[1], rtol=1e-12)
 
 
 needs_x86 = pytest.mark.skipif(not numba_fp.X86, reason="MXCSR is x86's")
@@ -700,3 +563,20 @@ def test_engine_checks_the_orders_it_is_given(isolated, engine_backend):
     assert done.returncode == 0, done.stderr
     assert "refused: engine: orders must hold sample indices in [0, 4)" in done.stdout, done.stdout
     assert "refused: engine: orders must be a writable C-contiguous int64 array of shape (1, 4)" in done.stdout
+
+
+class ChangedForward(fastnn.Sequential):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+class ExtraMethod(fastnn.Sequential):
+    def describe(self):
+        return "a Sequential with a method of its own"
+
+
+def test_subclasses_train_on_the_engine_unless_they_change_forward_or_backward():
+    layers = lambda: (fastnn.Dense(3, 4, seed=0), fastnn.ReLU(), fastnn.Dense(4, 3, seed=1))  # noqa: E731
+    loss, optimizer = SoftmaxCrossEntropy(), fastnn.SGD(0.1)
+    assert "ChangedForward" in engines.unsupported(ChangedForward(*layers()), loss, optimizer)
+    assert engines.unsupported(ExtraMethod(*layers()), loss, optimizer) is None

@@ -42,6 +42,57 @@ def fastnn_imports(module):
     return {name for name in names if name.split(".")[0] == "fastnn"}
 
 
+# Imports inside functions that stay there: plotting loads matplotlib only when asked to plot.
+LAZY_IMPORTS = {("fastnn.sweeps", "fastnn.plot"), ("fastnn.bench", "fastnn.bench.plots"),
+                ("fastnn.bench.runner", "fastnn.bench.plots")}
+
+
+def module_imports(path, name):
+    """(fastnn modules imported at module level, fastnn modules imported in a function)
+    by the source at path, the module called name (attribute imports counted as modules
+    only where such a module exists)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    top, inner = set(), set()
+    tree = ast.parse(path.read_text())
+    nested = {id(node) for function in ast.walk(tree) if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
+              for node in ast.walk(function)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+            # from .x import y: module x (and y, where y is a module); from . import y: y
+            base = f"{base}.{node.module}" if node.module else base
+            found = {f"{base}.{alias.name}" for alias in node.names} | ({base} if node.module else set())
+            (inner if id(node) in nested else top).update(found)
+    return top, inner
+
+
+def test_the_modules_import_one_way_at_module_level():
+    """fastnn's own modules import each other at the top of the file, never inside a
+    function to dodge a cycle (LAZY_IMPORTS apart), and the imports form no cycle."""
+    root = pathlib.Path(fastnn.__file__).parent
+    sources = {("fastnn." + ".".join(path.relative_to(root).with_suffix("").parts)).removesuffix(".__init__"): path
+               for path in root.rglob("*.py")}
+    graph = {}
+    for name, path in sources.items():
+        top, inner = module_imports(path, name)
+        assert {(name, other) for other in inner if other in sources} <= LAZY_IMPORTS, name
+        graph[name] = {other for other in top if other in sources and other != name}
+    done, stack = set(), []
+
+    def visit(name):
+        assert name not in stack, f"import cycle: {' -> '.join(stack[stack.index(name):] + [name])}"
+        if name not in done:
+            stack.append(name)
+            for other in sorted(graph[name]):
+                visit(other)
+            stack.pop()
+            done.add(name)
+
+    for name in sorted(graph):
+        if name != "fastnn":  # the package namespace imports everything below it
+            visit(name)
+
+
 def test_io_does_not_import_the_estimators():
     """io saves and loads the estimators through the state they give it: it imports
     fastnn.sklearn nowhere, while fastnn.sklearn imports io."""

@@ -11,7 +11,7 @@
 
 The names below are those of the pytest-benchmark suites in benchmarks/ and of the CLI.
 """
-from ..engine import step_flops
+from ..threads import step_flops
 from .cases import (BATCHES, DEFAULT_MAX_EPOCHS, DEFAULT_SHAPES, FULL_SHAPES, GRADIENT_BATCH, GRADIENT_WIDTHS,
                     LAYERS, MAX_EPOCHS, MODE_LEARNING_RATES, MODE_SAMPLES, MODES, NETS, NUMBA_FIRST_STEP,
                     TARGET_ACCURACY, GradientCase, KernelCase, ModeCase, default_data_dir, epoch_samples,

@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from .. import kernels
 from ..datasets import load_mnist
-from ..engine import step_flops
+from ..threads import step_flops
 from ..grad import numerical_grad
 from ..model import mlp
 from ..optim import SGD

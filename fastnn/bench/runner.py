@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import kernels
 from ..atomic import replacing
-from ..engine import OWN_TWO_THREAD_FLOPS, step_flops
+from ..threads import OWN_TWO_THREAD_FLOPS, step_flops
 from . import peers
 from .cases import (NETS, MODE_SAMPLES, TARGET_ACCURACY, GRADIENT_BATCH, GradientCase, KernelCase, ModeCase,
                     gemm_rate, gradient_summary, kernel_results, mnist_split, mode_name, mode_results,
