@@ -8,11 +8,10 @@ import pytest
 
 import fastnn
 import fastnn.kernels as K
-from fastnn.engine import engine_module
+from engine_cases import ENGINE_BACKENDS
 
 FLOAT_DTYPES = [np.float32, np.float64]
 COMPILED_BACKENDS = ["numba", "cython"]
-ENGINE_BACKENDS = [name for name in COMPILED_BACKENDS if engine_module(name) is not None]
 
 
 @pytest.fixture(params=ENGINE_BACKENDS)
