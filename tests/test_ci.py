@@ -10,6 +10,7 @@ import pytest
 
 ROOT = Path(__file__).parents[1]
 RUN = ROOT / ".ci" / "run"
+README = ROOT / "README.md"
 
 # python3 -m venv DIR makes a venv whose activate script puts stand-ins for python, pip
 # and pytest first on PATH; each exits with status 0.
@@ -32,6 +33,15 @@ def test_ci_run_removes_its_temporary_venv(tmp_path):
     env = {**os.environ, "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}", "TMPDIR": str(scratch)}
     subprocess.run(["bash", str(RUN)], env=env, check=True, capture_output=True)
     assert list(scratch.iterdir()) == []
+
+
+@pytest.mark.skipif(not RUN.exists() or not README.exists(), reason="needs the source tree's .ci/run and README")
+def test_ci_run_runs_the_readme_test_command_verbatim():
+    quick_start = re.search(r"## Quick start\n+```bash\n(.*?)```", README.read_text(), re.DOTALL)
+    assert quick_start, "README.md has no Quick start block"
+    install_and_train, install_and_test = quick_start.group(1).splitlines()
+    assert "pytest" in install_and_test
+    assert install_and_test in RUN.read_text().splitlines()
 
 
 def test_documents_cite_no_tracker_numbers():
