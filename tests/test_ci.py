@@ -4,6 +4,7 @@ import os
 import re
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,15 @@ import pytest
 ROOT = Path(__file__).parents[1]
 RUN = ROOT / ".ci" / "run"
 README = ROOT / "README.md"
+# The documents whose Python blocks run as written from the repository root.
+RUNNABLE = [README, ROOT / "docs" / "guide.md"]
+
+# Runs each block given as an argument in a namespace of its own, as a script of its own.
+RUN_BLOCKS = """
+import sys
+for number, block in enumerate(sys.argv[1:], 1):
+    exec(compile(block, f"<python block {number}>", "exec"), {"__name__": "__main__"})
+"""
 
 # python3 -m venv DIR makes a venv whose activate script puts stand-ins for python, pip
 # and pytest first on PATH; each exits with status 0.
@@ -49,3 +59,13 @@ def test_documents_cite_no_tracker_numbers():
     for document in [path for path in documents if path.exists()]:
         cited = re.findall(r"\b(?:issue|pull request|PR)s? #?\d+", document.read_text(), re.IGNORECASE)
         assert not cited, f"{document.relative_to(ROOT)} cites {cited}"
+
+
+@pytest.mark.parametrize("document", RUNNABLE, ids=lambda document: document.name)
+def test_document_python_blocks_run_from_the_repository_root(document):
+    blocks = re.findall(r"^```python\n(.*?)^```", document.read_text(), re.DOTALL | re.MULTILINE)
+    assert blocks, f"{document.name} has no Python block"
+    # python -c in the root puts the root first on sys.path, as an interactive session there does.
+    result = subprocess.run([sys.executable, "-c", RUN_BLOCKS, *blocks], cwd=ROOT, capture_output=True, text=True,
+                            timeout=240)
+    assert result.returncode == 0, result.stderr
