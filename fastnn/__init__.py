@@ -6,8 +6,9 @@ except ModuleNotFoundError as error:  # pragma: no cover - depends on how it is 
         raise
     raise ImportError(
         "fastnn.kernels is missing: fastnn is being imported from its source tree, "
-        "where the kernels live in kernels/. Install it (pip install -e .) and run "
-        "from another directory, or use pytest as configured in pyproject.toml."
+        "where the kernels live in kernels/, without an editable install that maps them. "
+        "Run pip install -e . in the repository root (a plain pip install . installs a "
+        "copy, which this tree's fastnn/ shadows when Python runs from the root)."
     ) from error
 from .config import config_info, show_config, warmup
 from .grad import loss_and_grad, numerical_grad

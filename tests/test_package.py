@@ -1,14 +1,17 @@
 """The fastnn package namespace: lazy attributes and submodules, and which module imports which."""
 import ast
-import pathlib
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import fastnn
+import fastnn.kernels
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_dir_lists_the_lazy_attributes_and_submodules():
@@ -31,7 +34,7 @@ def fastnn_imports(module):
     """The fastnn modules the source of ``module`` imports, at module level or in a function."""
     package = module.__name__.rpartition(".")[0]
     names = set()
-    for node in ast.walk(ast.parse(pathlib.Path(module.__file__).read_text())):
+    for node in ast.walk(ast.parse(Path(module.__file__).read_text())):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -69,7 +72,7 @@ def module_imports(path, name):
 def test_the_modules_import_one_way_at_module_level():
     """fastnn's own modules import each other at the top of the file, never inside a
     function to dodge a cycle (LAZY_IMPORTS apart), and the imports form no cycle."""
-    root = pathlib.Path(fastnn.__file__).parent
+    root = Path(fastnn.__file__).parent
     sources = {("fastnn." + ".".join(path.relative_to(root).with_suffix("").parts)).removesuffix(".__init__"): path
                for path in root.rglob("*.py")}
     graph = {}
@@ -120,3 +123,17 @@ def test_importing_io_loads_no_estimators_and_a_fresh_process_still_loads_an_est
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split(" ", 1) == ["MLPClassifier", f"{estimator.predict(X).tolist()}\n"]
+
+
+def test_the_tests_import_the_code_of_this_tree():
+    assert Path(fastnn.__file__).resolve().parent == ROOT / "fastnn"
+    assert Path(fastnn.kernels.__file__).resolve().parent == ROOT / "kernels"
+    assert "cython" in fastnn.available_backends()  # its Cython modules built in place
+
+
+def test_fastnn_imports_and_builds_a_model_from_the_repository_root():
+    code = "import fastnn; print(fastnn.mlp([2, 3, 2]))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Sequential(Dense(2, 3), ReLU(), Dense(3, 2))"
+
