@@ -7,6 +7,9 @@ path and numba_engine.py for its own loops, so both compute the same numbers fro
 same source. They are inlined into every loop that calls them (inline="always"), where
 LLVM vectorises what it can, and take plain scalars and arrays, no module-level state.
 Activations, SGD and Adam compute in the dtype of their arguments; the losses in float64.
+Numba's on-disk cache checks only the cached function's own source file: after editing
+this one, delete the kernels' *.nbi and *.nbc files (in __pycache__ or NUMBA_CACHE_DIR)
+so that numba_kernels.py and numba_engine.py compile it in.
 """
 import numpy as np
 from numba import njit
