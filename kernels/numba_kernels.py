@@ -49,53 +49,27 @@ def _with_bias(z, bias, j):
     return z + bias[j]
 
 
-# The loop helpers below are inlined into each kernel so that, when a kernel
-# passes the same array as input and output, LLVM sees one pointer and
-# vectorises the loops; with two distinct arguments its runtime overlap check
-# would send an in-place call down the scalar path. Each activation code gets
-# a loop of its own (_each with a constant code), in which LLVM folds away the
-# branches of activate and activation_gradient.
 @njit(**_OPTIONS)
-def _element(Z, bias, dA, i, j, activation, alpha):
-    """f(Z[i, j] + bias[j]), or with dA (Z is then A = f(.)) dA[i, j] * f' from A[i, j]."""
-    if dA is None:
-        return activate(_with_bias(Z[i, j], bias, j), activation, alpha)
-    return activation_gradient(Z[i, j], dA[i, j], activation, alpha)
-
-
-@njit(inline="always", **_OPTIONS)
-def _each(Z, bias, dA, out, activation, alpha):
-    """out = _element of each entry."""
-    for i in range(Z.shape[0]):
-        for j in range(Z.shape[1]):
-            out[i, j] = _element(Z, bias, dA, i, j, activation, alpha)
-
-
-@njit(inline="always", **_OPTIONS)
-def _apply(Z, bias, dA, out, activation, alpha):
-    """_each with the activation code as a constant."""
-    if activation == IDENTITY:
-        _each(Z, bias, dA, out, IDENTITY, alpha)
-    elif activation == RELU:
-        _each(Z, bias, dA, out, RELU, alpha)
-    elif activation == LEAKY_RELU:
-        _each(Z, bias, dA, out, LEAKY_RELU, alpha)
-    elif activation == SIGMOID:
-        _each(Z, bias, dA, out, SIGMOID, alpha)
-    elif activation == TANH:
-        _each(Z, bias, dA, out, TANH, alpha)
-    elif activation == STEP and dA is None:
-        _each(Z, bias, dA, out, STEP, alpha)
-    elif activation == STEP:
-        raise ValueError("the step activation has no gradient: it is forward only")
-    else:
+def _check_code(activation):
+    """ValueError unless activation is one of the codes of abi.py."""
+    if not (activation == IDENTITY or activation == RELU or activation == LEAKY_RELU or activation == SIGMOID
+            or activation == TANH or activation == STEP):
         raise ValueError("unknown activation code")
 
 
+# The loop helpers below are inlined into each kernel so that, when a kernel
+# passes the same array as input and output, LLVM sees one pointer and
+# vectorises the loops; with two distinct arguments its runtime overlap check
+# would send an in-place call down the scalar path. The activation code does
+# not change in a loop: LLVM unswitches the loop into one per code, each
+# vectorised where its function allows.
 @njit(inline="always", **_OPTIONS)
 def _forward(Z, bias, out, activation, alpha):
     """out = f(Z + bias) elementwise; bias None means no bias."""
-    _apply(Z, bias, None, out, activation, alpha)
+    _check_code(activation)
+    for i in range(Z.shape[0]):
+        for j in range(Z.shape[1]):
+            out[i, j] = activate(_with_bias(Z[i, j], bias, j), activation, alpha)
 
 
 @njit(**_OPTIONS)
@@ -110,7 +84,12 @@ def activation_forward(Z, out, activation, alpha=0.01):
 @njit(inline="always", **_OPTIONS)
 def _backward(A, dA, out, activation, alpha):
     """out = dA * f'(Z) from A = f(Z), elementwise."""
-    _apply(A, None, dA, out, activation, alpha)
+    if activation == STEP:
+        raise ValueError("the step activation has no gradient: it is forward only")
+    _check_code(activation)
+    for i in range(A.shape[0]):
+        for j in range(A.shape[1]):
+            out[i, j] = activation_gradient(A[i, j], dA[i, j], activation, alpha)
 
 
 @njit(**_OPTIONS)
