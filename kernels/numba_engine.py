@@ -31,8 +31,8 @@ from .numba_kernels import (
     softmax_cross_entropy_soft,
 )
 from .numba_scalar import activate, activation_gradient, descend, metric_row, r2_sum
-from .abi import (ACTIVATION, BCE, CROSS_ENTROPY, CROSS_ENTROPY_SOFT, IDENTITY, IN_OFFSET, MSE, N_IN, N_OUT,
-                  OUT_OFFSET, SGD, W_OFFSET)
+from .abi import (ACTIVATION, CROSS_ENTROPY, CROSS_ENTROPY_SOFT, IDENTITY, IN_OFFSET, MSE, N_IN, N_OUT, OUT_OFFSET,
+                  SGD, W_OFFSET)
 from .reference import LOSS_LIMIT
 
 _OPTIONS = dict(cache=CACHE, nogil=True, error_model="numpy")
