@@ -5,11 +5,11 @@
 flat buffers. Both take the four bundles of abi.py (fastnn/engine.py prepares
 them; the Cython engine takes them too) and return what abi.py says.
 
-Losses and SGD are the kernels of numba_kernels.py, called from here; the
-activations and Adam follow the same formulas, Adam in the parameters' dtype
-(adam_update computes in float64, whose divisions and square roots dominate a
-float32 step): the engine and the per-module path compute the same numbers in
-float64 and agree to float32 rounding in float32. Sizes are runtime integers and
+Mini-batches go through the kernels of numba_kernels.py (products, activations,
+losses, optimizer steps); the online loop applies their element functions
+(numba_scalar.py) itself. The engine and the per-module path therefore compute
+the same numbers, bit for bit in mini-batches on one thread; online, the
+products sum in another order than BLAS's. Sizes are runtime integers and
 workspaces are sliced to the batch's rows, so a short last batch or a new
 batch size runs the same compiled code; nothing is allocated per step. Both
 loops flush denormals to zero in their thread while they run (numba_fp.py).
@@ -21,8 +21,7 @@ from .numba_cache import CACHE
 from .numba_fp import flush_denormals, restore_fp
 from .numba_kernels import (
     _backward,
-    _forward,
-    _tanh,
+    adam_update,
     bce_with_logits,
     dense_backward,
     dense_forward,
@@ -31,8 +30,9 @@ from .numba_kernels import (
     softmax_cross_entropy,
     softmax_cross_entropy_soft,
 )
-from .abi import (ACTIVATION, BCE, CROSS_ENTROPY, CROSS_ENTROPY_SOFT, IDENTITY, IN_OFFSET, LEAKY_RELU, MSE, N_IN,
-                  N_OUT, OUT_OFFSET, RELU, SGD, SIGMOID, W_OFFSET)
+from .numba_scalar import activate, activation_gradient, descend, metric_row, r2_sum
+from .abi import (ACTIVATION, CROSS_ENTROPY, CROSS_ENTROPY_SOFT, IDENTITY, IN_OFFSET, MSE, N_IN, N_OUT, OUT_OFFSET,
+                  SGD, W_OFFSET)
 from .reference import LOSS_LIMIT
 
 _OPTIONS = dict(cache=CACHE, nogil=True, error_model="numpy")
@@ -97,47 +97,14 @@ def _loss(loss, out, labels, targets, weights, grad):
 
 
 @njit(inline="always", **_OPTIONS)
-def _argmax(matrix, i):
-    """The column of row i's largest entry (the first one on ties)."""
-    best = 0
-    for j in range(1, matrix.shape[1]):
-        if matrix[i, j] > matrix[i, best]:
-            best = j
-    return best
-
-
-@njit(inline="always", **_OPTIONS)
 def _metric(loss, out, labels, targets):
-    """The batch's metric times its rows: correct rows (cross-entropy), matching
-    outputs / n_out (BCE), or rows * mean over outputs of R² (MSE); as Loss.score."""
-    rows, cols = out.shape
+    """The batch's metric times its rows, as Loss.score: correct rows (cross-entropy),
+    matching outputs / n_out (BCE), or rows * mean over outputs of R² (MSE)."""
+    if loss == MSE:
+        return r2_sum(out, targets)
     total = 0.0
-    if loss == CROSS_ENTROPY:
-        for i in range(rows):
-            total += _argmax(out, i) == labels[i]
-    elif loss == CROSS_ENTROPY_SOFT:
-        for i in range(rows):
-            total += _argmax(out, i) == _argmax(targets, i)
-    elif loss == BCE:
-        for i in range(rows):
-            for j in range(cols):
-                total += (out[i, j] > 0) == (targets[i, j] > 0.5)
-        total /= cols
-    else:
-        for j in range(cols):
-            mean = 0.0
-            for i in range(rows):
-                mean += targets[i, j]
-            mean /= rows
-            residual = spread = 0.0
-            for i in range(rows):
-                residual += (np.float64(targets[i, j]) - np.float64(out[i, j])) ** 2
-                spread += (targets[i, j] - mean) ** 2
-            if spread > 0:
-                total += 1.0 - residual / spread
-            elif residual == 0:
-                total += 1.0
-        total *= rows / cols
+    for i in range(out.shape[0]):
+        total += metric_row(loss, out, labels, targets, i)
     return total
 
 
@@ -155,39 +122,16 @@ def _clip(grads, max_norm):
 
 
 @njit(**_OPTIONS)
-def _adam(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
-    """One Adam/AdamW step: adam_update's formula computed in the params' dtype (float32
-    stays float32, vectorised 16 wide), with one division per parameter instead of two:
-    lr / (1 - beta1^t) * m / (sqrt(v) / s + eps) = lr * s / (1 - beta1^t) * m / (sqrt(v) + eps * s),
-    s = sqrt(1 - beta2^t)."""
-    c = params.dtype.type
-    shrink = c(1.0 - lr * weight_decay if decoupled else 1.0)
-    l2 = c(0.0 if decoupled else weight_decay)
-    b1, b2, keep1, keep2 = c(beta1), c(beta2), c(1.0 - beta1), c(1.0 - beta2)
-    sqrt_bias2 = np.sqrt(1.0 - beta2 ** step)
-    step_size = c(lr * sqrt_bias2 / (1.0 - beta1 ** step))
-    eps_ = c(eps * sqrt_bias2)
-    for k in range(params.shape[0]):
-        p = params[k] * shrink
-        g = grads[k] + l2 * p
-        m_k = b1 * m[k] + keep1 * g
-        v_k = b2 * v[k] + keep2 * g * g
-        m[k] = m_k
-        v[k] = v_k
-        params[k] = p - step_size * m_k / (np.sqrt(v_k) + eps_)
-
-
-@njit(**_OPTIONS)
 def _update(params, grads, state_a, state_b, hyper, optimizer, step):
-    """Clip (if set) and apply one optimizer step; hyper is one abi.HYPER record, step
-    counts this update."""
+    """Clip (if set) and apply one optimizer step by the kernels of numba_kernels.py; hyper
+    is one abi.HYPER record, step counts this update."""
     if hyper.clip_norm > 0:
         _clip(grads, hyper.clip_norm)
     if optimizer == SGD:
         sgd_update(params, grads, state_a, hyper.lr, hyper.momentum, hyper.nesterov != 0, hyper.weight_decay)
     else:
-        _adam(params, grads, state_a, state_b, step, hyper.lr, hyper.beta1, hyper.beta2,
-              hyper.eps, hyper.weight_decay, hyper.decoupled != 0)
+        adam_update(params, grads, state_a, state_b, step, hyper.lr, hyper.beta1, hyper.beta2, hyper.eps,
+                    hyper.weight_decay, hyper.decoupled != 0)
 
 
 @njit(inline="always", **_OPTIONS)
@@ -209,17 +153,15 @@ def _gather(order, lo, rows, X, labels, targets, weights, xwork, lwork, twork, w
 @njit(**_OPTIONS)
 def _run_batches(model, data, work, run):
     """Mini-batch training for run.n_epochs: the bundles and result of abi.py."""
-    params, grads, state_a, state_b, layers, alphas, hypers = model
-    X, labels, targets, weights, orders = data
-    acts, deltas, twork, wwork, lwork, backup, stats = work
-    optimizer, loss, step, n_epochs, batch, _ = run
-    hyper = hypers[0]
+    params, grads, layers, alphas = model.params, model.grads, model.layers, model.alphas
+    X, labels, targets, weights, orders = data.X, data.labels, data.targets, data.weights, data.orders
+    acts, deltas, loss, batch, step = work.acts, work.deltas, run.loss, run.batch, run.step
     n = X.shape[0]
     last = layers.shape[0] - 1
     weighted = weights.shape[0] > 0
     in_order = orders.reshape(orders.size)[:0]
-    for epoch in range(n_epochs):
-        _save(params, state_a, state_b, backup)
+    for epoch in range(run.n_epochs):
+        _save(params, model.state_a, model.state_b, work.backup)
         order = orders[epoch] if orders.shape[0] > 0 else in_order
         loss_sum = metric_sum = 0.0
         for index in range((n + batch - 1) // batch):
@@ -227,9 +169,9 @@ def _run_batches(model, data, work, run):
             rows = min(batch, n - lo)
             if order.shape[0] > 0:
                 x = _inputs(acts, layers, 0, rows)
-                _gather(order, lo, rows, X, labels, targets, weights, x, lwork, twork, wwork)
-                lab, tgt = lwork[:rows], twork[:rows]
-                wgt = wwork[:rows] if weighted else weights
+                _gather(order, lo, rows, X, labels, targets, weights, x, work.lwork, work.twork, work.wwork)
+                lab, tgt = work.lwork[:rows], work.twork[:rows]
+                wgt = work.wwork[:rows] if weighted else weights
             else:
                 x, lab, tgt = X[lo:lo + rows], labels[lo:lo + rows], targets[lo:lo + rows]
                 wgt = weights[lo:lo + rows]
@@ -259,42 +201,10 @@ def _run_batches(model, data, work, run):
                     dense_backward(_inputs(acts, layers, layer, rows), W, delta, dW, db,
                                    _inputs(deltas, layers, layer, rows))
             step += 1
-            _update(params, grads, state_a, state_b, hyper, optimizer, step)
-        stats[epoch, 0] = loss_sum
-        stats[epoch, 1] = metric_sum
-    return n_epochs, 0, step, 0.0
-
-
-@njit(inline="always", **_OPTIONS)
-def _activate(z, code, alpha):
-    """f(z) for one activation code, by the formulas of numba_kernels._forward."""
-    c = type(z)
-    if code == RELU:
-        return c(0) if z < c(0) else z
-    if code == LEAKY_RELU:
-        return z if z > c(0) else z * c(alpha)
-    if code == SIGMOID:
-        e = np.exp(-abs(z))
-        s = c(1) / (c(1) + e)
-        return s if z >= c(0) else e * s
-    if code == IDENTITY:
-        return z
-    return _tanh(z)
-
-
-@njit(inline="always", **_OPTIONS)
-def _activation_gradient(a, d, code, alpha):
-    """d * f'(z) from a = f(z), by the formulas of numba_kernels._backward."""
-    c = type(a)
-    if code == RELU:
-        return d if a > c(0) else c(0)
-    if code == LEAKY_RELU:
-        return d if a > c(0) else d * c(alpha)
-    if code == SIGMOID:
-        return d * a * (c(1) - a)
-    if code == IDENTITY:
-        return d
-    return d * (c(1) - a * a)
+            _update(params, grads, model.state_a, model.state_b, model.hyper[0], run.optimizer, step)
+        work.stats[epoch, 0] = loss_sum
+        work.stats[epoch, 1] = metric_sum
+    return run.n_epochs, 0, step, 0.0
 
 
 # The per-sample helpers index the flat buffers directly: views would cost two atomic
@@ -333,20 +243,21 @@ def _forward_one(params, layers, alphas, layer, acts):
                 acts[z + j] += ak * params[row + j]
     code, alpha, b = layers[layer, ACTIVATION], alphas[layer], w + n_in * n_out
     for j in range(n_out):
-        acts[z + j] = _activate(acts[z + j] + params[b + j], code, alpha)
+        acts[z + j] = activate(acts[z + j] + params[b + j], code, alpha)
 
 
 @njit(inline="always", **_OPTIONS)
-def _backward_one(params, grads, layers, alphas, layer, acts, deltas, lr, in_place):
+def _backward_one(params, grads, layers, alphas, layer, acts, deltas, hyper, in_place):
     """One sample back through one layer, from d(loss)/d(output) in deltas: the input
     gradient d @ W.T (except for the first layer) from each row of W before it changes,
-    then either the SGD step W -= lr * outer(a, d), b -= lr * d in place (in_place) or
-    the gradient outer(a, d), d into grads."""
+    then either the SGD step W -= lr * outer(a, d), b -= lr * d in place (in_place, with
+    the lr of the abi.HYPER record hyper) or the gradient outer(a, d), d into grads."""
+    lr = params.dtype.type(hyper.lr)
     w, n_in, n_out, a, z = _layout(layers, layer)
     code, alpha, b = layers[layer, ACTIVATION], alphas[layer], w + n_in * n_out
     if code != IDENTITY:
         for j in range(n_out):
-            deltas[z + j] = _activation_gradient(acts[z + j], deltas[z + j], code, alpha)
+            deltas[z + j] = activation_gradient(acts[z + j], deltas[z + j], code, alpha)
     for k in range(n_in):
         row = w + k * n_out
         if layer > 0:
@@ -357,12 +268,19 @@ def _backward_one(params, grads, layers, alphas, layer, acts, deltas, lr, in_pla
                 grads[row + j] = ak * deltas[z + j]
         elif ak != 0:
             for j in range(n_out):
-                params[row + j] -= lr * (ak * deltas[z + j])
+                params[row + j] = descend(params[row + j], ak * deltas[z + j], lr)
     for j in range(n_out):
         if in_place:
-            params[b + j] -= lr * deltas[z + j]
+            params[b + j] = descend(params[b + j], deltas[z + j], lr)
         else:
             grads[b + j] = deltas[z + j]
+
+
+@njit(inline="always", **_OPTIONS)
+def _in_place(optimizer, hyper):
+    """Whether _backward_one applies the optimizer's step itself: plain SGD (no momentum,
+    weight decay or clipping), whose step needs nothing but each weight's gradient."""
+    return optimizer == SGD and hyper.momentum == 0 and hyper.weight_decay == 0 and hyper.clip_norm == 0
 
 
 @njit(**_OPTIONS)
@@ -370,42 +288,39 @@ def _run_online(model, data, work, run):
     """Online training (batch 1) for run.n_epochs: the bundles and result of abi.py. Plain SGD (no
     momentum, weight decay or clipping) updates the weights in place as it goes back
     through the layers, without forming the gradient; other optimizers get the gradient."""
-    params, grads, state_a, state_b, layers, alphas, hypers = model
-    X, labels, targets, weights, orders = data
-    acts, deltas, twork, wwork, lwork, backup, stats = work
-    optimizer, loss, step, n_epochs, batch, _ = run
-    hyper = hypers[0]
+    params, grads, layers, alphas, hyper = model.params, model.grads, model.layers, model.alphas, model.hyper[0]
+    X, labels, targets, weights, orders = data.X, data.labels, data.targets, data.weights, data.orders
+    lwork, twork, wwork, loss, step = work.lwork, work.twork, work.wwork, run.loss, run.step
     n = X.shape[0]
     last = layers.shape[0] - 1
-    in_place = optimizer == SGD and hyper.momentum == 0 and hyper.weight_decay == 0 and hyper.clip_norm == 0
-    lr = params.dtype.type(hyper.lr)
-    x = _inputs(acts, layers, 0, 1)
-    out = _outputs(acts, layers, last, 1)
-    delta = _outputs(deltas, layers, last, 1)
+    in_place = _in_place(run.optimizer, hyper)
+    x = _inputs(work.acts, layers, 0, 1)
+    out = _outputs(work.acts, layers, last, 1)
+    delta = _outputs(work.deltas, layers, last, 1)
     lab, tgt = lwork[:1], twork[:1]
     wgt = wwork[:1] if weights.shape[0] > 0 else weights
     in_order = orders.reshape(orders.size)[:0]
-    for epoch in range(n_epochs):
-        _save(params, state_a, state_b, backup)
+    for epoch in range(run.n_epochs):
+        _save(params, model.state_a, model.state_b, work.backup)
         order = orders[epoch] if orders.shape[0] > 0 else in_order
         loss_sum = metric_sum = 0.0
         for t in range(n):
             _gather(order, t, 1, X, labels, targets, weights, x, lwork, twork, wwork)
             for layer in range(last + 1):
-                _forward_one(params, layers, alphas, layer, acts)
+                _forward_one(params, layers, alphas, layer, work.acts)
             value = _loss(loss, out, lab, tgt, wgt, delta)
             if not value <= LOSS_LIMIT:  # NaN, inf or diverging
                 return epoch, t, step, value
             loss_sum += value
             metric_sum += _metric(loss, out, lab, tgt)
             for layer in range(last, -1, -1):
-                _backward_one(params, grads, layers, alphas, layer, acts, deltas, lr, in_place)
+                _backward_one(params, grads, layers, alphas, layer, work.acts, work.deltas, hyper, in_place)
             step += 1
             if not in_place:
-                _update(params, grads, state_a, state_b, hyper, optimizer, step)
-        stats[epoch, 0] = loss_sum
-        stats[epoch, 1] = metric_sum
-    return n_epochs, 0, step, 0.0
+                _update(params, grads, model.state_a, model.state_b, hyper, run.optimizer, step)
+        work.stats[epoch, 0] = loss_sum
+        work.stats[epoch, 1] = metric_sum
+    return run.n_epochs, 0, step, 0.0
 
 
 def _flushing_denormals(run):

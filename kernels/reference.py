@@ -186,18 +186,16 @@ def adam_update(params, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, d
 
     step is the 1-based count including this update. Coupled weight decay adds
     weight_decay * params to the gradient; decoupled decay scales params by
-    (1 - lr * weight_decay) first. Bias-corrected:
-    params -= lr / (1 - beta1**step) * m / (sqrt(v) / sqrt(1 - beta2**step) + eps).
+    (1 - lr * weight_decay) first. Bias-corrected, with one division per parameter:
+    params -= lr / (1 - beta1**step) * m / (sqrt(v) / s + eps), computed as
+    lr * s / (1 - beta1**step) * m / (sqrt(v) + eps * s), s = sqrt(1 - beta2**step).
+    The arithmetic is in the parameters' dtype, its constants computed in float64 and
+    rounded to it once; every backend computes exactly these operations in this order.
     """
-    g = grad.astype(np.float64)
-    p = params.astype(np.float64)
-    if decoupled:
-        p *= 1.0 - lr * weight_decay
-    elif weight_decay != 0:
-        g = g + weight_decay * p
-    m[...] = beta1 * m + (1.0 - beta1) * g
-    v[...] = beta2 * v + (1.0 - beta2) * g * g
-    bias1 = 1.0 - beta1 ** step
-    bias2 = 1.0 - beta2 ** step
-    denom = np.sqrt(v.astype(np.float64)) / np.sqrt(bias2) + eps
-    params[...] = p - (lr / bias1) * m / denom
+    c = params.dtype.type
+    s = np.sqrt(1.0 - beta2 ** float(step))
+    p = params * c(1.0 - lr * weight_decay if decoupled else 1.0)
+    g = grad + c(0.0 if decoupled else weight_decay) * p
+    m[...] = c(beta1) * m + c(1.0 - beta1) * g
+    v[...] = c(beta2) * v + c(1.0 - beta2) * g * g
+    params[...] = p - c(lr * s / (1.0 - beta1 ** float(step))) * m / (np.sqrt(v) + c(eps * s))
