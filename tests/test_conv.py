@@ -8,6 +8,7 @@ import pytest
 
 import fastnn
 from fastnn import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential, Tanh
+from fastnn.grad import central_difference
 from fastnn.io import load, save
 from model_files import assert_same_bits
 
@@ -137,20 +138,6 @@ def test_forward_and_gradients_match_pytorch(rng):
     np.testing.assert_allclose(conv.db, tb.grad.numpy(), rtol=1e-10, atol=1e-12)
 
 
-def numeric_grad(f, a, eps=1e-6):
-    """d f() / d a by central differences, perturbing a in place."""
-    grad = np.empty(a.shape)
-    for index in np.ndindex(a.shape):
-        saved = a[index]
-        a[index] = saved + eps
-        up = f()
-        a[index] = saved - eps
-        down = f()
-        a[index] = saved
-        grad[index] = (up - down) / (2 * eps)
-    return grad
-
-
 @pytest.mark.parametrize("kernel_size, stride, padding", GEOMETRIES)
 def test_conv_gradients_match_finite_differences(rng, kernel_size, stride, padding):
     layer = Conv2D(2, 3, kernel_size, stride, padding, dtype=np.float64, seed=0)
@@ -163,9 +150,9 @@ def test_conv_gradients_match_finite_differences(rng, kernel_size, stride, paddi
 
     dx = layer.backward(upstream)
     dW, db = layer.dW.copy(), layer.db.copy()
-    np.testing.assert_allclose(dx, numeric_grad(loss, x), rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(dW, numeric_grad(loss, layer.W), rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(db, numeric_grad(loss, layer.b), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(dx, central_difference(loss, x), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(dW, central_difference(loss, layer.W), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(db, central_difference(loss, layer.b), rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("kernel_size, stride", [(2, None), (3, 1), ((2, 3), (2, 1))])
@@ -174,7 +161,7 @@ def test_max_pool_gradient_matches_finite_differences(rng, kernel_size, stride):
     x = images(rng, (2, 2, 5, 6))
     upstream = rng.standard_normal(layer.forward(x).shape)
     dx = layer.backward(upstream)
-    np.testing.assert_allclose(dx, numeric_grad(lambda: float((layer.forward(x) * upstream).sum()), x),
+    np.testing.assert_allclose(dx, central_difference(lambda: float((layer.forward(x) * upstream).sum()), x),
                                rtol=1e-6, atol=1e-8)
 
 
