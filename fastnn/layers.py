@@ -165,9 +165,9 @@ class Dense(Weighted):
 
 
 def _rows(a):
-    """An array of images or feature maps (batch, ...) as the C-contiguous 2-D (batch,
-    values) the elementwise kernels take; anything else as it is, for their checks."""
-    if isinstance(a, np.ndarray) and a.ndim > 2:
+    """Images or feature maps (batch, channels, height, width) as the C-contiguous 2-D
+    (batch, values) the elementwise kernels take; anything else as it is, for their checks."""
+    if isinstance(a, np.ndarray) and a.ndim == 4:
         return np.ascontiguousarray(a).reshape(len(a), -1)
     return a
 
@@ -192,7 +192,12 @@ class Activation(Module):
     def backward(self, grad, input_grad=True):
         if self._output is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
-        rows = _rows(grad)
+        rows = grad
+        if self._output.ndim == 4:  # feature maps: the kernel sees them, and grad, as rows
+            if np.shape(grad) != self._output.shape:
+                raise ValueError(f"grad must have the shape of {self!r}'s last output, {self._output.shape}; "
+                                 f"got {np.shape(grad)}")
+            rows = _rows(grad)
         out = np.empty_like(rows)
         kernels.get_backend().activation_backward(_rows(self._output), rows, out, self._code, self.alpha)
         return out.reshape(np.shape(grad))

@@ -300,6 +300,10 @@ def test_bad_gradients_and_backward_before_forward_are_refused(rng):
         conv.backward(out.transpose(0, 2, 3, 1))
     with pytest.raises(ValueError, match="grad must be a float64"):
         conv.backward(out.astype(np.float32))
+    relu = ReLU()
+    relu.forward(out)
+    with pytest.raises(ValueError, match=r"grad must have the shape of ReLU\(\)'s last output, \(2, 2, 4, 4\)"):
+        relu.backward(out.reshape(2, 2, 16))
     pooled = pool.forward(out)
     with pytest.raises(ValueError, match=r"grad must be a float64 array of shape \(2, 2, 2, 2\)"):
         pool.backward(pooled[:1])
