@@ -5,14 +5,15 @@ Conv2D runs as im2col and one matrix product: the windows of the (padded) input,
 gathered by NumPy's stride tricks into a (batch·out_height·out_width,
 channels·kh·kw) matrix, times the weights through the backend's dense kernels;
 its backward is the dense backward of that product, and the windows' gradients
-are summed back onto the input (col2im). Both loop in Python over the kernel's
-offsets only, never over samples or output pixels.
+are summed back onto the input (col2im). That sum, shared with MaxPool2D's
+backward, loops in Python over the kernel's offsets only, never over samples or
+output pixels.
 """
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import kernels
-from .layers import Module, Weighted, float_dtype
+from .layers import Module, Weighted
 from .validation import check_int_pair, check_positive_int
 
 
@@ -41,7 +42,8 @@ def _check_images(x, layer, padding=(0, 0)):
     if not isinstance(x, np.ndarray):
         raise TypeError(f"x must be a numpy.ndarray of shape (batch, channels, height, width) for {layer!r}; "
                         f"got {type(x).__name__}")
-    float_dtype(x.dtype)
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"x must be float32 or float64 for {layer!r}; got {x.dtype}")
     if x.ndim != 4:
         raise ValueError(f"x must be 4-D (batch, channels, height, width) for {layer!r}; got shape {x.shape}")
     size = (x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1])

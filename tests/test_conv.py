@@ -274,11 +274,12 @@ BAD_INPUTS = [
     (Conv2D(2, 3, 3), [[[[0.0]]]], TypeError, "x must be a numpy.ndarray"),
     (Conv2D(2, 3, 3), np.zeros((1, 1, 5, 5), np.float32), ValueError, "x must have 2 channels"),
     (Conv2D(2, 3, 3), np.zeros((1, 2, 5, 5)), TypeError, "x must be float32"),
-    (Conv2D(2, 3, 3), np.zeros((1, 2, 5, 5), np.int64), TypeError, "float32 or float64"),
+    (Conv2D(2, 3, 3), np.zeros((1, 2, 5, 5), np.int64), TypeError, "x must be float32 or float64"),
     (Conv2D(2, 3, 3), np.zeros((1, 2, 2, 5), np.float32), ValueError, r"kernel_size \(3, 3\) .* larger"),
     (Conv2D(2, 3, 5, padding=1), np.zeros((1, 2, 2, 8), np.float32), ValueError, "larger than its padded input"),
     (MaxPool2D(2), np.zeros((4, 4)), ValueError, "x must be 4-D"),
     (MaxPool2D(3), np.zeros((1, 1, 2, 4)), ValueError, "kernel_size"),
+    (MaxPool2D(2), np.zeros((1, 1, 4, 4), np.int32), TypeError, "x must be float32 or float64"),
     (Flatten(), np.zeros(3), ValueError, "at least 2 dimensions"),
 ]
 
