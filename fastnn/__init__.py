@@ -11,6 +11,7 @@ except ModuleNotFoundError as error:  # pragma: no cover - depends on how it is 
         "copy, which this tree's fastnn/ shadows when Python runs from the root)."
     ) from error
 from .config import config_info, show_config, warmup
+from .conv import Conv2D, Flatten, MaxPool2D
 from .grad import loss_and_grad, numerical_grad
 from .io import ModelFileError, load
 from .layers import Dense, Dropout, Identity, LeakyReLU, Module, ReLU, Sigmoid, Step, Tanh
@@ -44,8 +45,8 @@ def __dir__():
 
 
 __all__ = [
-    "MSE", "SGD", "Adam", "BCEWithLogits", "CosineDecay", "Dense", "Dropout", "EarlyStopping",
-    "ExponentialDecay", "History", "Identity", "LeakyReLU", "MLPClassifier", "MLPRegressor", "ModelFileError", "Module", "ReLU", "Sequential", "Sigmoid",
+    "MSE", "SGD", "Adam", "BCEWithLogits", "Conv2D", "CosineDecay", "Dense", "Dropout", "EarlyStopping",
+    "ExponentialDecay", "Flatten", "History", "Identity", "LeakyReLU", "MLPClassifier", "MLPRegressor", "MaxPool2D", "ModelFileError", "Module", "ReLU", "Sequential", "Sigmoid",
     "SoftmaxCrossEntropy", "Step", "StepDecay", "SweepResult", "Tanh", "available_backends", "config_info",
     "get_backend", "load", "loss_and_grad", "mlp", "numerical_grad", "set_backend", "show_config", "sweep",
     "use_backend", "warmup", "__version__",

@@ -48,24 +48,25 @@ def numerical_grad(model, X, y, loss=None, eps=None, sample_weight=None):
     eps = float(eps)
     if not eps > 0:
         raise ValueError(f"eps must be > 0; got {eps}")
-    params = model.params
     scratch = np.empty((len(X), model.n_outputs), model.dtype)
     was_training = model.training
     model.train(False)
-
-    def loss_at():
-        return loss(model.forward(X), targets, scratch, weight)
-
-    gradient = np.empty(params.size, np.float64)
     try:
-        for i in range(params.size):
-            saved = params[i]
-            params[i] = saved + eps
-            up = loss_at()
-            params[i] = saved - eps
-            down = loss_at()
-            params[i] = saved
-            gradient[i] = (up - down) / (2 * eps)
+        return central_difference(lambda: loss(model.forward(X), targets, scratch, weight), model.params, eps)
     finally:
         model.train(was_training)
+
+
+def central_difference(f, x, eps=1e-6):
+    """d f() / d x as a float64 array of x's shape: (f() at x + eps - f() at x - eps) / 2 eps
+    for each entry of the array x in turn, which is changed in place and restored."""
+    gradient = np.empty(x.shape, np.float64)
+    for index in np.ndindex(x.shape):
+        saved = x[index]
+        x[index] = saved + eps
+        up = f()
+        x[index] = saved - eps
+        down = f()
+        x[index] = saved
+        gradient[index] = (up - down) / (2 * eps)
     return gradient

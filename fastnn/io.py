@@ -4,7 +4,7 @@ load it back, ready to resume training.
 The file is an uncompressed NumPy ``.npz`` archive without pickled objects:
 
 - ``meta``: UTF-8 JSON (as uint8) with the format tag and version, the layers
-  (each Dense with its dtype), the states of the Dropout random generators, the
+  (each Dense and Conv2D with its dtype), the states of the Dropout random generators, the
   loss name, the optimizer (class, hyper-parameters, schedule, current lr, step
   count) and the dtype and shape of every other array;
 - ``params``: the flat parameter buffer;
@@ -35,10 +35,11 @@ import zipfile
 import numpy as np
 
 from .atomic import replacing
+from .conv import Conv2D, Flatten, MaxPool2D
 from .layers import ACTIVATION_MODULES, Dense, Dropout, LeakyReLU
 from .losses import LOSSES
 from .optim import OPTIMIZERS, CosineDecay, ExponentialDecay, StepDecay
-from .validation import check_positive_int
+from .validation import check_int_pair, check_positive_int
 
 FORMAT = "fastnn.model"
 VERSION = 1
@@ -48,7 +49,7 @@ MAX_NPY_HEADER = 1 << 16     # bytes of an .npy member before its data
 MAX_DEFLATE_RATIO = 1032     # deflate expands its input at most this much
 READ_CHUNK = 1 << 20
 
-LAYERS = {cls.__name__: cls for cls in (Dense, Dropout, *ACTIVATION_MODULES.values())}
+LAYERS = {cls.__name__: cls for cls in (Dense, Dropout, *ACTIVATION_MODULES.values(), Conv2D, MaxPool2D, Flatten)}
 OPTIMIZER_CLASSES = {cls.__name__: cls for cls in OPTIMIZERS.values()}
 SCHEDULE_FIELDS = {StepDecay: ("step_size", "gamma"), ExponentialDecay: ("gamma",),
                    CosineDecay: ("total_epochs", "min_lr")}
@@ -181,6 +182,12 @@ def _describe_layer(layer, generators):
     if isinstance(layer, Dense):
         spec.update(in_features=layer.in_features, out_features=layer.out_features, dtype=layer.dtype.name,
                     init=layer.init if isinstance(layer.init, str) else None)
+    elif isinstance(layer, Conv2D):
+        spec.update(in_channels=layer.in_channels, out_channels=layer.out_channels,
+                    kernel_size=list(layer.kernel_size), stride=list(layer.stride), padding=list(layer.padding),
+                    dtype=layer.dtype.name, init=layer.init if isinstance(layer.init, str) else None)
+    elif isinstance(layer, MaxPool2D):
+        spec.update(kernel_size=list(layer.kernel_size), stride=list(layer.stride))
     elif isinstance(layer, LeakyReLU):
         spec["alpha"] = layer.alpha
     elif isinstance(layer, Dropout):
@@ -349,10 +356,9 @@ def _array_specs(meta, members):
     listed = meta["arrays"]
     if set(members) != set(listed) | {"meta", "sha256"}:
         raise ValueError(f"the file holds arrays {sorted(members)}; the metadata lists {sorted(listed)}")
-    dense = [spec for spec in meta["layers"] if LAYERS[spec["type"]] is Dense]
-    n_params = sum(check_positive_int("in_features", spec["in_features"]) * spec["out_features"]
-                   + check_positive_int("out_features", spec["out_features"]) for spec in dense)
-    want = dense[0]["dtype"] if dense else None
+    weighted = [spec for spec in meta["layers"] if LAYERS[spec["type"]] in (Dense, Conv2D)]
+    n_params = sum(_n_params(spec) for spec in weighted)
+    want = weighted[0]["dtype"] if weighted else None
     specs = {}
     for name, spec in listed.items():
         dtype, shape, size = spec["dtype"], spec["shape"], members[name].file_size
@@ -373,6 +379,18 @@ def _array_specs(meta, members):
             raise ValueError(f"array {name!r} is not part of a fastnn model file")
         specs[name] = (dtype, shape)
     return specs
+
+
+def _n_params(spec):
+    """The parameter count of a Dense or Conv2D layer's spec, from its checked sizes
+    (without building the layer, which would allocate them)."""
+    if LAYERS[spec["type"]] is Dense:
+        fan_in, n_out = (check_positive_int(name, spec[name]) for name in ("in_features", "out_features"))
+    else:
+        height, width = check_int_pair("kernel_size", spec["kernel_size"], 1)
+        fan_in = check_positive_int("in_channels", spec["in_channels"]) * height * width
+        n_out = check_positive_int("out_channels", spec["out_channels"])
+    return fan_in * n_out + n_out
 
 
 def _read_array(archive, info, dtype, shape, out):
@@ -438,6 +456,13 @@ def _layer(spec, generators):
         layer = Dense(spec["in_features"], spec["out_features"], init="zeros", dtype=spec["dtype"])
         layer.init = spec["init"]
         return layer
+    if kind is Conv2D:
+        layer = Conv2D(spec["in_channels"], spec["out_channels"], spec["kernel_size"], spec["stride"],
+                       spec["padding"], init="zeros", dtype=spec["dtype"])
+        layer.init = spec["init"]
+        return layer
+    if kind is MaxPool2D:
+        return MaxPool2D(spec["kernel_size"], spec["stride"])
     if kind is Dropout:
         return Dropout(spec["p"], seed=generators[spec["generator"]])
     if kind is LeakyReLU:

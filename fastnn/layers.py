@@ -1,11 +1,12 @@
 """Modules with forward(x) and backward(grad): Dense, activations, Dropout.
 
-A module remembers what its backward needs from its last forward. Dense
-keeps its weight W (in, out) and bias b as views into one flat parameter
-buffer, and its gradients dW, db as views into a flat gradient buffer of the
-same layout, so a Sequential can hold all of a model's parameters in one
-array (see fastnn.model). Every product and activation goes through the
-selected kernel backend.
+A module remembers what its backward needs from its last forward. Dense (like
+the other Weighted layers: Conv2D in fastnn.conv) keeps its weight W (in, out)
+and bias b as views into one flat parameter buffer, and its gradients dW, db
+as views into a flat gradient buffer of the same layout, so a Sequential can
+hold all of a model's parameters in one array (see fastnn.model). Every
+product and activation goes through the selected kernel backend; activations
+and Dropout also take images (batch, channels, height, width).
 """
 import numpy as np
 
@@ -57,32 +58,37 @@ class Module:
         return {key: None if key in self._caches else value for key, value in self.__dict__.items()}
 
 
-class Dense(Module):
-    """Fully connected layer: forward(x) = x @ W + b with W of shape (in_features, out_features)."""
+class Weighted(Module):
+    """Base of the layers with parameters (Dense, Conv2D): a weight W and a bias b held as
+    views into a flat parameter buffer (W first, then b), and their gradients dW, db as
+    views into a flat gradient buffer of the same layout.
 
-    def __init__(self, in_features, out_features, init="xavier_uniform", *, dtype=np.float32, seed=None):
-        self._in_features = check_positive_int("in_features", in_features)
-        self._out_features = check_positive_int("out_features", out_features)
+    A subclass gives ``weight_shape`` (W's shape) and ``matrix_shape``, the (fan_in,
+    n_out) matrix its product multiplies by: init draws that matrix (so it sees the
+    layer's fan-in and fan-out) and ``_from_matrix`` lays it out as W; b has n_out entries.
+    """
+
+    def _set_up(self, init, dtype, seed):
+        """Set the dtype, bind zero buffers of the layer's own and draw W by init."""
         self._dtype = float_dtype(dtype)
         self.init = init
-        weights = get_initializer(init)((self.in_features, self.out_features), as_generator(seed))
-        if np.shape(weights) != (self.in_features, self.out_features):
-            raise ValueError(f"init returned shape {np.shape(weights)}; expected "
-                             f"{(self.in_features, self.out_features)}")
+        weights = get_initializer(init)(self.matrix_shape, as_generator(seed))
+        if np.shape(weights) != self.matrix_shape:
+            raise ValueError(f"init returned shape {np.shape(weights)}; expected {self.matrix_shape}")
         self.bind(np.zeros(self.n_params, self.dtype), np.zeros(self.n_params, self.dtype))
         if init != "zeros":  # the buffer is zero already (and not yet in memory: a model file's layers)
-            self.W = weights
+            self.W = self._from_matrix(weights)
         self._input = None
 
-    # The sizes are read-only: a model's flat buffers and the engine's workspaces are laid
-    # out for them.
-    in_features = property(lambda self: self._in_features)
-    out_features = property(lambda self: self._out_features)
     dtype = property(lambda self: self._dtype)
 
     @property
     def n_params(self):
-        return self._in_features * self._out_features + self._out_features
+        fan_in, n_out = self.matrix_shape
+        return fan_in * n_out + n_out
+
+    def _from_matrix(self, weights):
+        return weights
 
     def bind(self, params, grads):
         """Make W, b, dW, db views into the flat buffers ``params`` and ``grads`` (length n_params)."""
@@ -92,10 +98,9 @@ class Dense(Module):
                 raise ValueError(f"{name} must be a C-contiguous {self.dtype} array of shape "
                                  f"({self.n_params},); got {getattr(buffer, 'dtype', type(buffer).__name__)} "
                                  f"of shape {np.shape(buffer)}")
-        split = self.in_features * self.out_features
-        shape = (self.in_features, self.out_features)
-        self._W, self._b = params[:split].reshape(shape), params[split:]
-        self.dW, self.db = grads[:split].reshape(shape), grads[split:]
+        split = self.n_params - self.matrix_shape[1]
+        self._W, self._b = params[:split].reshape(self.weight_shape), params[split:]
+        self.dW, self.db = grads[:split].reshape(self.weight_shape), grads[split:]
 
     @property
     def W(self):
@@ -125,6 +130,21 @@ class Dense(Module):
     def parameters(self):
         return [self._W, self._b]
 
+
+class Dense(Weighted):
+    """Fully connected layer: forward(x) = x @ W + b with W of shape (in_features, out_features)."""
+
+    def __init__(self, in_features, out_features, init="xavier_uniform", *, dtype=np.float32, seed=None):
+        self._in_features = check_positive_int("in_features", in_features)
+        self._out_features = check_positive_int("out_features", out_features)
+        self._set_up(init, dtype, seed)
+
+    # The sizes are read-only: a model's flat buffers and the engine's workspaces are laid
+    # out for them.
+    in_features = property(lambda self: self._in_features)
+    out_features = property(lambda self: self._out_features)
+    weight_shape = matrix_shape = property(lambda self: (self._in_features, self._out_features))
+
     def forward(self, x):
         # Sized without trusting x: the kernel's checks then say what is wrong with it.
         out = np.empty((len(x) if np.ndim(x) == 2 else 0, self.out_features), self.dtype)
@@ -144,6 +164,14 @@ class Dense(Module):
         return f"Dense({self.in_features}, {self.out_features})"
 
 
+def _rows(a):
+    """Images or feature maps (batch, channels, height, width) as the C-contiguous 2-D
+    (batch, values) the elementwise kernels take; anything else as it is, for their checks."""
+    if isinstance(a, np.ndarray) and a.ndim == 4:
+        return np.ascontiguousarray(a).reshape(len(a), -1)
+    return a
+
+
 class Activation(Module):
     """Elementwise activation; backward reads the derivative off the saved output."""
 
@@ -155,17 +183,24 @@ class Activation(Module):
         self._output = None
 
     def forward(self, x):
-        out = np.empty_like(x)
-        kernels.get_backend().activation_forward(x, out, self._code, self.alpha)
-        self._output = out
-        return out
+        rows = _rows(x)
+        out = np.empty_like(rows)
+        kernels.get_backend().activation_forward(rows, out, self._code, self.alpha)
+        self._output = out.reshape(np.shape(x))
+        return self._output
 
     def backward(self, grad, input_grad=True):
         if self._output is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
-        out = np.empty_like(grad)
-        kernels.get_backend().activation_backward(self._output, grad, out, self._code, self.alpha)
-        return out
+        rows = grad
+        if self._output.ndim == 4:  # feature maps: the kernel sees them, and grad, as rows
+            if np.shape(grad) != self._output.shape:
+                raise ValueError(f"grad must have the shape of {self!r}'s last output, {self._output.shape}; "
+                                 f"got {np.shape(grad)}")
+            rows = _rows(grad)
+        out = np.empty_like(rows)
+        kernels.get_backend().activation_backward(_rows(self._output), rows, out, self._code, self.alpha)
+        return out.reshape(np.shape(grad))
 
     def __repr__(self):
         return f"{type(self).__name__}()"

@@ -1,11 +1,11 @@
 """Sequential: a chain of modules whose parameters live in one flat buffer.
 
-``model.params`` holds every weight and bias; each Dense layer's W and b are
-views into it, and ``model.grads`` has the same layout for the gradients. An
+``model.params`` holds every weight and bias; each Dense or Conv2D layer's W
+and b are views into it, and ``model.grads`` has the same layout for the gradients. An
 optimizer step is then one kernel call over the whole model, and saving is
 one array plus the architecture. The layout holds by construction: the layers
 are a tuple, the buffers are never replaced (assigning ``model.params`` copies
-the values in), and a Dense layer's sizes are read-only.
+the values in), and a Dense or Conv2D layer's sizes are read-only.
 """
 import numpy as np
 
@@ -13,9 +13,10 @@ from . import grad as gradients
 from . import io as files
 from . import train as training
 from .init import as_generator
-from .layers import ACTIVATION_MODULES, Dense, Dropout, Module, float_dtype
+from .conv import Conv2D, Flatten
+from .layers import ACTIVATION_MODULES, Dense, Dropout, Module, Weighted, float_dtype
 from .losses import SoftmaxCrossEntropy, get_loss
-from .validation import check_features, check_sample_weight
+from .validation import check_features, check_images, check_sample_weight
 
 PREDICT_CHUNK = 4096
 
@@ -35,33 +36,31 @@ class Sequential(Module):
             if not isinstance(layer, Module):
                 raise TypeError(f"layer {i} must be a fastnn Module; got {type(layer).__name__}")
         self._layers = tuple(layers)
-        dense = self.dense_layers
-        if not dense:
+        if not self.dense_layers:
             raise ValueError("Sequential needs at least one Dense layer")
-        dtypes = {layer.dtype for layer in dense}
+        weighted = self.weighted_layers
+        dtypes = {layer.dtype for layer in weighted}
         if len(dtypes) > 1:
-            raise TypeError(f"all Dense layers must share a dtype; got {sorted(map(str, dtypes))}")
-        dtype = dense[0].dtype
-        for before, after in zip(dense, dense[1:]):
-            if before.out_features != after.in_features:
-                raise ValueError(f"{before!r} is followed by {after!r}: out_features "
-                                 f"{before.out_features} != in_features {after.in_features}")
-        n_params = sum(layer.n_params for layer in dense)
+            raise TypeError(f"all Dense and Conv2D layers must share a dtype; got {sorted(map(str, dtypes))}")
+        dtype = weighted[0].dtype
+        for before, after in zip(weighted, weighted[1:]):
+            _check_chain(before, after)
+        n_params = sum(layer.n_params for layer in weighted)
         # The layers' current arrays, copied into the new buffer once it is bound (binding
         # makes new views; the old arrays stay as they are): no other copy of the model.
-        initial = [(layer.W, layer.b) for layer in dense]
+        initial = [(layer.W, layer.b) for layer in weighted]
         self._params = np.empty(n_params, dtype)
         self._grads = np.zeros(n_params, dtype)
         self._bind_layers()
-        for layer, (weights, bias) in zip(dense, initial):
+        for layer, (weights, bias) in zip(weighted, initial):
             layer.W[...], layer.b[...] = weights, bias
         self.loss = None if loss is None else get_loss(loss)
         self.optimizer = None
 
     def _bind_layers(self):
-        """Make each Dense layer's W, b, dW, db views into params and grads."""
+        """Make each Dense and Conv2D layer's W, b, dW, db views into params and grads, in order."""
         offset = 0
-        for layer in self.dense_layers:
+        for layer in self.weighted_layers:
             end = offset + layer.n_params
             layer.bind(self.params[offset:end], self.grads[offset:end])
             offset = end
@@ -73,7 +72,7 @@ class Sequential(Module):
 
     @property
     def params(self):
-        """The flat parameter buffer, of which each Dense layer's W and b are views."""
+        """The flat parameter buffer, of which each Dense or Conv2D layer's W and b are views."""
         return self._params
 
     @params.setter
@@ -110,8 +109,21 @@ class Sequential(Module):
         return [layer for layer in self.layers if isinstance(layer, Dense)]
 
     @property
+    def weighted_layers(self):
+        """The layers with parameters (Dense, Conv2D), in the order of the flat buffers."""
+        return [layer for layer in self.layers if isinstance(layer, Weighted)]
+
+    @property
+    def takes_images(self):
+        """Whether the model's input is images (n_samples, channels, height, width): its first
+        layer with parameters is a Conv2D."""
+        return isinstance(self.weighted_layers[0], Conv2D)
+
+    @property
     def n_features(self):
-        return self.dense_layers[0].in_features
+        """Features per sample of a model that takes (n_samples, n_features) input; None for
+        one that takes images."""
+        return None if self.takes_images else self.dense_layers[0].in_features
 
     @property
     def n_outputs(self):
@@ -145,7 +157,10 @@ class Sequential(Module):
         return grad
 
     def check_input(self, X, name="X"):
-        """X as a C-contiguous array of the model's dtype with n_features columns, or a clear error."""
+        """X as a C-contiguous array of the model's dtype with n_features columns (images with
+        the first Conv2D's channels for a model that takes images), or a clear error."""
+        if self.takes_images:
+            return check_images(X, self.weighted_layers[0].in_channels, self.dtype, name)
         return check_features(X, self.n_features, self.dtype, name)
 
     def outputs(self, X):
@@ -204,12 +219,18 @@ class Sequential(Module):
         return files.load_as(cls, path)
 
     def summary(self, file=None):
-        """Print each layer with its output shape and parameter count; returns the text."""
-        rows, width = [], self.n_features
+        """Print each layer with its output shape and parameter count; returns the text.
+        Image heights and widths, which the model does not fix, show as ?."""
+        rows = []
+        shape = (self.weighted_layers[0].in_channels, "?", "?") if self.takes_images else (self.n_features,)
         for layer in self.layers:
             if isinstance(layer, Dense):
-                width = layer.out_features
-            rows.append((repr(layer), f"(batch, {width})", layer.n_params))
+                shape = (layer.out_features,)
+            elif isinstance(layer, Conv2D):
+                shape = (layer.out_channels, "?", "?")
+            elif isinstance(layer, Flatten):
+                shape = ("?",)
+            rows.append((repr(layer), f"(batch, {', '.join(map(str, shape))})", layer.n_params))
         name_width = max(len(r[0]) for r in rows + [("layer",)])
         lines = [f"{'layer':<{name_width}}  {'output':<16}{'parameters':>12}"]
         lines += [f"{name:<{name_width}}  {shape:<16}{count:>12,}" for name, shape, count in rows]
@@ -220,6 +241,20 @@ class Sequential(Module):
 
     def __repr__(self):
         return "Sequential(" + ", ".join(map(repr, self.layers)) + ")"
+
+
+def _check_chain(before, after):
+    """ValueError unless the layer with parameters ``after`` can take what ``before`` gives
+    (the layers between them keep the channels and, without a Conv2D, the features)."""
+    if isinstance(before, Dense) and isinstance(after, Conv2D):
+        raise ValueError(f"{before!r} is followed by {after!r}: a Conv2D takes images, not the features "
+                         "a Dense layer gives")
+    if isinstance(before, Dense) and before.out_features != after.in_features:
+        raise ValueError(f"{before!r} is followed by {after!r}: out_features "
+                         f"{before.out_features} != in_features {after.in_features}")
+    if isinstance(after, Conv2D) and before.out_channels != after.in_channels:
+        raise ValueError(f"{before!r} is followed by {after!r}: out_channels "
+                         f"{before.out_channels} != in_channels {after.in_channels}")
 
 
 def mlp(sizes, activation="relu", output_activation=None, init=None, dropout=0.0,

@@ -15,11 +15,7 @@ def as_array(value, name):
 
 def check_features(X, n_features, dtype, name="X"):
     """X as a C-contiguous (n_samples, n_features) array of dtype, checked for NaN/inf."""
-    if X is None:
-        raise TypeError(f"{name} must be an array of shape (n_samples, {n_features}); got None")
-    array = as_array(X, name)
-    if array.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be numeric; got dtype {array.dtype}")
+    array = _numeric(X, f"(n_samples, {n_features})", name)
     if array.ndim != 2:
         hint = " (use X.reshape(-1, 1) for a single feature)" if array.ndim == 1 else ""
         raise ValueError(f"{name} must be 2-D (n_samples, n_features); got shape {array.shape}{hint}")
@@ -27,6 +23,34 @@ def check_features(X, n_features, dtype, name="X"):
         raise ValueError(f"{name} is empty: it must have at least one sample")
     if n_features is not None and array.shape[1] != n_features:
         raise ValueError(f"{name} must have {n_features} features (columns); got {array.shape[1]}")
+    return _finite(array, dtype, name)
+
+
+def check_images(X, n_channels, dtype, name="X"):
+    """X as a C-contiguous (n_samples, n_channels, height, width) array of dtype, checked
+    for NaN/inf: the input of a model whose first layer is a convolution."""
+    array = _numeric(X, f"(n_samples, {n_channels}, height, width)", name)
+    if array.ndim != 4:
+        hint = " (use X.reshape(-1, 1, height, width) for one channel)" if array.ndim in (2, 3) else ""
+        raise ValueError(f"{name} must be 4-D (n_samples, channels, height, width); got shape {array.shape}{hint}")
+    if array.shape[0] == 0:
+        raise ValueError(f"{name} is empty: it must have at least one sample")
+    if array.shape[1] != n_channels:
+        raise ValueError(f"{name} must have {n_channels} channels (X.shape[1]); got {array.shape[1]}")
+    return _finite(array, dtype, name)
+
+
+def _numeric(X, shape, name):
+    """X as a numeric array, else an error that names it and the shape it should have."""
+    if X is None:
+        raise TypeError(f"{name} must be an array of shape {shape}; got None")
+    array = as_array(X, name)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be numeric; got dtype {array.dtype}")
+    return array
+
+
+def _finite(array, dtype, name):
     array = np.ascontiguousarray(array, dtype=dtype)
     if not np.isfinite(array).all():
         raise ValueError(f"{name} contains NaN or infinity")
@@ -77,3 +101,14 @@ def check_fraction(name, value):
     if not 0 <= value < 1:
         raise ValueError(f"{name} must be in [0, 1); got {value}")
     return value
+
+
+def check_int_pair(name, value, minimum):
+    """An int or a pair of ints, each >= minimum, as a pair (height, width): the kernel
+    size, stride and padding of the convolution layers."""
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2 or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= minimum
+                                 for n in pair):
+        raise ValueError(f"{name} must be an integer >= {minimum} or a pair (height, width) of them; "
+                         f"got {value!r}")
+    return int(pair[0]), int(pair[1])

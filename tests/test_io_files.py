@@ -191,8 +191,18 @@ def test_a_newer_format_version_is_an_error(existing_file):
 
 def test_a_checksummed_but_invalid_description_is_an_error(existing_file):
     path, _ = existing_file
-    rewrite(path, layers=[{"type": "Conv2D"}])
-    assert_model_file_error(path, "invalid model description.*Conv2D")
+    rewrite(path, layers=[{"type": "Conv3D"}])
+    assert_model_file_error(path, "invalid model description.*Conv3D")
+
+
+@pytest.mark.parametrize("change", [{"kernel_size": [0, 3]}, {"kernel_size": 2.5}, {"in_channels": -1}])
+def test_a_conv_layer_with_bad_sizes_is_an_error(existing_file, change):
+    path, _ = existing_file
+    conv = {"type": "Conv2D", "in_channels": 1, "out_channels": 2, "kernel_size": [3, 3], "stride": [1, 1],
+            "padding": [0, 0], "dtype": "float32", "init": None, **change}
+    rewrite(path, layers=[conv, {"type": "Flatten"}, {"type": "Dense", "in_features": 2, "out_features": 2,
+                                                      "dtype": "float32", "init": None}])
+    assert_model_file_error(path, f"invalid model description.*{next(iter(change))}")
 
 
 PEAK = """

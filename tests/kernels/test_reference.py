@@ -10,25 +10,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import fastnn.kernels as K
+from fastnn.grad import central_difference
 from fastnn.kernels import ACTIVATIONS
 
 TRAINABLE = [name for name in ACTIVATIONS if name != "step"]
-EPS = 1e-6
-
-
-def central_difference(f, x, eps=EPS):
-    """Gradient of the scalar function f at x (modified in place, restored)."""
-    grad = np.empty_like(x)
-    flat, flat_grad = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        saved = flat[i]
-        flat[i] = saved + eps
-        up = f()
-        flat[i] = saved - eps
-        down = f()
-        flat[i] = saved
-        flat_grad[i] = (up - down) / (2 * eps)
-    return grad
 
 
 def loss_targets(rng, kernel, shape):
