@@ -41,14 +41,15 @@ cdef void _forward_rows(const floating* params, Layer layer, const floating* a, 
 
 cdef void _forward_units(const floating* params, Layer layer, floating alpha, const floating* partials,
                          Py_ssize_t stride, int n_threads, floating* z, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
-    """z[j0:j1] = f(sum of the threads' partials + b) (partials of thread u at u * stride)."""
+    """z[j0:j1] = f(sum of the threads' partials + b) (partials of thread u at u * stride;
+    one thread's may be z itself)."""
     cdef Py_ssize_t j
     cdef int u
     cdef floating total
     cdef const floating* b = params + layer.w + layer.n_in * layer.n_out
     for j in range(j0, j1):
-        total = 0
-        for u in range(n_threads):
+        total = partials[j]
+        for u in range(1, n_threads):
             total += partials[u * stride + j]
         z[j] = activate(total + b[j], layer.code, alpha)
 
@@ -102,7 +103,9 @@ cdef void _online_thread(int t, int n_threads, Shared* shared, double* sums, flo
     cdef const floating* x
     cdef const int64_t* lab
     cdef const floating* tgt
-    cdef floating* partial = partials + t * n_acts
+    # The threads' partial sums of the layers' outputs; one thread sums into the outputs.
+    cdef floating* summed = partials if n_threads > 1 else a
+    cdef floating* partial = summed + t * n_acts
     cdef double value, loss_sum = 0, metric_sum = 0
     for epoch in range(n_epochs):
         if t == 0:
@@ -117,7 +120,7 @@ cdef void _online_thread(int t, int n_threads, Shared* shared, double* sums, flo
                 _forward_rows(p, current, x if layer == 0 else a + current.inputs, partial + current.outputs,
                               _split(current.n_in, t, n_threads), _split(current.n_in, t + 1, n_threads))
                 fastnn_barrier_wait(&shared.barrier, &phase, n_threads)
-                _forward_units(p, current, <floating>alphas[layer], partials + current.outputs, n_acts, n_threads,
+                _forward_units(p, current, <floating>alphas[layer], summed + current.outputs, n_acts, n_threads,
                                a + current.outputs, _split(current.n_out, t, n_threads),
                                _split(current.n_out, t + 1, n_threads))
                 fastnn_barrier_wait(&shared.barrier, &phase, n_threads)

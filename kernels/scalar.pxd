@@ -234,7 +234,8 @@ cdef inline void sgd_step(floating* p, floating g, floating* velocity, Step c) n
     """p (IN/OUT) with gradient g, velocity (IN/OUT, read with momentum only): PyTorch's
     SGD with momentum (no dampening), Nesterov and weight decay."""
     cdef floating v
-    g = g + <floating>c.weight_decay * p[0]
+    if c.weight_decay != 0:
+        g = g + <floating>c.weight_decay * p[0]
     if c.momentum != 0:
         v = <floating>c.momentum * velocity[0] + g
         velocity[0] = v
