@@ -6,7 +6,7 @@ from cython cimport floating
 from libc.math cimport exp, expf, fabs, log, log1p, sqrt, sqrtf, tanh, tanhf
 from libc.stdint cimport int64_t
 
-from abi cimport BCE, CROSS_ENTROPY, CROSS_ENTROPY_SOFT, LEAKY_RELU, MSE, RELU, SIGMOID, STEP, TANH, Hyper
+from abi cimport CROSS_ENTROPY, CROSS_ENTROPY_SOFT, LEAKY_RELU, MSE, RELU, SIGMOID, STEP, TANH, Hyper
 
 
 cdef inline floating _exp(floating x) noexcept nogil:
