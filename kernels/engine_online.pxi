@@ -153,8 +153,7 @@ cdef void _online_thread(int t, int n_threads, Shared* shared, double* sums, flo
                 _backward_rows(p, g if clipped else NULL, sa, sb, current, x if layer == 0 else a + current.inputs,
                                d + current.outputs, NULL if layer == 0 else d + current.inputs,
                                IDENTITY if layer == 0 else _layer(layers, layer - 1).code,
-                               0 if layer == 0 else <floating>alphas[layer - 1], k0, k1, optimizer, plain and not clipped,
-                               c)
+                               0 if layer == 0 else <floating>alphas[layer - 1], k0, k1, optimizer, plain, c)
                 # The next layer back, or the next sample's forward pass, reads all rows.
                 fastnn_barrier_wait(&shared.barrier, &phase, n_threads)
             if clipped:
