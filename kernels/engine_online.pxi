@@ -74,9 +74,11 @@ cdef void _backward_rows(floating* params, floating* grads, floating* state_a, f
         if grads != NULL:
             for j in range(n_out):
                 grads[offset + j] = ak * d[j]
+        elif plain:
+            if ak != 0:
+                for j in range(n_out):
+                    descend(&params[offset + j], ak * d[j], c)
         elif optimizer == SGD:
-            if plain and ak == 0:
-                continue
             for j in range(n_out):
                 sgd_step(&params[offset + j], ak * d[j], &state_a[offset + j], c)
         else:
