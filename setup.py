@@ -17,14 +17,19 @@ from setuptools import Extension, setup
 compile_args = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
 if os.environ.get("FASTNN_MARCH_NATIVE") == "1":
     compile_args.append("-march=native")
-# The engine may sum in any order (as numba_engine's fastmath dot does), which lets gcc
-# vectorise its reductions. Kernels and engine are both built a second time for AVX2 + FMA
-# on x86-64, loaded instead where the CPU has them (fastnn.kernels.import_build).
-engine_args = compile_args + ["-fassociative-math", "-fno-signed-zeros"]
-builds = {"cython_kernels": compile_args, "cython_engine": engine_args}
+# Kernels and engine may sum in any order (as numba_engine's fastmath dot does), which lets
+# gcc vectorise their reductions; both compile the point functions of scalar.pxd with the
+# same flags, so that the per-module path and the engine agree to the bit. Both are built a
+# second time for AVX2 + FMA on x86-64, loaded instead where the CPU has them
+# (fastnn.kernels.import_build), without contracting a * b + c into one FMA: gcc contracts
+# as reassociation left each loop, which differed between the kernels' SGD momentum step
+# and the engine's (same source, different rounding).
+compile_args += ["-fassociative-math", "-fno-signed-zeros"]
+builds = {"cython_kernels": compile_args, "cython_engine": compile_args}
+avx2_args = compile_args + ["-mavx2", "-mfma", "-ffp-contract=off"]
 if platform.machine().lower() in ("x86_64", "amd64"):
-    builds["cython_kernels_avx2"] = compile_args + ["-mavx2", "-mfma"]
-    builds["cython_engine_avx2"] = engine_args + ["-mavx2", "-mfma"]
+    builds["cython_kernels_avx2"] = avx2_args
+    builds["cython_engine_avx2"] = avx2_args
 
 checks = os.environ.get("FASTNN_CYTHON_CHECKS") == "1"
 

@@ -62,12 +62,15 @@ def _checked(kernel_name, kernel):
 
 @functools.cache
 def cpu_has_avx2():
-    """Whether this CPU has AVX2 and FMA (llvmlite, Numba's compiler, knows the host);
-    asked once: the query takes ~0.14 ms, and every fit looks up its engine."""
-    import llvmlite.binding
-
-    features = llvmlite.binding.get_host_cpu_features()
-    return bool(features.get("avx2")) and bool(features.get("fma"))
+    """Whether this CPU has AVX2 and FMA, as the base Cython build (cython_kernels, which
+    runs on any CPU) reads it from the CPU; False where that build is missing (and then
+    there is no _avx2 build either) or the CPU is not x86. Asked once: every fit looks up
+    its engine."""
+    try:
+        from .cython_kernels import cpu_has_avx2 as query
+    except ImportError:
+        return False
+    return query()
 
 
 @functools.cache

@@ -4,11 +4,12 @@
 import numpy as np
 
 from cython cimport floating
-from libc.math cimport INFINITY, exp, fabs, log, log1p, sqrt
 from libc.stdint cimport int64_t
 
+from abi cimport BCE, CROSS_ENTROPY, CROSS_ENTROPY_SOFT, IDENTITY, MSE, STEP, Hyper
 from blas cimport gemm
-from elementwise cimport _exp, _sigmoid, _tanh
+from scalar cimport (Step, _exp, activate, activation_gradient, adam_constants, adam_step, batch_loss,
+                     row_max, sgd_constants, sgd_step, weight_total)
 
 cdef extern from *:
     """
@@ -22,10 +23,6 @@ cdef extern from *:
     """
     int FASTNN_OPENMP
     int omp_get_max_threads() noexcept nogil
-
-# Activation codes, as in reference.py.
-cdef enum:
-    IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, STEP
 
 cdef object FLOAT32 = np.dtype(np.float32), FLOAT64 = np.dtype(np.float64)
 cdef object INT64 = np.dtype(np.int64)
@@ -66,54 +63,20 @@ cdef void _activate(const floating* z, floating* out, Py_ssize_t n,
                     int activation, floating alpha) noexcept nogil:
     """out[j] = f(z[j]) for j < n; out may be z."""
     cdef Py_ssize_t j
-    cdef floating x
-    if activation == IDENTITY:
-        if out != z:
-            for j in range(n):
-                out[j] = z[j]
-    elif activation == RELU:
-        for j in range(n):
-            x = z[j]
-            out[j] = 0 if x < 0 else x
-    elif activation == LEAKY_RELU:
-        for j in range(n):
-            x = z[j]
-            out[j] = x if x > 0 else x * alpha
-    elif activation == SIGMOID:
-        for j in range(n):
-            out[j] = _sigmoid(z[j])
-    elif activation == TANH:
-        for j in range(n):
-            out[j] = _tanh(z[j])
-    else:  # STEP
-        for j in range(n):
-            out[j] = 1 if z[j] >= 0 else 0
+    if activation == IDENTITY and out == z:
+        return
+    for j in range(n):
+        out[j] = activate(z[j], activation, alpha)
 
 
 cdef void _activation_gradient(const floating* a, const floating* da, floating* out,
                                Py_ssize_t n, int activation, floating alpha) noexcept nogil:
     """out[j] = da[j] * f'(z[j]) for j < n, from a = f(z); out may be a or da."""
     cdef Py_ssize_t j
-    cdef floating x
-    if activation == IDENTITY:
-        if out != da:
-            for j in range(n):
-                out[j] = da[j]
-    elif activation == RELU:
-        for j in range(n):
-            x = da[j]
-            out[j] = x if a[j] > 0 else 0
-    elif activation == LEAKY_RELU:
-        for j in range(n):
-            out[j] = da[j] * (1 if a[j] > 0 else alpha)
-    elif activation == SIGMOID:
-        for j in range(n):
-            x = a[j]
-            out[j] = da[j] * x * (1 - x)
-    else:  # TANH
-        for j in range(n):
-            x = a[j]
-            out[j] = da[j] * (1 - x * x)
+    if activation == IDENTITY and out == da:
+        return
+    for j in range(n):
+        out[j] = activation_gradient(a[j], da[j], activation, alpha)
 
 
 # Implementations, one per kernel, specialised for float and double.
@@ -173,16 +136,6 @@ cdef void _dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
             gemm(dZ, False, W, True, dX)
 
 
-cdef floating _row_max(const floating* z, Py_ssize_t n) noexcept nogil:
-    """max_j z[j] (-inf when n is 0)."""
-    cdef floating zmax = -INFINITY
-    cdef Py_ssize_t j
-    for j in range(n):
-        if z[j] > zmax:
-            zmax = z[j]
-    return zmax
-
-
 cdef void _softmax(const floating[:, ::1] Z, floating[:, ::1] out) noexcept:
     cdef Py_ssize_t i, j, cols = Z.shape[1]
     cdef floating zmax
@@ -191,7 +144,7 @@ cdef void _softmax(const floating[:, ::1] Z, floating[:, ::1] out) noexcept:
         return  # rows without an element 0 to point at
     with nogil:
         for i in range(Z.shape[0]):
-            zmax = _row_max(&Z[i, 0], cols)
+            zmax = <floating>row_max(&Z[i, 0], cols)
             total = 0
             for j in range(cols):
                 out[i, j] = _exp(Z[i, j] - zmax)
@@ -200,157 +153,50 @@ cdef void _softmax(const floating[:, ::1] Z, floating[:, ::1] out) noexcept:
                 out[i, j] = out[i, j] / total
 
 
-# Losses: computed in double, rows weighted by w_i = 1 / batch, or by
+# Losses (scalar.pxd's rows, in double): rows weighted by w_i = 1 / batch, or by
 # sample_weight_i / sum(sample_weight) when sample_weight is given.
 
-cdef double _weight_total(const floating[::1] sample_weight, bint weighted,
-                          Py_ssize_t batch) noexcept nogil:
-    """sum(sample_weight), or batch when every row weighs 1; 1 when every
-    weight is 0, so such a batch has loss and gradient 0."""
-    cdef double total = 0
-    cdef Py_ssize_t i
-    if not weighted:
-        return batch
-    for i in range(batch):
-        total += sample_weight[i]
-    return total if total > 0 else 1
-
-
-cdef double _log_sum_exp_shifted(const floating* z, Py_ssize_t n, double shift) noexcept nogil:
-    """log(sum_j exp(z[j] - shift))."""
-    cdef double total = 0
-    cdef Py_ssize_t j
-    for j in range(n):
-        total += exp(z[j] - shift)
-    return log(total)
-
-
-cdef double _softmax_cross_entropy(const floating[:, ::1] Z, const int64_t[::1] labels,
-                                   floating[:, ::1] grad,
-                                   const floating[::1] sample_weight) noexcept:
-    cdef Py_ssize_t i, j, label, batch = Z.shape[0], cols = Z.shape[1]
-    cdef bint weighted = sample_weight is not None
-    cdef double total, w, shift, log_sum, p_label, loss = 0
+cdef double _loss(int loss, const floating[:, ::1] Z, const int64_t[::1] labels,
+                  const floating[:, ::1] target, floating[:, ::1] grad,
+                  const floating[::1] sample_weight) noexcept:
+    """The loss of Z and its gradient into grad: labels for CROSS_ENTROPY, else target
+    (Z has rows and columns: contract.py checks)."""
+    cdef Py_ssize_t batch = Z.shape[0], cols = Z.shape[1]
+    cdef const floating* weights = NULL
+    cdef double total
+    if sample_weight is not None:
+        weights = &sample_weight[0]
     with nogil:
-        total = _weight_total(sample_weight, weighted, batch)
-        for i in range(batch):
-            w = (sample_weight[i] if weighted else 1.0) / total
-            shift = _row_max(&Z[i, 0], cols)
-            log_sum = _log_sum_exp_shifted(&Z[i, 0], cols, shift)
-            label = labels[i]
-            p_label = exp((Z[i, label] - shift) - log_sum)
-            loss -= w * ((Z[i, label] - shift) - log_sum)
-            for j in range(cols):
-                grad[i, j] = exp((Z[i, j] - shift) - log_sum) * w
-            grad[i, label] = (p_label - 1) * w
-    return loss
+        total = weight_total(weights, NULL, 0, batch)
+        return batch_loss(loss, &Z[0, 0], batch, cols, &labels[0] if loss == CROSS_ENTROPY else NULL,
+                          &target[0, 0] if loss != CROSS_ENTROPY else NULL, weights, total, &grad[0, 0])
 
 
-cdef double _softmax_cross_entropy_soft(const floating[:, ::1] Z, const floating[:, ::1] target,
-                                        floating[:, ::1] grad,
-                                        const floating[::1] sample_weight) noexcept:
-    cdef Py_ssize_t i, j, batch = Z.shape[0], cols = Z.shape[1]
-    cdef bint weighted = sample_weight is not None
-    cdef double total, w, shift, log_sum, target_sum, dot, loss = 0
-    with nogil:
-        total = _weight_total(sample_weight, weighted, batch)
-        for i in range(batch):
-            w = (sample_weight[i] if weighted else 1.0) / total
-            shift = _row_max(&Z[i, 0], cols)
-            log_sum = _log_sum_exp_shifted(&Z[i, 0], cols, shift)
-            target_sum = 0
-            dot = 0
-            for j in range(cols):
-                target_sum += target[i, j]
-                dot += target[i, j] * ((Z[i, j] - shift) - log_sum)
-            loss -= w * dot
-            for j in range(cols):
-                grad[i, j] = (exp((Z[i, j] - shift) - log_sum) * target_sum - target[i, j]) * w
-    return loss
-
-
-cdef double _mse(const floating[:, ::1] pred, const floating[:, ::1] target,
-                 floating[:, ::1] grad, const floating[::1] sample_weight) noexcept:
-    cdef Py_ssize_t i, j, batch = pred.shape[0], cols = pred.shape[1]
-    cdef bint weighted = sample_weight is not None
-    cdef double total, w, scale, diff, row, loss = 0
-    with nogil:
-        total = _weight_total(sample_weight, weighted, batch)
-        for i in range(batch):
-            w = (sample_weight[i] if weighted else 1.0) / total
-            scale = 2.0 * w / cols
-            row = 0
-            for j in range(cols):
-                diff = <double>pred[i, j] - target[i, j]
-                row += diff * diff
-                grad[i, j] = diff * scale
-            loss += w * row
-    return loss / cols
-
-
-cdef double _bce_with_logits(const floating[:, ::1] Z, const floating[:, ::1] target,
-                             floating[:, ::1] grad, const floating[::1] sample_weight) noexcept:
-    cdef Py_ssize_t i, j, batch = Z.shape[0], cols = Z.shape[1]
-    cdef bint weighted = sample_weight is not None
-    cdef double total, w, scale, z, t, row, loss = 0
-    with nogil:
-        total = _weight_total(sample_weight, weighted, batch)
-        for i in range(batch):
-            w = (sample_weight[i] if weighted else 1.0) / total
-            scale = w / cols
-            row = 0
-            for j in range(cols):
-                z = Z[i, j]
-                t = target[i, j]
-                row += (z if z > 0 else 0.0) - z * t + log1p(exp(-fabs(z)))
-                grad[i, j] = (_sigmoid(z) - t) * scale
-            loss += w * row
-    return loss / cols
-
-
-# Optimisers: one pass over the flat buffers, in place. Like the reference,
-# SGD computes in the precision of the arrays and Adam in double.
+# Optimisers: one pass over the flat buffers, in place, in the precision of the arrays
+# (scalar.pxd's steps).
 
 cdef void _sgd_update(floating[::1] params, const floating[::1] grad, floating[::1] velocity,
-                      floating lr, floating momentum, bint nesterov,
-                      floating weight_decay) noexcept:
+                      double lr, double momentum, bint nesterov, double weight_decay) noexcept:
     cdef Py_ssize_t i, n = params.shape[0]
-    cdef floating g, v
+    cdef Hyper hyper
+    hyper.lr, hyper.momentum, hyper.nesterov, hyper.weight_decay = lr, momentum, nesterov, weight_decay
+    cdef Step c = sgd_constants(&hyper)
     with nogil:
-        if momentum == 0:
-            for i in range(n):
-                params[i] -= lr * (grad[i] + weight_decay * params[i])
-        else:
-            for i in range(n):
-                g = grad[i] + weight_decay * params[i]
-                v = momentum * velocity[i] + g
-                velocity[i] = v
-                params[i] -= lr * ((g + momentum * v) if nesterov else v)
+        for i in range(n):
+            sgd_step(&params[i], grad[i], &velocity[i], c)
 
 
 cdef void _adam_update(floating[::1] params, const floating[::1] grad, floating[::1] m,
                        floating[::1] v, long step, double lr, double beta1, double beta2,
                        double eps, double weight_decay, bint decoupled) noexcept:
-    """Adam in float64 as reference.py, with one division per parameter (the engine's form,
-    the same value to rounding): lr * s / (1 - beta1^t) * m / (sqrt(v) + eps * s), s =
-    sqrt(1 - beta2^t); branch-free (shrink and l2 are 1 and 0 when unused), so it vectorises."""
     cdef Py_ssize_t i, n = params.shape[0]
-    cdef double s = sqrt(1 - beta2 ** step)
-    cdef double step_size = lr * s / (1 - beta1 ** step)
-    cdef double eps_s = eps * s
-    cdef double shrink = 1 - lr * weight_decay if decoupled else 1
-    cdef double l2 = 0 if decoupled else weight_decay
-    cdef double g, p
-    cdef floating m_i, v_i
+    cdef Hyper hyper
+    hyper.lr, hyper.beta1, hyper.beta2, hyper.eps = lr, beta1, beta2, eps
+    hyper.weight_decay, hyper.decoupled = weight_decay, decoupled
+    cdef Step c = adam_constants(&hyper, step)
     with nogil:
         for i in range(n):
-            p = params[i] * shrink
-            g = grad[i] + l2 * p
-            m_i = <floating>(beta1 * m[i] + (1 - beta1) * g)
-            v_i = <floating>(beta2 * v[i] + (1 - beta2) * g * g)
-            m[i] = m_i
-            v[i] = v_i
-            params[i] = <floating>(p - step_size * m_i / (sqrt(v_i) + eps_s))
+            adam_step(&params[i], grad[i], &m[i], &v[i], c)
 
 
 # The kernels, with the signatures of reference.py.
@@ -411,29 +257,29 @@ def softmax_cross_entropy(Z, labels, grad, sample_weight=None):
     if getattr(labels, "dtype", None) != INT64:
         raise TypeError(f"labels must be int64; got {getattr(labels, 'dtype', type(labels))}")
     if _is_float64((Z, grad, sample_weight)):
-        return _softmax_cross_entropy[double](Z, labels, grad, sample_weight)
-    return _softmax_cross_entropy[float](Z, labels, grad, sample_weight)
+        return _loss[double](CROSS_ENTROPY, Z, labels, None, grad, sample_weight)
+    return _loss[float](CROSS_ENTROPY, Z, labels, None, grad, sample_weight)
 
 
 def softmax_cross_entropy_soft(Z, target, grad, sample_weight=None):
     """Mean cross-entropy of softmax(Z) against one-hot or soft targets T."""
     if _is_float64((Z, target, grad, sample_weight)):
-        return _softmax_cross_entropy_soft[double](Z, target, grad, sample_weight)
-    return _softmax_cross_entropy_soft[float](Z, target, grad, sample_weight)
+        return _loss[double](CROSS_ENTROPY_SOFT, Z, None, target, grad, sample_weight)
+    return _loss[float](CROSS_ENTROPY_SOFT, Z, None, target, grad, sample_weight)
 
 
 def mse(pred, target, grad, sample_weight=None):
     """Mean squared error over all elements: loss = sum_i w_i mean_j (P - T)_ij**2."""
     if _is_float64((pred, target, grad, sample_weight)):
-        return _mse[double](pred, target, grad, sample_weight)
-    return _mse[float](pred, target, grad, sample_weight)
+        return _loss[double](MSE, pred, None, target, grad, sample_weight)
+    return _loss[float](MSE, pred, None, target, grad, sample_weight)
 
 
 def bce_with_logits(Z, target, grad, sample_weight=None):
     """Binary cross-entropy of sigmoid(Z) against targets in [0, 1], from logits."""
     if _is_float64((Z, target, grad, sample_weight)):
-        return _bce_with_logits[double](Z, target, grad, sample_weight)
-    return _bce_with_logits[float](Z, target, grad, sample_weight)
+        return _loss[double](BCE, Z, None, target, grad, sample_weight)
+    return _loss[float](BCE, Z, None, target, grad, sample_weight)
 
 
 def sgd_update(params, grad, velocity, lr, momentum, nesterov, weight_decay):

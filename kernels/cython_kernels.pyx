@@ -13,3 +13,24 @@ target, cython_kernels_avx2.pyx the same code for CPUs with AVX2 and FMA.
 """
 
 include "cython_kernels.pxi"
+
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    static int fastnn_cpu_has_avx2(void) {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    #else
+    static int fastnn_cpu_has_avx2(void) { return 0; }
+    #endif
+    """
+    int fastnn_cpu_has_avx2() noexcept nogil
+
+
+def cpu_has_avx2():
+    """Whether this CPU (and the operating system, which saves its registers) has AVX2 and
+    FMA, which the _avx2 builds need: the CPU's own answer (cpuid), read by the compiler's
+    runtime; False off x86. Only in this build, the one that runs on any CPU."""
+    return bool(fastnn_cpu_has_avx2())

@@ -83,6 +83,39 @@ def test_bad_environment_variable_fails_clearly_where_a_backend_is_asked_for():
     assert "got 'fortran'" in result.stderr
 
 
+def _cpu_flags():
+    """This CPU's feature flags from /proc/cpuinfo (Linux), else None."""
+    try:
+        with open("/proc/cpuinfo") as file:
+            lines = [line for line in file if line.startswith("flags")]
+    except OSError:
+        return None
+    return set(lines[0].split(":", 1)[1].split()) if lines else None
+
+
+def test_avx2_detection_and_the_numpy_and_cython_backends_need_no_numba():
+    """Only the numba backend imports Numba (and llvmlite, its compiler): with both made
+    unimportable, fastnn imports, reads AVX2 + FMA from the Cython build as the CPU
+    reports them, and trains with the cython (engine and per-module) and numpy backends."""
+    code = "\n".join([
+        "import sys",
+        "sys.modules['numba'] = sys.modules['llvmlite'] = None  # importing either fails",
+        "import numpy as np, fastnn",
+        "print(fastnn.available_backends(), fastnn.kernels.cpu_has_avx2())",
+        "X, y = np.random.default_rng(0).standard_normal((20, 3)), np.arange(20) % 2",
+        "for backend, engine in (('cython', True), ('cython', False), ('numpy', False)):",
+        "    with fastnn.use_backend(backend):",
+        "        fastnn.mlp([3, 4, 2], seed=0).fit(X, y, epochs=2, batch_size=4, verbose=0, engine=engine)",
+    ])
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    backends, has_avx2 = result.stdout.strip().rsplit(" ", 1)
+    assert backends == "['cython', 'numpy']"
+    flags = _cpu_flags()
+    if flags is not None:
+        assert has_avx2 == str({"avx2", "fma"} <= flags)
+
+
 def test_checked_kernels_keep_the_reference_signature_and_docs():
     import inspect
 

@@ -1,0 +1,133 @@
+# What both training loops of the Cython engine use (engine_online.pxi, engine_batch.pxi):
+# the layer table, each thread's rows of a layer, the batch's metric, the optimizer step
+# over a block of parameters and clipping, the epoch-start backup and gathering samples.
+
+cdef struct Layer:
+    Py_ssize_t w, n_in, n_out, inputs, outputs
+    int code
+
+
+cdef inline Layer _layer(const int64_t[:, ::1] layers, Py_ssize_t i) noexcept nogil:
+    cdef Layer layer
+    layer.w = layers[i, W_OFFSET]
+    layer.n_in = layers[i, N_IN]
+    layer.n_out = layers[i, N_OUT]
+    layer.code = <int>layers[i, ACTIVATION]
+    layer.inputs = layers[i, IN_OFFSET]
+    layer.outputs = layers[i, OUT_OFFSET]
+    return layer
+
+
+cdef inline void _rows(Layer layer, int t, int n_threads, Py_ssize_t* k0, Py_ssize_t* k1) noexcept nogil:
+    """Thread t's rows k0:k1 of the layer's [W; b]: the input units split evenly, row
+    n_in (the bias) with the last thread's share. Only thread t reads or writes them
+    (their parameters, gradient and optimizer state) while the others run."""
+    k0[0] = _split(layer.n_in, t, n_threads)
+    k1[0] = _split(layer.n_in, t + 1, n_threads) + (t == n_threads - 1)
+
+
+cdef double _metric(int loss, const floating* out, Py_ssize_t rows, Py_ssize_t cols,
+                    const int64_t* labels, const floating* targets) noexcept nogil:
+    """The batch's metric times its rows, as numba_engine._metric: the sum of metric_row,
+    or for MSE the R² of each output column averaged over the columns."""
+    cdef Py_ssize_t i, j
+    cdef double total = 0, mean, residual, spread
+    if loss != MSE:
+        for i in range(rows):
+            total += metric_row(loss, out + i * cols, cols, labels[i] if labels != NULL else 0,
+                                targets + i * cols if targets != NULL else NULL)
+        return total
+    for j in range(cols):
+        mean = residual = spread = 0
+        for i in range(rows):
+            mean += targets[i * cols + j]
+        mean /= rows
+        for i in range(rows):
+            residual += (<double>targets[i * cols + j] - out[i * cols + j]) ** 2
+            spread += (targets[i * cols + j] - mean) ** 2
+        if spread > 0:
+            total += 1.0 - residual / spread
+        elif residual == 0:
+            total += 1.0
+    return total * (<double>rows / cols)
+
+
+cdef inline Step _constants(const Hyper* hyper, int optimizer, long step) noexcept nogil:
+    """The constants of optimizer step number ``step``."""
+    return sgd_constants(hyper) if optimizer == SGD else adam_constants(hyper, step)
+
+
+cdef void _step(floating* params, const floating* grads, floating* state_a, floating* state_b, Py_ssize_t n,
+                int optimizer, Step c) noexcept nogil:
+    """One SGD or Adam step of params[:n] with gradient grads[:n] (state_a is SGD's velocity
+    or Adam's m; state_b Adam's v)."""
+    cdef Py_ssize_t k
+    if optimizer == SGD:
+        for k in range(n):
+            sgd_step(&params[k], grads[k], &state_a[k], c)
+    else:
+        for k in range(n):
+            adam_step(&params[k], grads[k], &state_a[k], &state_b[k], c)
+
+
+cdef void _clipped_step(int t, int n_threads, Shared* shared, int* phase, double* sums,
+                        const int64_t[:, ::1] layers, floating* p, floating* g, floating* sa, floating* sb,
+                        int optimizer, Step c, double clip_norm) noexcept nogil:
+    """Thread t's part of the optimizer step once the whole gradient g is there: its rows of
+    every layer scaled so that the gradient's global norm is at most clip_norm, then
+    stepped. The threads add up their sums of squares in sums (a slot each) and meet
+    again before the next forward pass reads the parameters."""
+    cdef Py_ssize_t layer, k, k0, k1, offset, size
+    cdef double norm = 0
+    cdef floating scale
+    cdef Layer current
+    cdef int u
+    for layer in range(layers.shape[0]):
+        current = _layer(layers, layer)
+        _rows(current, t, n_threads, &k0, &k1)
+        for k in range(current.w + k0 * current.n_out, current.w + k1 * current.n_out):
+            norm += <double>g[k] * g[k]
+    sums[t] = norm
+    fastnn_barrier_wait(&shared.barrier, phase, n_threads)
+    norm = 0
+    for u in range(n_threads):
+        norm += sums[u]
+    norm = sqrt(norm)
+    scale = <floating>(clip_norm / norm) if norm > clip_norm else 1
+    for layer in range(layers.shape[0]):
+        current = _layer(layers, layer)
+        _rows(current, t, n_threads, &k0, &k1)
+        offset, size = current.w + k0 * current.n_out, (k1 - k0) * current.n_out
+        if scale != 1:
+            for k in range(offset, offset + size):
+                g[k] *= scale
+        _step(p + offset, g + offset, sa + offset if sa != NULL else NULL, sb + offset if sb != NULL else NULL,
+              size, optimizer, c)
+    fastnn_barrier_wait(&shared.barrier, phase, n_threads)
+
+
+cdef void _save_backup(floating[:, ::1] backup, const floating* p, const floating* sa,
+                       const floating* sb) noexcept nogil:
+    """The epoch-start copy of the parameters and the optimizer state (rows 0, 1, 2)."""
+    cdef Py_ssize_t n = backup.shape[1]
+    memcpy(&backup[0, 0], p, n * sizeof(floating))
+    if sa != NULL:
+        memcpy(&backup[1, 0], sa, n * sizeof(floating))
+    if sb != NULL:
+        memcpy(&backup[2, 0], sb, n * sizeof(floating))
+
+
+cdef void _gather(const int64_t* order, Py_ssize_t lo, Py_ssize_t rows, const floating[:, ::1] X,
+                  const int64_t[::1] labels, const floating[:, ::1] targets, const floating[::1] weights,
+                  floating* xwork, int64_t* lwork, floating* twork, floating* wwork) noexcept nogil:
+    """Copy samples order[lo:lo + rows] into the workspaces."""
+    cdef Py_ssize_t r, i, n_in = X.shape[1], n_out = targets.shape[1]
+    for r in range(rows):
+        i = order[lo + r]
+        memcpy(xwork + r * n_in, &X[i, 0], n_in * sizeof(floating))
+        if labels.shape[0] > 0:
+            lwork[r] = labels[i]
+        if targets.shape[0] > 0:
+            memcpy(twork + r * n_out, &targets[i, 0], n_out * sizeof(floating))
+        if weights.shape[0] > 0:
+            wwork[r] = weights[i]
