@@ -15,8 +15,8 @@ from cython.parallel cimport parallel, threadid
 from abi cimport (ADAM, BCE, CROSS_ENTROPY, CROSS_ENTROPY_SOFT, IDENTITY, LEAKY_RELU, MSE, RELU, SGD, SIGMOID,
                   STEP, TANH, ACTIVATION, IN_OFFSET, N_IN, N_OUT, OUT_OFFSET, W_OFFSET, Hyper)
 from blas cimport gemm_ptr
-from scalar cimport (Step, activate, activation_gradient, adam_constants, adam_step, batch_loss, descend,
-                     metric_row, sgd_constants, sgd_step, weight_total)
+from scalar cimport (Step, activate, activate_all, activation_gradient, activation_gradient_all, adam_constants,
+                     adam_step, batch_loss, descend, metric_row, sgd_constants, sgd_step, weight_total)
 
 cdef object FLOAT64 = np.dtype(np.float64), FLOAT32 = np.dtype(np.float32)
 # A batch loss above this (or NaN) stops training as diverged (reference.py).

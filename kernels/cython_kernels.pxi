@@ -8,7 +8,7 @@ from libc.stdint cimport int64_t
 
 from abi cimport BCE, CROSS_ENTROPY, CROSS_ENTROPY_SOFT, IDENTITY, MSE, STEP, Hyper
 from blas cimport gemm
-from scalar cimport (Step, _exp, activate, activation_gradient, adam_constants, adam_step, batch_loss,
+from scalar cimport (Step, _exp, activate_all, activation_gradient_all, adam_constants, adam_step, batch_loss,
                      row_max, sgd_constants, sgd_step, weight_total)
 
 cdef extern from *:
@@ -59,26 +59,6 @@ cdef int _check_activation(int activation, bint forward) except -1:
 
 
 
-cdef void _activate(const floating* z, floating* out, Py_ssize_t n,
-                    int activation, floating alpha) noexcept nogil:
-    """out[j] = f(z[j]) for j < n; out may be z."""
-    cdef Py_ssize_t j
-    if activation == IDENTITY and out == z:
-        return
-    for j in range(n):
-        out[j] = activate(z[j], activation, alpha)
-
-
-cdef void _activation_gradient(const floating* a, const floating* da, floating* out,
-                               Py_ssize_t n, int activation, floating alpha) noexcept nogil:
-    """out[j] = da[j] * f'(z[j]) for j < n, from a = f(z); out may be a or da."""
-    cdef Py_ssize_t j
-    if activation == IDENTITY and out == da:
-        return
-    for j in range(n):
-        out[j] = activation_gradient(a[j], da[j], activation, alpha)
-
-
 # Implementations, one per kernel, specialised for float and double.
 
 cdef void _matmul(const floating[:, ::1] A, const floating[:, ::1] B,
@@ -92,7 +72,7 @@ cdef void _activation_forward(const floating[:, ::1] Z, floating[:, ::1] out,
     if Z.shape[0] == 0 or Z.shape[1] == 0:
         return  # no element 0 to point at
     with nogil:
-        _activate(&Z[0, 0], &out[0, 0], Z.shape[0] * Z.shape[1], activation, alpha)
+        activate_all(&Z[0, 0], &out[0, 0], Z.shape[0] * Z.shape[1], activation, alpha)
 
 
 cdef void _activation_backward(const floating[:, ::1] A, const floating[:, ::1] dA,
@@ -101,8 +81,8 @@ cdef void _activation_backward(const floating[:, ::1] A, const floating[:, ::1] 
     if A.shape[0] == 0 or A.shape[1] == 0:
         return  # no element 0 to point at
     with nogil:
-        _activation_gradient(&A[0, 0], &dA[0, 0], &out[0, 0], A.shape[0] * A.shape[1],
-                             activation, alpha)
+        activation_gradient_all(&A[0, 0], &dA[0, 0], &out[0, 0], A.shape[0] * A.shape[1],
+                                activation, alpha)
 
 
 cdef void _dense_forward(const floating[:, ::1] X, const floating[:, ::1] W,
@@ -118,7 +98,7 @@ cdef void _dense_forward(const floating[:, ::1] X, const floating[:, ::1] W,
         for i in range(out.shape[0]):
             for j in range(cols):
                 out[i, j] += b[j]
-            _activate(&out[i, 0], &out[i, 0], cols, activation, alpha)
+            activate_all(&out[i, 0], &out[i, 0], cols, activation, alpha)
 
 
 cdef void _dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,

@@ -26,16 +26,14 @@ cdef void _forward_batch(floating* params, Layer layer, floating alpha, const fl
     gemm_ptr(False, False, rows, j1 - j0, layer.n_in, a, layer.n_in, params + layer.w + j0, n_out, z + j0, n_out)
     for i in range(rows):
         for j in range(j0, j1):
-            z[i * n_out + j] = activate(z[i * n_out + j] + b[j], layer.code, alpha)
+            z[i * n_out + j] += b[j]
+        activate_all(z + i * n_out + j0, z + i * n_out + j0, j1 - j0, layer.code, alpha)
 
 
 cdef void _activation_gradients(floating* d, const floating* a, Py_ssize_t n, int code,
                                 floating alpha) noexcept nogil:
     """d[:n] *= f'(z), from a = f(z)."""
-    cdef Py_ssize_t i
-    if code != IDENTITY:
-        for i in range(n):
-            d[i] = activation_gradient(a[i], d[i], code, alpha)
+    activation_gradient_all(a, d, d, n, code, alpha)
 
 
 cdef void _backward_share(floating* params, floating* grads, Layer layer, const floating* a, const floating* d,

@@ -68,6 +68,54 @@ cdef inline floating activation_gradient(floating a, floating d, int code, float
         return d * (1 - a * a)
     return d
 
+# The loops over a run of elements: the code is tested once, outside the loop, so that
+# each loop calls its activation with a constant code and the compiler vectorises it
+# (a test of the code inside the loop keeps it scalar: relu 8x slower).
+
+cdef inline void activate_all(const floating* z, floating* out, Py_ssize_t n, int code,
+                              floating alpha) noexcept nogil:
+    """out[k] = f(z[k]) for k < n; out may be z."""
+    cdef Py_ssize_t k
+    if code == RELU:
+        for k in range(n):
+            out[k] = activate(z[k], RELU, alpha)
+    elif code == LEAKY_RELU:
+        for k in range(n):
+            out[k] = activate(z[k], LEAKY_RELU, alpha)
+    elif code == SIGMOID:
+        for k in range(n):
+            out[k] = activate(z[k], SIGMOID, alpha)
+    elif code == TANH:
+        for k in range(n):
+            out[k] = activate(z[k], TANH, alpha)
+    elif code == STEP:
+        for k in range(n):
+            out[k] = activate(z[k], STEP, alpha)
+    elif out != z:
+        for k in range(n):
+            out[k] = z[k]
+
+
+cdef inline void activation_gradient_all(const floating* a, const floating* d, floating* out, Py_ssize_t n,
+                                         int code, floating alpha) noexcept nogil:
+    """out[k] = d[k] * f'(z[k]) for k < n, from a = f(z); out may be a or d."""
+    cdef Py_ssize_t k
+    if code == RELU:
+        for k in range(n):
+            out[k] = activation_gradient(a[k], d[k], RELU, alpha)
+    elif code == LEAKY_RELU:
+        for k in range(n):
+            out[k] = activation_gradient(a[k], d[k], LEAKY_RELU, alpha)
+    elif code == SIGMOID:
+        for k in range(n):
+            out[k] = activation_gradient(a[k], d[k], SIGMOID, alpha)
+    elif code == TANH:
+        for k in range(n):
+            out[k] = activation_gradient(a[k], d[k], TANH, alpha)
+    elif out != d:
+        for k in range(n):
+            out[k] = d[k]
+
 
 # Losses, one row at a time in double: each returns w times the row's loss and writes
 # w times its gradient with respect to the row z[:n] into grad[:n] (OUT).
