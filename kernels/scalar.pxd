@@ -6,7 +6,7 @@ from cython cimport floating
 from libc.math cimport exp, expf, fabs, log, log1p, sqrt, sqrtf, tanh, tanhf
 from libc.stdint cimport int64_t
 
-from abi cimport CROSS_ENTROPY, CROSS_ENTROPY_SOFT, LEAKY_RELU, MSE, RELU, SIGMOID, STEP, TANH, Hyper
+from abi cimport CROSS_ENTROPY, CROSS_ENTROPY_SOFT, IDENTITY, LEAKY_RELU, MSE, RELU, SIGMOID, STEP, TANH, Hyper
 
 
 cdef inline floating _exp(floating x) noexcept nogil:
@@ -72,49 +72,40 @@ cdef inline floating activation_gradient(floating a, floating d, int code, float
 # each loop calls its activation with a constant code and the compiler vectorises it
 # (a test of the code inside the loop keeps it scalar: relu 8x slower).
 
+cdef inline void _activate_run(const floating* z, floating* out, Py_ssize_t n, int code,
+                               floating alpha) noexcept nogil:
+    cdef Py_ssize_t k
+    for k in range(n):
+        out[k] = activate(z[k], code, alpha)
+
+
+cdef inline void _gradient_run(const floating* a, const floating* d, floating* out, Py_ssize_t n, int code,
+                               floating alpha) noexcept nogil:
+    cdef Py_ssize_t k
+    for k in range(n):
+        out[k] = activation_gradient(a[k], d[k], code, alpha)
+
+
 cdef inline void activate_all(const floating* z, floating* out, Py_ssize_t n, int code,
                               floating alpha) noexcept nogil:
-    """out[k] = f(z[k]) for k < n; out may be z."""
-    cdef Py_ssize_t k
-    if code == RELU:
-        for k in range(n):
-            out[k] = activate(z[k], RELU, alpha)
-    elif code == LEAKY_RELU:
-        for k in range(n):
-            out[k] = activate(z[k], LEAKY_RELU, alpha)
-    elif code == SIGMOID:
-        for k in range(n):
-            out[k] = activate(z[k], SIGMOID, alpha)
-    elif code == TANH:
-        for k in range(n):
-            out[k] = activate(z[k], TANH, alpha)
-    elif code == STEP:
-        for k in range(n):
-            out[k] = activate(z[k], STEP, alpha)
-    elif out != z:
-        for k in range(n):
-            out[k] = z[k]
+    """out[k] = f(z[k]) for k < n; out may be z. Each call below inlines the loop with a
+    constant code."""
+    if code == RELU: _activate_run(z, out, n, RELU, alpha)
+    elif code == LEAKY_RELU: _activate_run(z, out, n, LEAKY_RELU, alpha)
+    elif code == SIGMOID: _activate_run(z, out, n, SIGMOID, alpha)
+    elif code == TANH: _activate_run(z, out, n, TANH, alpha)
+    elif code == STEP: _activate_run(z, out, n, STEP, alpha)
+    elif out != z: _activate_run(z, out, n, IDENTITY, alpha)
 
 
 cdef inline void activation_gradient_all(const floating* a, const floating* d, floating* out, Py_ssize_t n,
                                          int code, floating alpha) noexcept nogil:
     """out[k] = d[k] * f'(z[k]) for k < n, from a = f(z); out may be a or d."""
-    cdef Py_ssize_t k
-    if code == RELU:
-        for k in range(n):
-            out[k] = activation_gradient(a[k], d[k], RELU, alpha)
-    elif code == LEAKY_RELU:
-        for k in range(n):
-            out[k] = activation_gradient(a[k], d[k], LEAKY_RELU, alpha)
-    elif code == SIGMOID:
-        for k in range(n):
-            out[k] = activation_gradient(a[k], d[k], SIGMOID, alpha)
-    elif code == TANH:
-        for k in range(n):
-            out[k] = activation_gradient(a[k], d[k], TANH, alpha)
-    elif out != d:
-        for k in range(n):
-            out[k] = d[k]
+    if code == RELU: _gradient_run(a, d, out, n, RELU, alpha)
+    elif code == LEAKY_RELU: _gradient_run(a, d, out, n, LEAKY_RELU, alpha)
+    elif code == SIGMOID: _gradient_run(a, d, out, n, SIGMOID, alpha)
+    elif code == TANH: _gradient_run(a, d, out, n, TANH, alpha)
+    elif out != d: _gradient_run(a, d, out, n, IDENTITY, alpha)
 
 
 # Losses, one row at a time in double: each returns w times the row's loss and writes
