@@ -16,13 +16,12 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import kernels
+from . import kernels, threads
 from .kernels import abi
 from .kernels.contract import BLAS_MAX_DIM, disjoint
 from .layers import Dense, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from .losses import MSE, BCEWithLogits, SoftmaxCrossEntropy
 from .optim import SGD, Adam
-from . import threads
 from .validation import check_positive_int
 
 ENGINE_MODULES = {"numba": "numba_engine", "cython": "cython_engine"}
