@@ -7,36 +7,47 @@ Numba engine use these values; tests/kernels/test_abi.py holds the Cython
 enums and struct to them. Importing this module loads no compiled code.
 
 An engine entry point ``run_batches(model, data, work, run)`` (``run_online``
-alike) takes four bundles:
+alike) trains a stack of K models of one layout (K >= 1; a single fit is K = 1),
+with P parameters each. It takes four bundles:
 
-Model   params, grads       the flat parameter and gradient buffers
-        state_a, state_b    optimizer state: SGD's velocity (state_b empty), Adam's m and v
+Model   params, grads       (K, P): row k is model k's flat parameter and gradient buffer
+        state_a, state_b    (K, P) optimizer state: SGD's velocity (state_b (K, 0)), Adam's m and v
         layers              int64 (n_layers, len(LAYER_COLUMNS)): the layer table
         alphas              float64 (n_layers,): leaky_relu slopes
-        hyper               HYPER record array of shape (1,): the optimizer's
-                            hyper-parameters (one record per model of a stack)
+        hyper               HYPER record array (K,): model k's optimizer hyper-parameters
+        steps               int64 (K,), in and out: model k's optimizer steps before the
+                            call (Adam's bias correction); after it, the steps taken by then
+        active              int64 (K,): 1 trains model k; 0 leaves every array of model k
+                            as it is (a model stopped early or diverged before this call)
 Data    X                   (n, n_in) training inputs
         labels              int64 (n,) for CROSS_ENTROPY, else empty
         targets             (n, n_out) for the other losses, else (0, n_out)
         weights             (n,) sample weights, or empty
-        orders              int64 (n_epochs, n): each epoch's sample order, or (0, 0)
+        orders              int64 (n_orders, n_epochs, n): each epoch's sample order;
+                            n_orders 0 trains in order, 1 gives every model orders[0],
+                            K gives model k orders[k]
 Work    acts, deltas        flat workspaces of batch * (n_in + sum of n_out) entries: the
                             batch's inputs, then each layer's (batch, n_out) outputs;
-                            deltas holds their gradients alike
+                            deltas holds their gradients alike (one model's: the models
+                            use them in turn)
         twork, wwork, lwork (batch, n_out), (batch,), int64 (batch,): the batch's
                             targets, sample weights and labels gathered in epoch order
-        backup              (3, n_params), out: params, state_a, state_b at the last epoch start
-        stats               float64 (n_epochs, 2), out: per epoch, the sums over batches
-                            of (mean loss, metric) times the batch's rows
+        backup              (K, 3, P), out: params, state_a, state_b at model k's last epoch start
+        stats               float64 (K, n_epochs, 2), out: per model and epoch, the sums
+                            over batches of (mean loss, metric) times the batch's rows
+        done                int64 (K,), out: the epochs model k completed (0 if inactive)
+        failed_batch        int64 (K,), out: where done[k] < n_epochs, the batch of epoch
+                            done[k] whose loss stopped model k
+        failed_loss         float64 (K,), out: that loss
 Run     optimizer, loss     codes below
-        step                optimizer steps taken before this call (Adam's bias correction)
         n_epochs, batch     epochs to run and the batch size
         threads             the engine's own threads (the Cython engine's; Numba runs one)
 
-It returns (epochs completed, batch index, optimizer steps, loss): when a batch's
-loss is not finite or exceeds reference.LOSS_LIMIT it stops before that batch's
-update and returns the epoch and batch it happened in; otherwise epochs
-completed is n_epochs.
+The models train one after another, each exactly as it would train alone: model
+k's numbers do not depend on the other models. When a batch's loss is not finite
+or exceeds reference.LOSS_LIMIT, that model stops before the batch's update
+(done, failed_batch and failed_loss say where) and the next model goes on. The
+entry points return None.
 """
 from collections import namedtuple
 
@@ -73,7 +84,7 @@ HYPER = np.dtype([
     ("decoupled", np.int64),
 ])
 
-Model = namedtuple("Model", "params grads state_a state_b layers alphas hyper")
+Model = namedtuple("Model", "params grads state_a state_b layers alphas hyper steps active")
 Data = namedtuple("Data", "X labels targets weights orders")
-Work = namedtuple("Work", "acts deltas twork wwork lwork backup stats")
-Run = namedtuple("Run", "optimizer loss step n_epochs batch threads")
+Work = namedtuple("Work", "acts deltas twork wwork lwork backup stats done failed_batch failed_loss")
+Run = namedtuple("Run", "optimizer loss n_epochs batch threads")
