@@ -3,7 +3,9 @@
 ``run_batches`` trains with mini-batches (full batch included) through BLAS;
 ``run_online`` trains one sample per update with matrix-vector loops over the
 flat buffers. Both take the four bundles of abi.py (fastnn/engine.py prepares
-them; the Cython engine takes them too) and return what abi.py says.
+them; the Cython engine takes them too) and train the stack of models they hold
+one model after another, each by the loop of one model (_batches_one,
+_online_one).
 
 Mini-batches go through the kernels of numba_kernels.py (products, activations,
 losses, optimizer steps); the online loop applies their element functions
@@ -150,18 +152,42 @@ def _gather(order, lo, rows, X, labels, targets, weights, xwork, lwork, twork, w
             wwork[r] = weights[i]
 
 
+@njit(inline="always", **_OPTIONS)
+def _model_orders(orders, k):
+    """Model k's (n_epochs, n) sample orders, (0, 0) for training in order (abi.py)."""
+    if orders.shape[0] == 0:
+        return orders.reshape((0, 0))
+    return orders[k if orders.shape[0] > 1 else 0]
+
+
+@njit(inline="always", **_OPTIONS)
+def _each_model(train, model, data, work, run):
+    """Train every active model of the stack in turn with train (one model's loop, taking
+    its row of each per-model array) and record its outcome in work.done, failed_batch and
+    failed_loss."""
+    for k in range(model.params.shape[0]):
+        work.done[k] = 0
+        if model.active[k] == 0:
+            continue
+        done, index, step, value = train(model.params[k], model.grads[k], model.state_a[k], model.state_b[k],
+                                         model.hyper[k], model.steps[k], model.layers, model.alphas, data,
+                                         _model_orders(data.orders, k), work, work.backup[k], work.stats[k], run)
+        work.done[k], work.failed_batch[k], work.failed_loss[k], model.steps[k] = done, index, value, step
+
+
 @njit(**_OPTIONS)
-def _run_batches(model, data, work, run):
-    """Mini-batch training for run.n_epochs: the bundles and result of abi.py."""
-    params, grads, layers, alphas = model.params, model.grads, model.layers, model.alphas
-    X, labels, targets, weights, orders = data.X, data.labels, data.targets, data.weights, data.orders
-    acts, deltas, loss, batch, step = work.acts, work.deltas, run.loss, run.batch, run.step
+def _batches_one(params, grads, state_a, state_b, hyper, step, layers, alphas, data, orders, work, backup,
+                 stats, run):
+    """One model's mini-batch training for run.n_epochs; returns (epochs completed, batch
+    index, optimizer steps, loss) as abi.py describes per model."""
+    X, labels, targets, weights = data.X, data.labels, data.targets, data.weights
+    acts, deltas, loss, batch = work.acts, work.deltas, run.loss, run.batch
     n = X.shape[0]
     last = layers.shape[0] - 1
     weighted = weights.shape[0] > 0
     in_order = orders.reshape(orders.size)[:0]
     for epoch in range(run.n_epochs):
-        _save(params, model.state_a, model.state_b, work.backup)
+        _save(params, state_a, state_b, backup)
         order = orders[epoch] if orders.shape[0] > 0 else in_order
         loss_sum = metric_sum = 0.0
         for index in range((n + batch - 1) // batch):
@@ -201,10 +227,16 @@ def _run_batches(model, data, work, run):
                     dense_backward(_inputs(acts, layers, layer, rows), W, delta, dW, db,
                                    _inputs(deltas, layers, layer, rows))
             step += 1
-            _update(params, grads, model.state_a, model.state_b, model.hyper[0], run.optimizer, step)
-        work.stats[epoch, 0] = loss_sum
-        work.stats[epoch, 1] = metric_sum
+            _update(params, grads, state_a, state_b, hyper, run.optimizer, step)
+        stats[epoch, 0] = loss_sum
+        stats[epoch, 1] = metric_sum
     return run.n_epochs, 0, step, 0.0
+
+
+@njit(**_OPTIONS)
+def _run_batches(model, data, work, run):
+    """Mini-batch training of the stack for run.n_epochs: the bundles of abi.py."""
+    _each_model(_batches_one, model, data, work, run)
 
 
 # The per-sample helpers index the flat buffers directly: views would cost two atomic
@@ -284,13 +316,14 @@ def _in_place(optimizer, hyper):
 
 
 @njit(**_OPTIONS)
-def _run_online(model, data, work, run):
-    """Online training (batch 1) for run.n_epochs: the bundles and result of abi.py. Plain SGD (no
-    momentum, weight decay or clipping) updates the weights in place as it goes back
-    through the layers, without forming the gradient; other optimizers get the gradient."""
-    params, grads, layers, alphas, hyper = model.params, model.grads, model.layers, model.alphas, model.hyper[0]
-    X, labels, targets, weights, orders = data.X, data.labels, data.targets, data.weights, data.orders
-    lwork, twork, wwork, loss, step = work.lwork, work.twork, work.wwork, run.loss, run.step
+def _online_one(params, grads, state_a, state_b, hyper, step, layers, alphas, data, orders, work, backup,
+                stats, run):
+    """One model's online training (batch 1) for run.n_epochs; returns what _batches_one
+    does. Plain SGD (no momentum, weight decay or clipping) updates the weights in place
+    as it goes back through the layers, without forming the gradient; other optimizers get
+    the gradient."""
+    X, labels, targets, weights = data.X, data.labels, data.targets, data.weights
+    lwork, twork, wwork, loss = work.lwork, work.twork, work.wwork, run.loss
     n = X.shape[0]
     last = layers.shape[0] - 1
     in_place = _in_place(run.optimizer, hyper)
@@ -301,7 +334,7 @@ def _run_online(model, data, work, run):
     wgt = wwork[:1] if weights.shape[0] > 0 else weights
     in_order = orders.reshape(orders.size)[:0]
     for epoch in range(run.n_epochs):
-        _save(params, model.state_a, model.state_b, work.backup)
+        _save(params, state_a, state_b, backup)
         order = orders[epoch] if orders.shape[0] > 0 else in_order
         loss_sum = metric_sum = 0.0
         for t in range(n):
@@ -317,10 +350,16 @@ def _run_online(model, data, work, run):
                 _backward_one(params, grads, layers, alphas, layer, work.acts, work.deltas, hyper, in_place)
             step += 1
             if not in_place:
-                _update(params, grads, model.state_a, model.state_b, hyper, run.optimizer, step)
-        work.stats[epoch, 0] = loss_sum
-        work.stats[epoch, 1] = metric_sum
+                _update(params, grads, state_a, state_b, hyper, run.optimizer, step)
+        stats[epoch, 0] = loss_sum
+        stats[epoch, 1] = metric_sum
     return run.n_epochs, 0, step, 0.0
+
+
+@njit(**_OPTIONS)
+def _run_online(model, data, work, run):
+    """Online training of the stack (batch 1) for run.n_epochs: the bundles of abi.py."""
+    _each_model(_online_one, model, data, work, run)
 
 
 def _flushing_denormals(run):
