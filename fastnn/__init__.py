@@ -16,7 +16,7 @@ from .grad import loss_and_grad, numerical_grad
 from .io import ModelFileError, load
 from .layers import Dense, Dropout, Identity, LeakyReLU, Module, ReLU, Sigmoid, Step, Tanh
 from .losses import MSE, BCEWithLogits, SoftmaxCrossEntropy
-from .model import Sequential, mlp
+from .model import Sequential, Stack, mlp
 from .optim import SGD, Adam, CosineDecay, ExponentialDecay, StepDecay
 from .train import EarlyStopping, History
 
@@ -47,7 +47,7 @@ def __dir__():
 __all__ = [
     "MSE", "SGD", "Adam", "BCEWithLogits", "Conv2D", "CosineDecay", "Dense", "Dropout", "EarlyStopping",
     "ExponentialDecay", "Flatten", "History", "Identity", "LeakyReLU", "MLPClassifier", "MLPRegressor", "MaxPool2D", "ModelFileError", "Module", "ReLU", "Sequential", "Sigmoid",
-    "SoftmaxCrossEntropy", "Step", "StepDecay", "SweepResult", "Tanh", "available_backends", "config_info",
+    "SoftmaxCrossEntropy", "Stack", "Step", "StepDecay", "SweepResult", "Tanh", "available_backends", "config_info",
     "get_backend", "load", "loss_and_grad", "mlp", "numerical_grad", "set_backend", "show_config", "sweep",
     "use_backend", "warmup", "__version__",
 ]

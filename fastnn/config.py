@@ -10,7 +10,7 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 from . import kernels
-from .engine import Engine, engine_module
+from .engine import Engine, OneModel, engine_module
 from .losses import SoftmaxCrossEntropy
 from .model import mlp
 from .optim import SGD
@@ -131,7 +131,5 @@ def warmup(backend="numba"):
         model = mlp([2, 2], dtype=dtype, seed=0)
         X, labels = np.zeros((2, 2), dtype), np.array([0, 1])
         for batch in (1, 2):
-            optimizer = SGD(0.1)
-            optimizer.bind(model.n_params, model.dtype)
-            Engine(module, model, loss, optimizer, X, labels, None, batch, None).run(None, 1)
+            Engine(module, OneModel(model).bind(SGD(0.1)), loss, X, labels, None, batch, None).run(None, 1)
     return time.perf_counter() - start

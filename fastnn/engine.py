@@ -13,6 +13,7 @@ import sys
 import time
 import weakref
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -109,8 +110,9 @@ def layer_table(model, batch):
 
 
 class Workspace:
-    """Buffers for training a model laid out as ``layers`` (layer_table's) with batches of
-    up to ``batch`` rows, as kernels/abi.py describes."""
+    """One model's buffers for training a model laid out as ``layers`` (layer_table's)
+    with batches of up to ``batch`` rows, as kernels/abi.py describes; the models of a
+    stack use them in turn."""
 
     def __init__(self, model, batch, layers, alphas):
         dtype = model.dtype
@@ -121,7 +123,6 @@ class Workspace:
         self.twork = np.zeros((batch, model.n_outputs), dtype)
         self.wwork = np.zeros(batch, dtype)
         self.lwork = np.zeros(batch, np.int64)
-        self.backup = np.zeros((3, model.n_params), dtype)
 
 
 def _activation_codes(model):
@@ -215,15 +216,47 @@ class Failure:
         self.params, self.state, self.steps = params, state, steps
 
 
-class Engine:
-    """Compiled training of one model with one loss and optimizer on prepared arrays."""
+class OneModel:
+    """One Sequential as the stack of one model that fit and the Engine train: its buffers as
+    (1, P) views, its optimizer bound as a single fit binds it (its state carries over
+    between fit calls). fastnn.Stack has the same attributes for K models."""
 
-    def __init__(self, module, model, loss, optimizer, X, targets, weight, batch, clip_norm, n_threads=1):
+    def __init__(self, model):
+        self.models = [model]
+        self.params, self.grads = model.params[np.newaxis], model.grads[np.newaxis]
+        self.optimizer, self.loss = model.optimizer, model.loss
+
+    def bind(self, optimizer):
+        """Bind optimizer to the model: sets self.optimizers and self.state ((1, P) views);
+        returns self."""
+        model = self.models[0]
+        self.optimizers = optimizer.for_models(1)
+        optimizer.bind(model.n_params, model.dtype)
+        self.state = {name: optimizer.state[name][np.newaxis] for name in optimizer.state_names}
+        model.optimizer = self.optimizer = optimizer
+        return self
+
+
+class Engine:
+    """Compiled training of a stack of models (one model: a stack of one) with one loss and
+    optimizer kind on prepared arrays.
+
+    ``group`` holds the models and their buffers as (K, P) arrays (fastnn/train.py's
+    OneModel, or a fastnn.Stack): ``models``, ``params``, ``grads``, ``optimizers`` (one per
+    model, bound) and ``state`` ({state name: (K, P) array}, whose row k is model k's
+    optimizer's state).
+    """
+
+    def __init__(self, module, group, loss, X, targets, weight, batch, clip_norm, n_threads=1):
         """n_threads as fit's (None: threads.thread_count's choice); self.threads are the engine's
         own threads, self.blas_threads those BLAS should run with."""
-        self.model, self.optimizer, self.batch = model, optimizer, batch
+        self.group, self.batch = group, batch
+        model = group.models[0]
+        # A stack trains its models on threads of their own (model_threads), a share each;
+        # one model, or a stack on one thread, on the engine's or BLAS's threads.
+        self.model_threads = threads.model_threads(n_threads, len(group.models))
         own = threads.own_threads(module, clip_norm, model, batch)
-        count = threads.thread_count(n_threads, model, batch, own)
+        count = 1 if self.model_threads > 1 else threads.thread_count(n_threads, model, batch, own)
         # The engine's threads spin at barriers: more threads than cores would wait for
         # one another's time slices at every layer.
         self.threads = min(count, threads.available_cores()) if own else 1
@@ -237,41 +270,39 @@ class Engine:
         else:
             self.labels, self.targets = np.zeros(0, np.int64), _writable(targets)
         self.weights = np.zeros(0, dtype) if weight is None else _writable(weight)
-        self.optimizer_code = abi.SGD if isinstance(optimizer, SGD) else abi.ADAM
+        self.optimizer_code = abi.SGD if isinstance(group.optimizers[0], SGD) else abi.ADAM
         self.clip_norm = 0.0 if clip_norm is None else float(clip_norm)
         self.work = workspace(model, batch)
-        self.no_orders = np.zeros((0, 0), np.int64)
+        self.works = [self.work] + [Workspace(model, batch, self.work.layers, self.work.alphas)
+                                    for _ in range(self.model_threads - 1)]
+        k, p = group.params.shape
+        self.backup = np.zeros((k, 3, p), dtype)
+        self.no_orders = np.zeros((0, 0, 0), np.int64)
         self.checked = False  # whether run asked if its first call compiles
         self._check_layout()
 
     def _check_layout(self):
         """ValueError unless the arrays agree on the layout the compiled loops trust: each
-        Dense layer's W, b, dW, db are the views of the flat buffers the layer table points
-        at, the table covers the buffers exactly, X has the first layer's inputs and the
-        targets the last layer's outputs, the workspace has the table's sizes, every size
-        fits BLAS, and nothing the loops write overlaps another array. Run once per fit,
-        before any compiled code."""
-        model, work, batch = self.model, self.work, self.batch
-        params, grads, dtype = model.params, model.grads, model.dtype
+        model's buffers are its row of the stack's, each Dense layer's W, b, dW, db are the
+        views of those the layer table points at, the table covers the buffers exactly, X
+        has the first layer's inputs and the targets the last layer's outputs, the
+        workspace has the table's sizes, every size fits BLAS, and nothing the loops write
+        overlaps another array. Run once per fit, before any compiled code."""
+        group, work, batch = self.group, self.work, self.batch
+        params, grads, dtype = group.params, group.grads, group.params.dtype
         layers = work.layers
         _check_shape("params", params, params.shape, dtype)
         _check_shape("grads", grads, params.shape, dtype)
-        end = inputs = 0
-        width = int(layers[0, abi.N_IN])
-        for i, layer in enumerate(model.dense_layers):
-            w, n_in, n_out, _, in_offset, out_offset = (int(v) for v in layers[i])
-            if (w, n_in, in_offset, out_offset) != (end, width, inputs, inputs + batch * n_in):
-                raise ValueError(f"engine: layer {i} of the layer table does not follow layer {i - 1}")
-            end, width, inputs = w + n_in * n_out + n_out, n_out, out_offset
-            for name, view, buffer, start, shape in (
-                    ("W", layer.W, params, w, (n_in, n_out)), ("b", layer.b, params, w + n_in * n_out, (n_out,)),
-                    ("dW", layer.dW, grads, w, (n_in, n_out)), ("db", layer.db, grads, w + n_in * n_out, (n_out,))):
-                if not _is_view(view, buffer, start, shape):
-                    raise ValueError(f"engine: {name} of {layer!r} (Dense layer {i}) is not its view of the "
-                                     "model's flat buffers; the model was changed after it was built")
+        if params.ndim != 2 or len(group.models) != len(params) or len(group.optimizers) != len(params):
+            raise ValueError(f"engine: a stack of {len(group.models)} models needs params of shape (models, "
+                             f"parameters) and an optimizer per model; got {params.shape} and "
+                             f"{len(group.optimizers)} optimizers")
+        for k, model in enumerate(group.models):
+            if not (_is_view(model.params, params, k * params.shape[1], params.shape[1:])
+                    and _is_view(model.grads, grads, k * params.shape[1], params.shape[1:])):
+                raise ValueError(f"engine: model {k}'s buffers are not row {k} of the stack's")
+            self._check_views(model, layers, batch)
         n, n_in, n_out = len(self.X), int(layers[0, abi.N_IN]), int(layers[-1, abi.N_OUT])
-        if end != params.size:
-            raise ValueError(f"engine: the layer table does not cover the model's {params.size} parameters")
         if max(batch, n_out, *layers[:, abi.N_IN]) > BLAS_MAX_DIM:
             raise ValueError(f"engine: batch size and layer sizes must be at most {BLAS_MAX_DIM} (BLAS's sizes)")
         _check_shape("X", self.X, (n, n_in), dtype)
@@ -283,70 +314,152 @@ class Engine:
         size = int(layers[-1, abi.OUT_OFFSET]) + batch * n_out
         for name, a, shape, kind in (("acts", work.acts, (size,), dtype), ("deltas", work.deltas, (size,), dtype),
                                      ("twork", work.twork, (batch, n_out), dtype), ("wwork", work.wwork, (batch,), dtype),
-                                     ("lwork", work.lwork, (batch,), np.int64),
-                                     ("backup", work.backup, (3, params.size), dtype)):
+                                     ("lwork", work.lwork, (batch,), np.int64)):
             _check_shape(f"workspace {name}", a, shape, kind)
         self._state()
         disjoint({"params": params, "grads": grads, "acts": work.acts, "deltas": work.deltas, "twork": work.twork,
-                  "wwork": work.wwork, "lwork": work.lwork, "backup": work.backup},
+                  "wwork": work.wwork, "lwork": work.lwork, "backup": self.backup},
                  {"X": self.X, "labels": self.labels, "targets": self.targets, "sample weights": self.weights})
 
+    @staticmethod
+    def _check_views(model, layers, batch):
+        """ValueError unless the model's Dense layers are the views of its flat buffers that
+        the layer table points at, and the table covers them exactly."""
+        end = inputs = 0
+        width = int(layers[0, abi.N_IN])
+        for i, layer in enumerate(model.dense_layers):
+            w, n_in, n_out, _, in_offset, out_offset = (int(v) for v in layers[i])
+            if (w, n_in, in_offset, out_offset) != (end, width, inputs, inputs + batch * n_in):
+                raise ValueError(f"engine: layer {i} of the layer table does not follow layer {i - 1}")
+            end, width, inputs = w + n_in * n_out + n_out, n_out, out_offset
+            for name, view, buffer, start, shape in (
+                    ("W", layer.W, model.params, w, (n_in, n_out)),
+                    ("b", layer.b, model.params, w + n_in * n_out, (n_out,)),
+                    ("dW", layer.dW, model.grads, w, (n_in, n_out)),
+                    ("db", layer.db, model.grads, w + n_in * n_out, (n_out,))):
+                if not _is_view(view, buffer, start, shape):
+                    raise ValueError(f"engine: {name} of {layer!r} (Dense layer {i}) is not its view of the "
+                                     "model's flat buffers; the model was changed after it was built")
+        if end != model.n_params:
+            raise ValueError(f"engine: the layer table does not cover the model's {model.n_params} parameters")
+
     def _hyper(self):
-        """The optimizer's hyper-parameters as a record array of one abi.HYPER."""
-        opt = self.optimizer
-        hyper = np.zeros(1, abi.HYPER)
-        hyper["lr"], hyper["weight_decay"], hyper["clip_norm"] = opt.lr, opt.weight_decay, self.clip_norm
-        if isinstance(opt, SGD):
-            hyper["momentum"], hyper["nesterov"] = opt.momentum, opt.nesterov
-        else:
-            hyper["beta1"], hyper["beta2"] = opt.betas
-            hyper["eps"], hyper["decoupled"] = opt.eps, opt.decoupled
+        """The optimizers' hyper-parameters as a record array of abi.HYPER, one per model."""
+        hyper = np.zeros(len(self.group.optimizers), abi.HYPER)
+        for record, opt in zip(hyper, self.group.optimizers):
+            record["lr"], record["weight_decay"], record["clip_norm"] = opt.lr, opt.weight_decay, self.clip_norm
+            if isinstance(opt, SGD):
+                record["momentum"], record["nesterov"] = opt.momentum, opt.nesterov
+            else:
+                record["beta1"], record["beta2"] = opt.betas
+                record["eps"], record["decoupled"] = opt.eps, opt.decoupled
         return hyper
 
     def _state(self):
-        """The optimizer's state buffers (SGD: velocity and an empty one; Adam: m and v), checked
-        against the parameters: the optimizer may have been re-bound since the last call."""
-        opt, params = self.optimizer, self.model.params
-        state = [opt.state.get(name) for name in opt.state_names]
-        written = [params, self.model.grads, self.work.backup]
-        for name, buffer in zip(opt.state_names, state):
+        """The optimizers' state as (K, P) arrays (SGD: velocity and an empty one; Adam: m and
+        v), checked against the parameters and against each optimizer's own buffers: an
+        optimizer may have been re-bound since the last call."""
+        group = self.group
+        params, opt = group.params, group.optimizers[0]
+        written = [params, group.grads, self.backup]
+        state = []
+        for name in opt.state_names:
+            buffer = group.state.get(name)
             _check_shape("optimizer state", buffer, params.shape, params.dtype, name)
+            for k, optimizer in enumerate(group.optimizers):
+                own = optimizer.state.get(name)
+                _check_shape("optimizer state", own, params.shape[1:], params.dtype, name)
+                if not _is_view(own, buffer, k * params.shape[1], params.shape[1:]):
+                    raise ValueError(f"engine: optimizer state {name} of model {k} is not row {k} of the stack's")
             for other in written:
                 if np.may_share_memory(buffer, other):
                     raise ValueError(f"engine: optimizer state {name} must not overlap the model's or another "
                                      "state buffer")
             written.append(buffer)
-        return (state[0], np.zeros(0, params.dtype)) if isinstance(opt, SGD) else tuple(state)
+            state.append(buffer)
+        return (state + [np.zeros((len(params), 0), params.dtype)]) if isinstance(opt, SGD) else state
 
-    def run(self, orders, n_epochs):
-        """Train n_epochs in one call; orders is (n_epochs, n) or None (in order).
+    def run(self, orders, n_epochs, active=None):
+        """Train the active models (a bool per model; None: all) for n_epochs in one call;
+        orders is (n_orders, n_epochs, n) with n_orders 1 (one order for all) or one per
+        model, or None (in order).
 
-        Returns (per-epoch loss sums, per-epoch metric sums, Failure or None) for the
-        epochs completed; the optimizer's step count is updated.
+        Returns, per model, (per-epoch loss sums, per-epoch metric sums, Failure or None) for
+        the epochs it completed, or None for an inactive model; the optimizers' step
+        counts are updated.
         """
-        model, work = self.model, self.work
+        group, work = self.group, self.work
+        k, n = len(group.models), len(self.X)
         n_epochs = check_positive_int("n_epochs", n_epochs)
         if orders is not None:
-            _check_shape("orders", orders, (n_epochs, len(self.X)), np.int64)
-            if not (orders.min() >= 0 and orders.max() < len(self.X)):
-                raise ValueError(f"engine: orders must hold sample indices in [0, {len(self.X)})")
+            n_orders = k if getattr(orders, "ndim", 0) == 3 and len(orders) == k else 1
+            _check_shape("orders", orders, (n_orders, n_epochs, n), np.int64)
+            if not (orders.min() >= 0 and orders.max() < n):
+                raise ValueError(f"engine: orders must hold sample indices in [0, {n})")
+        active = np.ones(k, bool) if active is None else np.asarray(active, bool)
+        if active.shape != (k,):
+            raise ValueError(f"engine: active must hold a bool for each of the {k} models; got shape {active.shape}")
         state_a, state_b = self._state()
-        stats = np.zeros((n_epochs, 2), np.float64)
-        args = (abi.Model(model.params, model.grads, state_a, state_b, work.layers, work.alphas, self._hyper()),
+        stats = np.zeros((k, n_epochs, 2), np.float64)
+        steps = np.array([opt.steps for opt in group.optimizers], np.int64)
+        done, failed_batch, failed_loss = np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros(k)
+        args = (abi.Model(group.params, group.grads, state_a, state_b, work.layers, work.alphas, self._hyper(),
+                          steps, active.astype(np.int64)),
                 abi.Data(self.X, self.labels, self.targets, self.weights, self.no_orders if orders is None else orders),
-                abi.Work(work.acts, work.deltas, work.twork, work.wwork, work.lwork, work.backup, stats),
-                abi.Run(self.optimizer_code, self.loss_code, self.optimizer.steps, n_epochs, self.batch, self.threads))
-        started = None if self.checked else _compiling_notice(self.run_epochs, args, model.dtype)
+                abi.Work(work.acts, work.deltas, work.twork, work.wwork, work.lwork, self.backup, stats, done,
+                         failed_batch, failed_loss),
+                abi.Run(self.optimizer_code, self.loss_code, n_epochs, self.batch, self.threads))
+        started = None if self.checked else _compiling_notice(self.run_epochs, args, group.params.dtype)
         self.checked = True
-        done, index, steps, value = self.run_epochs(*args)
+        self._run_shares(args, active)
         if started is not None:
             print(f"fastnn: compiled in {time.perf_counter() - started:.1f} s (with a training chunk)",
                   file=sys.stderr, flush=True)
-        self.optimizer.steps = int(steps)
-        failure = None
-        if done < n_epochs:
-            names = self.optimizer.state_names
-            state = {name: work.backup[1 + i, :len(self.optimizer.state[name])] for i, name in enumerate(names)}
-            failure = Failure(int(done), int(index), float(value), work.backup[0], state, int(steps) - int(index))
-        return stats[:done, 0], stats[:done, 1], failure
+        results = []
+        for m, optimizer in enumerate(group.optimizers):
+            if not active[m]:
+                results.append(None)
+                continue
+            optimizer.steps = int(steps[m])
+            completed, failure = int(done[m]), None
+            if completed < n_epochs:
+                backup = self.backup[m]
+                state = {name: backup[1 + i] for i, name in enumerate(optimizer.state_names)}
+                failure = Failure(completed, int(failed_batch[m]), float(failed_loss[m]), backup[0], state,
+                                  optimizer.steps - int(failed_batch[m]))
+            results.append((stats[m, :completed, 0], stats[m, :completed, 1], failure))
+        return results
 
+    def _run_shares(self, args, active):
+        """Run the compiled loop on args: in one call, or with model_threads, a call per
+        thread on its contiguous share of the models (about as many active ones each) with a
+        workspace of its own. Every per-model array is sliced to the share's rows (views:
+        the loop writes the stack's arrays)."""
+        shares = min(self.model_threads, int(active.sum()))
+        if shares <= 1:
+            self.run_epochs(*args)
+            return
+        model, data, work, run = args
+        counts = np.cumsum(active)  # active models in rows 0..r
+        ends = [int(np.searchsorted(counts, counts[-1] * (i + 1) / shares)) + 1 for i in range(shares - 1)]
+        bounds = list(zip([0, *ends], [*ends, len(active)]))
+
+        def share(lo, hi, space):
+            rows = slice(lo, hi)
+            orders = data.orders[rows] if len(data.orders) > 1 else data.orders
+            self.run_epochs(
+                model._replace(params=model.params[rows], grads=model.grads[rows], state_a=model.state_a[rows],
+                               state_b=model.state_b[rows], hyper=model.hyper[rows], steps=model.steps[rows],
+                               active=model.active[rows]),
+                data._replace(orders=orders),
+                work._replace(acts=space.acts, deltas=space.deltas, twork=space.twork, wwork=space.wwork,
+                              lwork=space.lwork, backup=work.backup[rows], stats=work.stats[rows],
+                              done=work.done[rows], failed_batch=work.failed_batch[rows],
+                              failed_loss=work.failed_loss[rows]),
+                run)
+
+        with ThreadPoolExecutor(shares - 1) as pool:
+            others = [pool.submit(share, lo, hi, space) for (lo, hi), space in zip(bounds[1:], self.works[1:])]
+            share(*bounds[0], self.works[0])
+            for other in others:
+                other.result()

@@ -37,6 +37,10 @@ class Loss:
         """Raw outputs as predictions: the index of the largest output of each row."""
         return outputs.argmax(axis=1)
 
+    def predict_from_probabilities(self, probabilities):
+        """Predictions from class probabilities (an ensemble's mean): the most probable class."""
+        return probabilities.argmax(axis=1)
+
     def engine_code(self, targets):
         """The compiled engine's code for this loss on targets prepared by ``targets``."""
         return self.code
@@ -149,6 +153,10 @@ class BCEWithLogits(Loss):
     def predict(self, outputs):
         """0 or 1 per output: 1 where the probability exceeds one half."""
         return (outputs > 0).astype(np.int64)
+
+    def predict_from_probabilities(self, probabilities):
+        """0 or 1 per output from probabilities: 1 where they exceed one half."""
+        return (probabilities > 0.5).astype(np.int64)
 
     def score(self, outputs, targets):
         return float(((outputs > 0) == (targets > 0.5)).mean())

@@ -1,4 +1,6 @@
-"""Sequential: a chain of modules whose parameters live in one flat buffer.
+"""Sequential: a chain of modules whose parameters live in one flat buffer; Stack: K
+Sequentials of one architecture whose buffers are the rows of one (K, P) array, trained
+together (one compiled call trains them all).
 
 ``model.params`` holds every weight and bias; each Dense or Conv2D layer's W
 and b are views into it, and ``model.grads`` has the same layout for the gradients. An
@@ -7,6 +9,8 @@ one array plus the architecture. The layout holds by construction: the layers
 are a tuple, the buffers are never replaced (assigning ``model.params`` copies
 the values in), and a Dense or Conv2D layer's sizes are read-only.
 """
+import copy
+
 import numpy as np
 
 from . import grad as gradients
@@ -16,6 +20,7 @@ from .init import as_generator
 from .conv import Conv2D, Flatten
 from .layers import ACTIVATION_MODULES, Dense, Dropout, Module, Weighted, float_dtype
 from .losses import SoftmaxCrossEntropy, get_loss
+from .optim import get_optimizer
 from .validation import check_features, check_images, check_sample_weight
 
 PREDICT_CHUNK = 4096
@@ -56,6 +61,14 @@ class Sequential(Module):
             layer.W[...], layer.b[...] = weights, bias
         self.loss = None if loss is None else get_loss(loss)
         self.optimizer = None
+
+    def _share(self, params, grads):
+        """Move the model onto params and grads (a stack's rows, of the model's shape and
+        dtype): its values are copied in, its layers become views of them."""
+        params[...] = self._params
+        grads[...] = self._grads
+        self._params, self._grads = params, grads
+        self._bind_layers()
 
     def _bind_layers(self):
         """Make each Dense and Conv2D layer's W, b, dW, db views into params and grads, in order."""
@@ -243,6 +256,117 @@ class Sequential(Module):
         return "Sequential(" + ", ".join(map(repr, self.layers)) + ")"
 
 
+class Stack:
+    """K models of one architecture trained together: seeds and hyper-parameters as a
+    model axis.
+
+    The stack holds copies of the models it is given; its ``params`` and ``grads`` are
+    (K, P) arrays whose row k is model k's flat buffer, so ``stack[k]`` is model k as an
+    ordinary Sequential *sharing* the stack's memory (a view: training the stack changes it,
+    and the other way round). ``fit`` trains all K models in one compiled call per chunk
+    of epochs (fastnn.engine); model k ends as a fit of model k alone would leave it.
+    """
+
+    def __init__(self, models):
+        models = list(models)
+        if not models:
+            raise ValueError("a Stack needs at least one model")
+        for i, model in enumerate(models):
+            if not isinstance(model, Sequential):
+                raise TypeError(f"models[{i}] must be a Sequential; got {type(model).__name__}")
+            if repr(model) != repr(models[0]) or model.dtype != models[0].dtype:
+                raise ValueError(f"the models of a Stack must share one architecture and dtype; models[{i}] is "
+                                 f"{model!r} ({model.dtype}), models[0] {models[0]!r} ({models[0].dtype})")
+        self.models = [copy.deepcopy(model) for model in models]
+        self.params = np.empty((len(models), models[0].n_params), models[0].dtype)
+        self.grads = np.zeros_like(self.params)
+        for model, params, grads in zip(self.models, self.params, self.grads):
+            model._share(params, grads)
+            model.optimizer = None
+        self.loss = models[0].loss
+        self.optimizer, self.optimizers, self.state = None, None, {}
+
+    def __len__(self):
+        return len(self.models)
+
+    def __getitem__(self, k):
+        """Model k, a Sequential sharing the stack's memory."""
+        return self.models[k]
+
+    def __iter__(self):
+        return iter(self.models)
+
+    @property
+    def dtype(self):
+        return self.params.dtype
+
+    @property
+    def histories(self):
+        """Each model's History of its last fit (None before one)."""
+        return [getattr(model, "history", None) for model in self.models]
+
+    def bind(self, optimizer):
+        """Give each model its optimizer from ``optimizer`` (its per-model values:
+        Optimizer.for_models), with state in (K, P) arrays whose row k is model k's; the
+        stack's last optimizer keeps its state. Sets optimizers and state; returns self."""
+        optimizer = get_optimizer(optimizer)
+        if optimizer is not self.optimizer or self.optimizers is None:
+            optimizers = optimizer.for_models(len(self))
+            state = {name: np.zeros_like(self.params) for name in optimizer.state_names}
+            for k, (model, each) in enumerate(zip(self.models, optimizers)):
+                each.state = {name: buffer[k] for name, buffer in state.items()}
+                each.steps = each.epochs = 0
+                model.optimizer = each
+            self.optimizer, self.optimizers, self.state = optimizer, optimizers, state
+        return self
+
+    def fit(self, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, **options):
+        """Train every model in place; returns their Histories (a list of K).
+
+        The options are Sequential.fit's (fastnn.train.fit), with these differences:
+        ``seed`` is one seed (every model sees the same batch order) or a sequence of K
+        (model k shuffles with seed[k], as a fit of it alone with that seed); the
+        optimizer's hyper-parameters may be sequences, one value per model
+        (``fastnn.Adam(lr=[1e-3, 1e-2])``); early stopping, divergence and callbacks stop
+        a model on its own (it keeps its weights as a single fit would; the others go on);
+        validation_split needs one seed for all models.
+        """
+        return training.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
+                            **options)
+
+    def outputs(self, X):
+        """Each model's raw outputs: (K, n_samples, n_outputs)."""
+        return np.stack([model.outputs(X) for model in self.models])
+
+    def predict(self, X):
+        """Each model's predictions (Sequential.predict), stacked along a first axis of K."""
+        return np.stack([model.predict(X) for model in self.models])
+
+    def predict_proba(self, X):
+        """Each model's class probabilities: (K, n_samples, n_classes)."""
+        return np.stack([model.predict_proba(X) for model in self.models])
+
+    def evaluate(self, X, y, loss=None, sample_weight=None):
+        """{'loss': (K,) array, and 'accuracy' or 'r2': (K,) array}: Sequential.evaluate per model."""
+        scores = [model.evaluate(X, y, loss, sample_weight) for model in self.models]
+        return {name: np.array([score[name] for score in scores]) for name in scores[0]}
+
+    def ensemble_proba(self, X):
+        """The ensemble's class probabilities: the mean over the models of predict_proba."""
+        return self.predict_proba(X).mean(axis=0)
+
+    def ensemble_predict(self, X):
+        """The ensemble's predictions: from the mean probabilities under a classification
+        loss, the mean outputs under MSE."""
+        loss = self.models[0].loss or SoftmaxCrossEntropy()
+        if loss.has_probabilities:
+            return loss.predict_from_probabilities(self.ensemble_proba(X))
+        return self.outputs(X).mean(axis=0)
+
+    def __repr__(self):
+        return f"Stack({len(self)} x {self.models[0]!r})"
+
+
 def _check_chain(before, after):
     """ValueError unless the layer with parameters ``after`` can take what ``before`` gives
     (the layers between them keep the channels and, without a Conv2D, the features)."""
@@ -266,7 +390,11 @@ def mlp(sizes, activation="relu", output_activation=None, init=None, dropout=0.0
     defaults to he_uniform for relu-like activations, xavier_uniform otherwise.
     loss is the model's loss (see Sequential): e.g. 'mse' for a regression net, whose
     predict then gives its outputs.
+    seed: an int, a Generator or None for one model; a sequence of seeds (range(15)) for a
+    Stack of one model per seed.
     """
+    if isinstance(seed, (list, tuple, range)):
+        return Stack([mlp(sizes, activation, output_activation, init, dropout, dtype, each, loss) for each in seed])
     sizes = list(sizes)
     if len(sizes) < 2:
         raise ValueError(f"sizes must list at least an input and an output size; got {sizes}")

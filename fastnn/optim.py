@@ -5,6 +5,10 @@ parameters, so one step is one kernel call over the whole model. A schedule
 is a callable ``schedule(epoch, base_lr) -> lr`` (epoch counts from 0, across
 fit calls with the same optimizer) that the trainer applies at the start of
 every epoch.
+
+For a stack of models (fastnn.Stack) a scalar hyper-parameter may be a sequence,
+one value per model: ``Adam(lr=[1e-3, 3e-3])``; ``for_models`` then gives each
+model its optimizer.
 """
 import math
 
@@ -13,6 +17,25 @@ import numpy as np
 from . import kernels
 from .atomic import deferred_interrupt
 from .kernels.contract import finite_number
+
+
+def _per_model(value):
+    """Whether a hyper-parameter value is a sequence of per-model values."""
+    return isinstance(value, (list, tuple, range)) or (isinstance(value, np.ndarray) and value.ndim == 1)
+
+
+def _checked(name, value, bounds):
+    """A number checked by finite_number, or a tuple of them (one per model of a stack)."""
+    if not _per_model(value):
+        return finite_number(name, value, *bounds)
+    if len(value) == 0:
+        raise ValueError(f"{name} must be a number or a non-empty sequence of numbers, one per model; got {value!r}")
+    return tuple(finite_number(f"{name}[{i}]", v, *bounds) for i, v in enumerate(value))
+
+
+def _pick(value, k):
+    """Model k's value of a hyper-parameter given once for all models or once per model."""
+    return value[k] if isinstance(value, tuple) else value
 
 
 class _Checked:
@@ -29,7 +52,7 @@ class _Checked:
         return self if optimizer is None else optimizer.__dict__[self.name]
 
     def __set__(self, optimizer, value):
-        optimizer.__dict__[self.name] = finite_number(self.name, value, *self.bounds)
+        optimizer.__dict__[self.name] = _checked(self.name, value, self.bounds)
 
 
 class Optimizer:
@@ -39,7 +62,8 @@ class Optimizer:
     lr = _Checked(low_inclusive=False)
 
     def __init__(self, lr, schedule):
-        self.lr = self.base_lr = finite_number("lr", lr, 0.0, low_inclusive=False)
+        self.lr = lr
+        self.base_lr = self.lr
         if schedule is not None and not callable(schedule):
             raise TypeError(f"schedule must be a callable (epoch, base_lr) -> lr; got {schedule!r}")
         self.schedule = schedule
@@ -69,6 +93,49 @@ class Optimizer:
     def step(self, params, grads):
         raise NotImplementedError
 
+    @property
+    def n_models(self):
+        """How many models the per-model hyper-parameter values are for; None when every
+        value is one for all models."""
+        lengths = {name: len(value) for name, value in self._values().items() if isinstance(value, tuple)}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"the per-model hyper-parameters must have one value per model each; got {lengths}")
+        return next(iter(lengths.values()), None)
+
+    def _check_model_count(self):
+        """ValueError unless the per-model values agree on how many models they are for."""
+        self.n_models
+
+    def _values(self):
+        """{hyper-parameter: value or tuple of per-model values}; Adam's betas as beta1, beta2."""
+        values = self.get_params()
+        del values["schedule"]
+        if "betas" in values:
+            values["beta1"], values["beta2"] = values.pop("betas")
+        return values
+
+    def _model_options(self, k):
+        """The constructor's arguments of model k's optimizer."""
+        options = {name: _pick(value, k) for name, value in self._values().items()}
+        if "beta1" in options:
+            options["betas"] = (options.pop("beta1"), options.pop("beta2"))
+        return options
+
+    def for_models(self, k):
+        """The optimizers of a stack of k models, with fresh state: model i's has the i-th of
+        each per-model value. For one model without per-model values, this optimizer itself
+        (its state carries over between fits)."""
+        n = self.n_models
+        if n is not None and n != k:
+            raise ValueError(f"{self!r} has per-model hyper-parameters for {n} models; it trains a stack of {n}, "
+                             f"not {'one model' if k == 1 else f'{k} models'}")
+        if k == 1 and n is None:
+            return [self]
+        optimizers = [type(self)(**self._model_options(i), schedule=self.schedule) for i in range(k)]
+        for i, optimizer in enumerate(optimizers):
+            optimizer.lr = _pick(self.lr, i)  # the current rate, which may differ from base_lr
+        return optimizers
+
     def __repr__(self):
         fields = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({fields})"
@@ -83,11 +150,12 @@ class SGD(Optimizer):
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, schedule=None):
         super().__init__(lr, schedule)
-        self.momentum = finite_number("momentum", momentum, 0.0)
+        self.momentum = momentum
         self.nesterov = bool(nesterov)
-        if self.nesterov and self.momentum == 0:
+        if self.nesterov and 0 in (self.momentum if isinstance(self.momentum, tuple) else (self.momentum,)):
             raise ValueError("nesterov=True needs momentum > 0")
-        self.weight_decay = finite_number("weight_decay", weight_decay, 0.0)
+        self.weight_decay = weight_decay
+        self._check_model_count()
 
     def get_params(self):
         return {"lr": self.base_lr, "momentum": self.momentum, "nesterov": self.nesterov,
@@ -112,10 +180,11 @@ class Adam(Optimizer):
         super().__init__(lr, schedule)
         if len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2); got {betas!r}")
-        self.betas = (finite_number("beta1", betas[0], 0.0, high=1.0), finite_number("beta2", betas[1], 0.0, high=1.0))
-        self.eps = finite_number("eps", eps, 0.0)
-        self.weight_decay = finite_number("weight_decay", weight_decay, 0.0)
+        self.betas = (_checked("beta1", betas[0], (0.0, 1.0)), _checked("beta2", betas[1], (0.0, 1.0)))
+        self.eps = eps
+        self.weight_decay = weight_decay
         self.decoupled = bool(decoupled)
+        self._check_model_count()
 
     def get_params(self):
         return {"lr": self.base_lr, "betas": self.betas, "eps": self.eps, "weight_decay": self.weight_decay,

@@ -174,6 +174,21 @@ def thread_count(n_threads, model, batch, engine_threads=False):
     return max(1, min(available_cores() - other_running_tasks(), 2, *limits))
 
 
+def model_threads(n_threads, n_models):
+    """Threads for a stack of n_models models: each thread trains its share of the models
+    in a compiled call of its own (BLAS on one thread), meeting the others only at the end
+    of the chunk, so a second thread pays whenever there are two models and a free core.
+    An explicit n_threads (or FASTNN_NUM_THREADS) wins, at most one thread per model;
+    one while another fit runs the engine in this process."""
+    requested = requested_threads(n_threads)
+    if requested is not None:
+        return min(requested, n_models)
+    if n_models == 1 or _running > 0:
+        return 1
+    limits = [lib.num_threads for lib in _blas().lib_controllers] or [1]
+    return max(1, min(n_models, available_cores() - other_running_tasks(), *limits))
+
+
 @contextlib.contextmanager
 def blas_threads(count):
     """Run the block with ``count`` BLAS threads and count it as a running engine fit."""

@@ -5,6 +5,7 @@ permutation; each step is forward, fused loss + gradient, backward, optional
 clipping by global norm, and one optimizer kernel over the flat parameters.
 """
 import contextlib
+import copy
 import time
 import warnings
 
@@ -17,6 +18,7 @@ from .grad import forward_backward
 from .init import as_generator
 from .kernels.contract import finite_number
 from .kernels.reference import LOSS_LIMIT
+from .layers import Module
 from .losses import SoftmaxCrossEntropy, get_loss
 from .optim import get_optimizer
 from .threads import blas_threads, requested_threads
@@ -126,10 +128,10 @@ def _validation(model, loss, X, targets, weight, validation_data, validation_spl
         (pick(X, val), pick(targets, val), pick(weight, val))
 
 
-def _detached(a, model):
-    """a, or a copy where it shares memory with the model's buffers, which training writes:
+def _detached(a, group):
+    """a, or a copy where it shares memory with the models' buffers, which training writes:
     fit trains on the data as they were when it was called."""
-    if a is not None and (np.may_share_memory(a, model.params) or np.may_share_memory(a, model.grads)):
+    if a is not None and (np.may_share_memory(a, group.params) or np.may_share_memory(a, group.grads)):
         return a.copy()
     return a
 
@@ -177,19 +179,34 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
     partial History is at model.history and the interrupt propagates. The engine's chunks
     of epochs and every optimizer step are applied whole (fastnn.atomic): the weights,
     optimizer state, step and epoch counts and the History then describe one moment.
+
+    ``model`` may also be a fastnn.Stack: see Stack.fit for what differs.
     """
-    rng = as_generator(seed)
-    loss = get_loss(loss or model.loss or SoftmaxCrossEntropy())
+    stacked = not isinstance(model, Module)
+    group = model if stacked else engines.OneModel(model)
+    histories = _fit_group(group, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, sample_weight,
+                           validation_data, validation_split, early_stopping, clip_norm, callbacks, verbose, lr,
+                           engine, n_threads)
+    return histories if stacked else histories[0]
+
+
+def _fit_group(group, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, sample_weight, validation_data,
+               validation_split, early_stopping, clip_norm, callbacks, verbose, lr, engine, n_threads):
+    """fit for the K models of group (OneModel or a Stack); returns their Histories."""
+    models = group.models
+    first, k = models[0], len(models)
+    rngs = _generators(seed, k, not isinstance(group, engines.OneModel))
+    loss = get_loss(loss or group.loss or SoftmaxCrossEntropy())
     epochs = check_positive_int("epochs", epochs)
-    if optimizer is model.optimizer and lr is not None:
+    if optimizer is group.optimizer and lr is not None:
         raise ValueError("lr applies to an optimizer given by name; set it on the optimizer instance")
     optimizer = get_optimizer(optimizer, **({} if lr is None else {"lr": lr}))
-    X = model.check_input(X)
-    targets = loss.targets(y, model.n_outputs, model.dtype)
+    X = first.check_input(X)
+    targets = loss.targets(y, first.n_outputs, first.dtype)
     if len(targets) != len(X):
         raise ValueError(f"X and y must have the same number of samples; got {len(X)} and {len(targets)}")
-    weight = check_sample_weight(sample_weight, len(X), model.dtype)
-    X, targets, weight = (_detached(a, model) for a in (X, targets, weight))
+    weight = check_sample_weight(sample_weight, len(X), first.dtype)
+    X, targets, weight = (_detached(a, group) for a in (X, targets, weight))
     if clip_norm is not None:
         clip_norm = finite_number("clip_norm", clip_norm, 0.0, low_inclusive=False)
     stopper = EarlyStopping() if early_stopping is True else early_stopping or None
@@ -198,22 +215,29 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
     for callback in callbacks:
         if not callable(callback):
             raise TypeError(f"callbacks must be callables taking the History; got {callback!r}")
+    if len(rngs) > 1 and validation_split:
+        raise ValueError("validation_split with one seed per model would hold out different samples for each "
+                         "model; give validation_data, or one seed for all models")
     (X, targets, weight), validation = _validation(
-        model, loss, X, targets, weight, validation_data, validation_split, rng)
+        first, loss, X, targets, weight, validation_data, validation_split, rngs[0])
     batch = min(32, len(X)) if batch_size is None else check_batch_size(batch_size, len(X))
 
     requested = requested_threads(n_threads)
-    module = engines.plan(engine, model, loss, optimizer, verbose)
+    module = engines.plan(engine, first, loss, optimizer, verbose)
 
-    optimizer.bind(model.n_params, model.dtype)
-    model.loss, model.optimizer = loss, optimizer
-    history = model.history = History(loss.metric_name)
-    if stopper is not None:
-        stopper.start()
+    group.bind(optimizer)
+    optimizers = group.optimizers
+    group.loss = loss
+    histories = [History(loss.metric_name) for _ in models]
+    for model, history in zip(models, histories):
+        model.loss, model.history = loss, history
+    stoppers = [] if stopper is None else [stopper] if k == 1 else [copy.deepcopy(stopper) for _ in models]
+    for each in stoppers:
+        each.start()
     n = len(X)
     runner = threads = None
     if module is not None:
-        runner = engines.Engine(module, model, loss, optimizer, X, targets, weight, batch, clip_norm, requested)
+        runner = engines.Engine(module, group, loss, X, targets, weight, batch, clip_norm, requested)
         threads = blas_threads(runner.blas_threads)
     # Epochs run one at a time when Python has work after each (validation, callbacks,
     # early stopping, a schedule) or on the per-module path; otherwise the engine
@@ -221,66 +245,105 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
     per_epoch = runner is None or validation is not None or bool(callbacks) or stopper is not None \
         or optimizer.schedule is not None
     progress = tqdm(total=epochs, disable=not verbose, unit="epoch", leave=True)
-    model.train(True)
+    for model in models:
+        model.train(True)
+    active = np.ones(k, bool)
     done = pending = 0
     chunk = 1
     try:
         with threads or contextlib.nullcontext(), watching_interrupts():
-            while done < epochs:
+            while done < epochs and active.any():
                 count = min(chunk, epochs - done)
                 with deferred_interrupt():
                     start = time.perf_counter()
-                    optimizer.start_epoch(count)
+                    for m in np.flatnonzero(active):
+                        optimizers[m].start_epoch(count)
                     pending = count
-                    orders = _epoch_orders(rng, n, count) if shuffle else None
-                # A Ctrl-C waits for the engine's chunk and its record (the model, optimizer
-                # and history then agree); the per-module path stops after an optimizer step.
+                    orders = _orders(rngs, active, n, count) if shuffle else None
+                # A Ctrl-C waits for the engine's chunk and its record (the models, optimizers
+                # and histories then agree); the per-module path stops after an optimizer step.
                 with contextlib.nullcontext() if runner is None else deferred_interrupt():
                     if runner is None:
-                        losses, metrics, failure = _module_epoch(model, loss, optimizer, X, targets, weight,
-                                                                 None if orders is None else orders[0], batch,
-                                                                 clip_norm)
+                        results = [_module_epoch(model, loss, opt, X, targets, weight,
+                                                 None if orders is None else orders[m % len(orders), 0], batch,
+                                                 clip_norm) if active[m] else None
+                                   for m, (model, opt) in enumerate(zip(models, optimizers))]
                     else:
-                        losses, metrics, failure = runner.run(orders, count)
+                        results = runner.run(orders, count, active)
                     with deferred_interrupt():
                         seconds = time.perf_counter() - start
-                        completed = len(losses)
-                        stop = False
-                        if completed == 1 and per_epoch:
-                            stop = _end_epoch(model, loss, history, stopper, validation, done, losses[0] / n,
-                                              metrics[0] / n, seconds)
-                        elif completed:
-                            history.record_many(done + 1, (np.asarray(losses) / n).tolist(),
-                                                (np.asarray(metrics) / n).tolist(), seconds)
+                        running = np.flatnonzero(active)
+                        completed = max(len(results[m][0]) for m in running)
+                        diverged = set()
+                        for m in running:
+                            losses, metrics, failure = results[m]
+                            if _record(models[m], loss, histories[m], stoppers[m] if stoppers else None,
+                                       validation, done, n, losses, metrics, seconds, per_epoch):
+                                active[m] = False
+                            if failure is not None:
+                                optimizers[m].epochs -= count - len(losses) - 1
+                                _diverged(models[m], optimizers[m], histories[m], done + len(losses), failure.batch,
+                                          failure.value, failure.params, (failure.state, failure.steps), X,
+                                          f"model {m}: " if k > 1 else "")
+                                active[m] = False
+                                diverged.add(m)
                         done += completed
                         pending = 0
-                        if failure is not None:
-                            optimizer.epochs -= count - completed - 1
-                            _diverged(model, optimizer, history, done, failure.batch, failure.value,
-                                      failure.params, (failure.state, failure.steps), X)
                 if verbose and completed:
                     progress.update(completed)
-                    _show(progress, history, n * completed / seconds)
-                if failure is not None:
-                    break
-                if per_epoch:
-                    stop = any([callback(history) for callback in callbacks]) or stop
-                else:
-                    chunk = _next_chunk(count, seconds, n)
-                if stop:
-                    if history.stop_reason == "completed":
-                        history.stop_reason = "callback"
-                    break
+                    _show(progress, histories, active, n * k * completed / seconds)
+                if not per_epoch:
+                    chunk = _next_chunk(count, seconds, n * len(rngs))
+                for m in set(running) - diverged if callbacks else ():
+                    if any([callback(histories[m]) for callback in callbacks]):
+                        active[m] = False
+                        if histories[m].stop_reason == "completed":
+                            histories[m].stop_reason = "callback"
     except KeyboardInterrupt:
-        optimizer.epochs -= pending
-        history.stop_reason = "interrupted"
+        for m in np.flatnonzero(active):
+            optimizers[m].epochs -= pending
+            histories[m].stop_reason = "interrupted"
         raise
     finally:
-        model.train(False)
+        for model in models:
+            model.train(False)
         progress.close()
-    if stopper is not None and stopper.best_params is not None:
-        model.params[...] = stopper.best_params
-    return history
+    for model, each in zip(models, stoppers):
+        if each.best_params is not None:
+            model.params[...] = each.best_params
+    return histories
+
+
+def _generators(seed, k, stacked):
+    """The shuffling Generators: [one for all models] from a seed, or for a stack given a
+    sequence of k seeds, one per model."""
+    if not stacked or not isinstance(seed, (list, tuple, range, np.ndarray)):
+        return [as_generator(seed)]
+    if len(seed) != k:
+        raise ValueError(f"seed must be one seed (one batch order for all models) or one per model; got "
+                         f"{len(seed)} seeds for a stack of {k} models")
+    return [as_generator(each) for each in seed]
+
+
+def _orders(rngs, active, n, count):
+    """The sample orders of count epochs, (1 or K, count, n): one order for all models, or
+    one per model from its own Generator (which an inactive model does not advance)."""
+    if len(rngs) == 1:
+        return _epoch_orders(rngs[0], n, count)[np.newaxis]
+    orders = np.empty((len(rngs), count, n), np.int64)
+    for m, rng in enumerate(rngs):
+        orders[m] = _epoch_orders(rng, n, count) if active[m] else np.arange(n)
+    return orders
+
+
+def _record(model, loss, history, stopper, validation, done, n, losses, metrics, seconds, per_epoch):
+    """Record a model's epochs of a chunk (sums over its n samples) in its history (one
+    epoch: with validation and early stopping); True when early stopping stops it."""
+    if len(losses) == 1 and per_epoch:
+        return _end_epoch(model, loss, history, stopper, validation, done, losses[0] / n, metrics[0] / n, seconds)
+    if len(losses):
+        history.record_many(done + 1, (np.asarray(losses) / n).tolist(), (np.asarray(metrics) / n).tolist(), seconds)
+    return False
 
 
 def _epoch_orders(rng, n, count):
@@ -352,7 +415,7 @@ def _sane(model, X):
         return bool(np.isfinite(model.outputs(X)).all())
 
 
-def _diverged(model, optimizer, history, epoch, step, value, epoch_params, epoch_state, X):
+def _diverged(model, optimizer, history, epoch, step, value, epoch_params, epoch_state, X, which=""):
     if not _sane(model, X):
         model.params[...] = epoch_params
         for name, buffer in epoch_state[0].items():
@@ -360,12 +423,21 @@ def _diverged(model, optimizer, history, epoch, step, value, epoch_params, epoch
         optimizer.steps = epoch_state[1]
     history.diverged = True
     history.stop_reason = "diverged"
-    warnings.warn(f"the training loss became {value} in epoch {epoch + 1}, step {step + 1}; "
+    warnings.warn(f"{which}the training loss became {value} in epoch {epoch + 1}, step {step + 1}; "
                   "training stopped with the last finite weights (lower the learning rate?)",
-                  RuntimeWarning, stacklevel=3)
+                  RuntimeWarning, stacklevel=6)
 
 
-def _show(progress, history, samples_per_second):
+def _show(progress, histories, active, samples_per_second):
+    """The progress bar's figures: the model's last epoch, or for a stack the models still
+    training and the median of their last epoch's loss and metric."""
+    if len(histories) > 1:
+        last = [h for h in histories if len(h)]
+        progress.set_postfix({"models": f"{active.sum()}/{len(histories)}",
+                              "median loss": f"{np.median([h.loss[-1] for h in last]):.4f}",
+                              "samples/s": f"{samples_per_second:,.0f}"}, refresh=False)
+        return
+    history = histories[0]
     postfix = {"loss": f"{history.loss[-1]:.4f}", history.metric_name[:3]: f"{history.metric[-1]:.4f}"}
     if history.val_loss[-1] is not None:
         postfix["val_loss"] = f"{history.val_loss[-1]:.4f}"

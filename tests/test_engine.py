@@ -202,8 +202,8 @@ for threads in (1, 2):
     optimizer = fastnn.Adam(0.01)
     optimizer.bind(model.n_params, model.dtype)
     for batch in (1, 8):
-        runner = engines.Engine(engines.engine_module("cython"), model, SoftmaxCrossEntropy(), optimizer,
-                                X, y, None, batch, None)
+        runner = engines.Engine(engines.engine_module("cython"), engines.OneModel(model).bind(optimizer),
+                                SoftmaxCrossEntropy(), X, y, None, batch, None)
         runner.threads = threads  # two threads on one core: every wait ends asleep
         runner.run(None, 3)
     results.append(model.params.copy())
@@ -334,9 +334,10 @@ def test_engine_checks_the_orders_it_is_given(isolated, engine_backend):
         model = fastnn.mlp([3, 2], seed=0)
         optimizer = fastnn.SGD(0.1)
         optimizer.bind(model.n_params, model.dtype)
-        runner = engines.Engine(engines.engine_module("{engine_backend}"), model, fastnn.SoftmaxCrossEntropy(),
-                                optimizer, np.ones((4, 3), np.float32), np.array([0, 1, 0, 1]), None, 2, None)
-        for orders in (np.array([[0, 1, 2, 10**9]]), np.array([[0, 1, 2]])):
+        runner = engines.Engine(engines.engine_module("{engine_backend}"), engines.OneModel(model).bind(optimizer),
+                                fastnn.SoftmaxCrossEntropy(), np.ones((4, 3), np.float32), np.array([0, 1, 0, 1]),
+                                None, 2, None)
+        for orders in (np.array([[[0, 1, 2, 10**9]]]), np.array([[[0, 1, 2]]])):
             try:
                 runner.run(orders, 1)
                 print("accepted")
@@ -345,7 +346,7 @@ def test_engine_checks_the_orders_it_is_given(isolated, engine_backend):
         """)
     assert done.returncode == 0, done.stderr
     assert "refused: engine: orders must hold sample indices in [0, 4)" in done.stdout, done.stdout
-    assert "refused: engine: orders must be a writable C-contiguous int64 array of shape (1, 4)" in done.stdout
+    assert "refused: engine: orders must be a writable C-contiguous int64 array of shape (1, 1, 4)" in done.stdout
 
 
 class ChangedForward(fastnn.Sequential):

@@ -99,9 +99,9 @@ def _allocations(engine_backend, n, batch, threads):
     optimizer = fastnn.Adam(0.01)
     optimizer.bind(model.n_params, model.dtype)
     loss = SoftmaxCrossEntropy()
-    engine = engines.Engine(engines.engine_module(engine_backend), model, loss, optimizer, X.astype(np.float32),
-                            loss.targets(y, 4, model.dtype), None, batch, None, threads)
-    orders = np.tile(np.arange(n), (1, 1))
+    engine = engines.Engine(engines.engine_module(engine_backend), engines.OneModel(model).bind(optimizer), loss,
+                            X.astype(np.float32), loss.targets(y, 4, model.dtype), None, batch, None, threads)
+    orders = np.tile(np.arange(n), (1, 1, 1))
     engine.run(orders, 1)
     _nrt_python.memsys_enable_stats()
     tracemalloc.start()

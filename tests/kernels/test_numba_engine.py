@@ -54,7 +54,7 @@ from numba import njit
 
 @njit(cache=True)
 def first_step(model, run):
-    return model.params[0] - model.hyper[0].lr * model.grads[0] + run.step
+    return model.params[0, 0] - model.hyper[0].lr * model.grads[0, 0] + model.steps[0] + run.n_epochs
 """
 BUNDLE_COMPILES = """
 import sys
@@ -64,9 +64,9 @@ from fastnn.engine import compiles
 from fastnn.kernels import abi
 import bundle
 
-model = abi.Model(np.ones(3), np.ones(3), np.zeros(3), np.zeros(0), np.zeros((1, 6), np.int64), np.zeros(1),
-                  np.zeros(1, abi.HYPER))
-args = (model, abi.Run(0, 0, 2, 1, 1, 1))
+model = abi.Model(np.ones((1, 3)), np.ones((1, 3)), np.zeros((1, 3)), np.zeros((1, 0)), np.zeros((1, 6), np.int64),
+                  np.zeros(1), np.zeros(1, abi.HYPER), np.full(1, 2, np.int64), np.ones(1, np.int64))
+args = (model, abi.Run(0, 0, 1, 1, 1))
 
 
 def run(*args):
