@@ -24,30 +24,23 @@ Only fastnn's own layers, losses, optimizers and schedules can be stored: saving
 anything else (a custom Module, a lambda schedule, ...) raises ValueError rather
 than writing a file that would train differently once loaded. Pickle covers those.
 """
-import contextlib
-import hashlib
 import importlib
 import json
-import math
 import os
 import zipfile
 
 import numpy as np
 
-from .atomic import replacing
 from .conv import Conv2D, Flatten, MaxPool2D
 from .layers import ACTIVATION_MODULES, Dense, Dropout, LeakyReLU
 from .losses import LOSSES
+from .npz import (MAX_NPY_HEADER, MAX_SMALL_BYTES, ZIP_MAGIC, ModelFileError, archive_members, digest, read_array,
+                  reading, write_atomically)
 from .optim import OPTIMIZERS, CosineDecay, ExponentialDecay, StepDecay
 from .validation import check_int_pair, check_positive_int
 
 FORMAT = "fastnn.model"
 VERSION = 1
-ZIP_MAGIC = b"PK\x03\x04"
-MAX_SMALL_BYTES = 64 << 20   # the metadata and classes members
-MAX_NPY_HEADER = 1 << 16     # bytes of an .npy member before its data
-MAX_DEFLATE_RATIO = 1032     # deflate expands its input at most this much
-READ_CHUNK = 1 << 20
 
 LAYERS = {cls.__name__: cls for cls in (Dense, Dropout, *ACTIVATION_MODULES.values(), Conv2D, MaxPool2D, Flatten)}
 OPTIMIZER_CLASSES = {cls.__name__: cls for cls in OPTIMIZERS.values()}
@@ -56,11 +49,6 @@ SCHEDULE_FIELDS = {StepDecay: ("step_size", "gamma"), ExponentialDecay: ("gamma"
 SCHEDULES = {cls.__name__: cls for cls in SCHEDULE_FIELDS}
 BIT_GENERATORS = {cls.__name__: cls for cls in (np.random.PCG64, np.random.PCG64DXSM, np.random.MT19937,
                                                  np.random.Philox, np.random.SFC64)}
-
-
-class ModelFileError(ValueError):
-    """A file that cannot be loaded as a fastnn model: foreign, truncated, corrupted or of
-    an unsupported format version."""
 
 
 def save(model, path):
@@ -96,8 +84,8 @@ def save(model, path):
                       for name, array in arrays.items()}
     text = json.dumps(meta, allow_nan=False, sort_keys=True).encode("utf-8")
     contents = {"meta": np.frombuffer(text, np.uint8), **arrays}
-    contents["sha256"] = np.frombuffer(_digest(contents), np.uint8)
-    _write_atomically(path, contents)
+    contents["sha256"] = np.frombuffer(digest(contents), np.uint8)
+    write_atomically(path, contents)
 
 
 def load(path):
@@ -116,10 +104,10 @@ def load(path):
         if file.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
             raise ModelFileError(f"{path!r} is not a fastnn model file: it is not an .npz archive")
         file.seek(0)
-        with _reading(path):
+        with reading(path):
             archive = zipfile.ZipFile(file)
         with archive:
-            members = _members(archive, os.fstat(file.fileno()).st_size, path)
+            members = archive_members(archive, os.fstat(file.fileno()).st_size, path)
             meta = _read_meta(archive, members, path)
             try:
                 specs = _array_specs(meta, members)
@@ -128,12 +116,12 @@ def load(path):
             except (AttributeError, KeyError, IndexError, TypeError, ValueError) as error:
                 raise _invalid(path, error) from error
             arrays = {"meta": meta.pop("_bytes"), "sha256": meta.pop("_sha256")}
-            with _reading(path):
+            with reading(path):
                 for name, (dtype, shape) in specs.items():
-                    arrays[name] = _read_array(archive, members[name], dtype, shape,
+                    arrays[name] = read_array(archive, members[name], dtype, shape,
                                                model.params if name == "params" else None)
     stored = arrays.pop("sha256")
-    if stored.tobytes() != _digest(arrays):
+    if stored.tobytes() != digest(arrays):
         raise ModelFileError(f"{path!r} is corrupted: its checksum does not match its contents")
     try:
         model = _build(meta, arrays, model)
@@ -267,71 +255,12 @@ def _describe_schedule(schedule):
     return {"type": type(schedule).__name__, "fields": {name: getattr(schedule, name) for name in fields}}
 
 
-def _digest(arrays):
-    """SHA-256 over the name, dtype, shape and bytes of every array, in name order."""
-    digest = hashlib.sha256()
-    for name in sorted(arrays):
-        array = np.ascontiguousarray(arrays[name])
-        digest.update(f"{name}:{array.dtype.str}:{array.shape}\n".encode("utf-8"))
-        digest.update(array)
-    return digest.digest()
-
-
-def _write_atomically(path, arrays):
-    """np.savez into path whole or not at all (fastnn.atomic.replacing: a temporary file
-    beside path, fsynced and renamed over it, removed on any error). An OSError names path."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"cannot save to {path!r}: directory {directory!r} does not exist")
-    try:
-        with replacing(path) as file:
-            np.savez(file, **arrays)
-    except OSError as error:
-        if error.errno is None:
-            raise
-        raise type(error)(error.errno, f"cannot save to {path!r}: {error.strerror}") from error
-
-
-@contextlib.contextmanager
-def _reading(path):
-    """Turn the many ways a damaged zip fails (BadZipFile, EOFError, zlib.error,
-    NotImplementedError...) into ModelFileError."""
-    try:
-        yield
-    except ModelFileError:
-        raise
-    except Exception as error:
-        raise ModelFileError(f"{path!r} is truncated or corrupted: its .npz archive cannot be read "
-                             f"({type(error).__name__}: {error})") from error
-
-
-def _members(archive, file_size, path):
-    """The archive's members by array name, each unique, stored or deflated, and no larger
-    than the bytes it occupies in the file allow."""
-    members = {}
-    for info in archive.infolist():
-        name = info.filename[:-4] if info.filename.endswith(".npy") else None
-        if name is None or name in members:
-            raise ModelFileError(f"{path!r} is not a fastnn model file: it holds the member {info.filename!r} "
-                                 f"{'twice' if name in members else 'that is not an array'}")
-        bound = info.compress_size if info.compress_type == zipfile.ZIP_STORED else \
-            info.compress_size * MAX_DEFLATE_RATIO + MAX_NPY_HEADER
-        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) or info.file_size > bound \
-                or info.header_offset + info.compress_size > file_size:
-            raise ModelFileError(f"{path!r} is truncated or corrupted: its member {info.filename!r} declares "
-                                 f"{info.file_size} bytes, more than its {info.compress_size} stored bytes can hold")
-        members[name] = info
-    if "meta" not in members or "sha256" not in members:
-        raise ModelFileError(f"{path!r} is not a fastnn model file: it has no fastnn metadata")
-    return members
-
-
 def _read_meta(archive, members, path):
     """The metadata, after checking the format tag and the version; its raw bytes and the
     stored checksum ride along as meta['_bytes'] and meta['_sha256']."""
-    with _reading(path):
-        text = _read_array(archive, members["meta"], "uint8", None, None)
-        stored = _read_array(archive, members["sha256"], "uint8", [32], None)
+    with reading(path):
+        text = read_array(archive, members["meta"], "uint8", None, None)
+        stored = read_array(archive, members["sha256"], "uint8", [32], None)
     if text.ndim != 1:
         raise ModelFileError(f"{path!r} is not a fastnn model file: it has no fastnn metadata")
     try:
@@ -391,34 +320,6 @@ def _n_params(spec):
         fan_in = check_positive_int("in_channels", spec["in_channels"]) * height * width
         n_out = check_positive_int("out_channels", spec["out_channels"])
     return fan_in * n_out + n_out
-
-
-def _read_array(archive, info, dtype, shape, out):
-    """The .npy member ``info``, which must hold dtype (a name: any byte order) and shape
-    (None: any shape within MAX_SMALL_BYTES), read into ``out`` when it has that exact
-    dtype and shape, else into a new array."""
-    with archive.open(info) as member:
-        version = np.lib.format.read_magic(member)
-        headers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-        if version not in headers:
-            raise ValueError(f"member {info.filename!r} is an .npy file of version {version}")
-        found_shape, fortran, found_dtype = headers[version](member)
-        nbytes = found_dtype.itemsize * math.prod(found_shape)
-        if found_dtype.hasobject or fortran or found_dtype.name != dtype or nbytes > info.file_size \
-                or (list(found_shape) != shape if shape is not None else nbytes > MAX_SMALL_BYTES):
-            raise ValueError(f"member {info.filename!r} holds {found_dtype} {found_shape}"
-                             f"{' in Fortran order' if fortran else ''}; expected {dtype} "
-                             f"{'of at most ' + str(MAX_SMALL_BYTES) + ' bytes' if shape is None else tuple(shape)}")
-        if out is None or out.dtype != found_dtype or out.shape != found_shape:
-            out = np.empty(found_shape, found_dtype)
-        view = memoryview(out.reshape(-1).view(np.uint8))
-        filled = 0
-        while filled < nbytes:
-            count = member.readinto(view[filled:filled + READ_CHUNK])  # zipfile reads a copy of what it is asked
-            if not count:
-                raise EOFError(f"member {info.filename!r} ends after {filled} of its {nbytes} bytes")
-            filled += count
-    return out
 
 
 def _build(meta, arrays, model):

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn.io import ModelFileError, _digest, load, save
+from fastnn.io import ModelFileError, load, save
+from fastnn.npz import digest
 from fastnn.optim import Adam
 from model_files import assert_same_bits, assert_same_model, trained_model
 
@@ -135,7 +136,7 @@ def rewrite(path, recompute_checksum=True, **meta_changes):
     meta.update(meta_changes)
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     if recompute_checksum:
-        arrays["sha256"] = np.frombuffer(_digest({k: v for k, v in arrays.items() if k != "sha256"}), np.uint8)
+        arrays["sha256"] = np.frombuffer(digest({k: v for k, v in arrays.items() if k != "sha256"}), np.uint8)
     with open(path, "wb") as file:
         np.savez(file, **arrays)
 
@@ -261,7 +262,7 @@ def forge(path, layers, n_params):
     meta["arrays"]["params"]["shape"] = [n_params]
     arrays["params"] = np.zeros(10, np.float32)
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-    arrays["sha256"] = np.frombuffer(_digest({k: v for k, v in arrays.items() if k != "sha256"}), np.uint8)
+    arrays["sha256"] = np.frombuffer(digest({k: v for k, v in arrays.items() if k != "sha256"}), np.uint8)
     with open(path, "wb") as file:
         np.savez(file, **arrays)
 
@@ -316,7 +317,7 @@ def rewrite_arrays(path, **changes):
     for name in changes:
         meta["arrays"][name] = {"dtype": arrays[name].dtype.name, "shape": list(arrays[name].shape)}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-    arrays["sha256"] = np.frombuffer(_digest({k: v for k, v in arrays.items() if k != "sha256"}), np.uint8)
+    arrays["sha256"] = np.frombuffer(digest({k: v for k, v in arrays.items() if k != "sha256"}), np.uint8)
     with open(path, "wb") as file:
         np.savez(file, **arrays)
 
