@@ -1,5 +1,5 @@
-"""Save a Sequential model (or a fitted MLPClassifier/MLPRegressor) to a portable file and
-load it back, ready to resume training.
+"""Save a Sequential model (or a Stack of models, or a fitted MLPClassifier/MLPRegressor) to
+a portable file and load it back, ready to resume training.
 
 The file is an uncompressed NumPy ``.npz`` archive without pickled objects:
 
@@ -9,6 +9,8 @@ The file is an uncompressed NumPy ``.npz`` archive without pickled objects:
   count) and the dtype and shape of every other array;
 - ``params``: the flat parameter buffer;
 - ``state_<name>``: the optimizer's state buffers (``state_velocity``, ``state_m``, ...);
+- for a Stack of K models, ``params`` and ``state_<name>`` are (K, P) arrays, row k model
+  k's, and ``meta`` says K and gives each model's Dropout generators and optimizer;
 - ``classes``: an estimator's classes_ (MLPClassifier only);
 - ``sha256``: a digest of all the other arrays (names, dtypes, shapes and bytes),
   verified on load.
@@ -54,21 +56,23 @@ BIT_GENERATORS = {cls.__name__: cls for cls in (np.random.PCG64, np.random.PCG64
 def save(model, path):
     """Write ``model`` (architecture, parameters, loss, optimizer and its state) to ``path``.
 
-    model is a Sequential or a fitted fastnn MLPClassifier/MLPRegressor. path (str or
+    model is a Sequential, a Stack or a fitted fastnn MLPClassifier/MLPRegressor. path (str or
     os.PathLike) is used as given: no extension is added. The file is written to a
     temporary file in the same directory, synced and renamed over path, so path holds
     either its old contents or the complete new file.
     """
-    estimator, estimator_arrays = None, {}
-    if not isinstance(model, _fastnn_class("Sequential")):
+    estimator, estimator_arrays, stack = None, {}, None
+    if isinstance(model, _fastnn_class("Stack")):
+        stack, model = model, model[0]
+    elif not isinstance(model, _fastnn_class("Sequential")):
         kind = type(model).__name__
         if _estimator_class(kind) is not type(model):
-            raise TypeError(f"model must be a fastnn Sequential, MLPClassifier or MLPRegressor; got {kind}")
+            raise TypeError(f"model must be a fastnn Sequential, Stack, MLPClassifier or MLPRegressor; got {kind}")
         model, state, estimator_arrays = model._save_state()
         estimator = {"class": kind, **state}
     path = os.fspath(path)
     generators = []
-    arrays = {"params": model.params}
+    arrays = {"params": model.params if stack is None else stack.params}
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -78,6 +82,7 @@ def save(model, path):
         "loss": _describe_loss(model.loss),
         "optimizer": _describe_optimizer(model.optimizer, arrays),
         "estimator": estimator,
+        "stack": None if stack is None else _describe_stack(stack, arrays),
     }
     arrays.update(estimator_arrays)
     meta["arrays"] = {name: {"dtype": array.dtype.name, "shape": list(array.shape)}
@@ -90,7 +95,7 @@ def save(model, path):
 
 def load(path):
     """The Sequential saved at ``path``, with its loss, optimizer and optimizer state
-    (or the fitted estimator, when an estimator was saved).
+    (or the Stack or the fitted estimator, when one was saved).
 
     Raises FileNotFoundError (or another OSError) when the file cannot be opened and
     ModelFileError when it is not a complete, intact fastnn model file. Before any
@@ -111,8 +116,10 @@ def load(path):
             meta = _read_meta(archive, members, path)
             try:
                 specs = _array_specs(meta, members)
-                generators = [generator_from_state(state) for state in meta["generators"]]
-                model = _fastnn_class("Sequential")(*[_layer(spec, generators) for spec in meta["layers"]])
+                model = _model(meta["layers"], meta["generators"])
+                if meta.get("stack") is not None:  # the models of a stack, each with its generators
+                    model = _fastnn_class("Stack")([_model(meta["layers"], member["generators"])
+                                                    for member in meta["stack"]["members"]])
             except (AttributeError, KeyError, IndexError, TypeError, ValueError) as error:
                 raise _invalid(path, error) from error
             arrays = {"meta": meta.pop("_bytes"), "sha256": meta.pop("_sha256")}
@@ -124,10 +131,63 @@ def load(path):
     if stored.tobytes() != digest(arrays):
         raise ModelFileError(f"{path!r} is corrupted: its checksum does not match its contents")
     try:
+        if meta.get("stack") is not None:
+            return _build_stack(meta, arrays, model)
         model = _build(meta, arrays, model)
         return model if meta["estimator"] is None else _estimator(meta["estimator"], model, arrays)
     except (AttributeError, KeyError, IndexError, TypeError, ValueError) as error:
         raise _invalid(path, error) from error
+
+
+def _model(layers, generator_states):
+    """The Sequential of these layer specs, its Dropout layers drawing from these generators."""
+    generators = [generator_from_state(state) for state in generator_states]
+    return _fastnn_class("Sequential")(*[_layer(spec, generators) for spec in layers])
+
+
+def _describe_stack(stack, arrays):
+    """What a stack's file adds to its first model's description: the number of models and
+    each one's Dropout generators and optimizer; the optimizers' state goes into arrays
+    as (K, P) arrays, row k model k's."""
+    members = []
+    for model in stack:
+        generators = []
+        for layer in model.layers:
+            _describe_layer(layer, generators)
+        members.append({"generators": [generator_state(generator) for generator in generators],
+                        "optimizer": _describe_optimizer(model.optimizer, {})})
+    kinds = {type(model.optimizer) for model in stack}
+    if len(kinds) > 1:
+        raise ValueError(f"cannot save a stack whose models have different kinds of optimizers: "
+                         f"{sorted(kind.__name__ for kind in kinds)}")
+    optimizer = stack[0].optimizer
+    for name in optimizer.state if optimizer is not None else ():
+        arrays[f"state_{name}"] = np.stack([model.optimizer.state[name] for model in stack])
+    return {"models": len(stack), "members": members}
+
+
+def _build_stack(meta, arrays, stack):
+    """The Stack of meta's models with their parameters, loss and optimizers (their state
+    rows of the stack's): the optimizer of all models is rebuilt from theirs
+    (Optimizer.of_models), so that fitting the loaded stack with it resumes training."""
+    stack.params[...] = arrays["params"]
+    if not np.isfinite(stack.params).all():
+        raise ValueError("the parameters hold NaN or infinite values")
+    loss = None if meta["loss"] is None else LOSSES[meta["loss"]]()
+    stack.loss = loss
+    for model in stack:
+        model.loss = loss
+        model.train(meta["training"])
+    specs = [member["optimizer"] for member in meta["stack"]["members"]]
+    if any(spec is not None for spec in specs):
+        optimizers = [_optimizer(spec, {f"state_{name}": arrays[f"state_{name}"][k] for name in spec["state"]})
+                      for k, spec in enumerate(specs)]
+        stack.bind(type(optimizers[0]).of_models(optimizers))
+        for name, buffer in stack.state.items():
+            buffer[...] = arrays[f"state_{name}"]
+        for mine, loaded in zip(stack.optimizers, optimizers):
+            mine.lr, mine.steps, mine.epochs = loaded.lr, loaded.steps, loaded.epochs
+    return stack
 
 
 def _invalid(path, error):
@@ -287,6 +347,11 @@ def _array_specs(meta, members):
         raise ValueError(f"the file holds arrays {sorted(members)}; the metadata lists {sorted(listed)}")
     weighted = [spec for spec in meta["layers"] if LAYERS[spec["type"]] in (Dense, Conv2D)]
     n_params = sum(_n_params(spec) for spec in weighted)
+    stacked = meta.get("stack") is not None
+    models = check_positive_int("models", meta["stack"]["models"]) if stacked else 1
+    if stacked and len(meta["stack"]["members"]) != models:
+        raise ValueError(f"the stack lists {len(meta['stack']['members'])} models; it says it has {models}")
+    want_shape = [models, n_params] if stacked else [n_params]
     want = weighted[0]["dtype"] if weighted else None
     specs = {}
     for name, spec in listed.items():
@@ -294,12 +359,12 @@ def _array_specs(meta, members):
         if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
             raise ValueError(f"array {name!r} is declared with shape {shape!r}")
         if _is_model_array(name):
-            if shape != [n_params] or dtype != want:
+            if shape != want_shape or dtype != want:
                 raise ValueError(f"array {name!r} is declared as {dtype} {tuple(shape)}; the layers need "
-                                 f"{want} ({n_params},)")
-            nbytes = np.dtype(dtype).itemsize * n_params
+                                 f"{want} {tuple(want_shape)}")
+            nbytes = np.dtype(dtype).itemsize * n_params * models
             if not nbytes <= size <= nbytes + MAX_NPY_HEADER:
-                raise ValueError(f"array {name!r} is declared as {dtype} ({n_params},), {nbytes} bytes; "
+                raise ValueError(f"array {name!r} is declared as {dtype} {tuple(want_shape)}, {nbytes} bytes; "
                                  f"its member holds {size} bytes")
         elif meta["estimator"] is not None:
             if size > MAX_SMALL_BYTES + MAX_NPY_HEADER:

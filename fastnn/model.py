@@ -363,6 +363,16 @@ class Stack:
             return loss.predict_from_probabilities(self.ensemble_proba(X))
         return self.outputs(X).mean(axis=0)
 
+    def save(self, path):
+        """Write the models, their loss, optimizers and optimizer state to path, atomically
+        (fastnn.load reads it back as a Stack)."""
+        files.save(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """The Stack saved at path; TypeError when the file holds something else."""
+        return files.load_as(cls, path)
+
     def __repr__(self):
         return f"Stack({len(self)} x {self.models[0]!r})"
 

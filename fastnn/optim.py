@@ -136,6 +136,19 @@ class Optimizer:
             optimizer.lr = _pick(self.lr, i)  # the current rate, which may differ from base_lr
         return optimizers
 
+    @classmethod
+    def of_models(cls, optimizers):
+        """One optimizer with the hyper-parameters of these (for_models' inverse): a value
+        all of them share stays one value, others become per-model sequences."""
+        values = [optimizer._values() for optimizer in optimizers]
+        joined = {}
+        for name in values[0]:
+            each = [value[name] for value in values]
+            joined[name] = each[0] if len(set(each)) == 1 else tuple(each)
+        if "beta1" in joined:
+            joined["betas"] = (joined.pop("beta1"), joined.pop("beta2"))
+        return cls(**joined, schedule=optimizers[0].schedule)
+
     def __repr__(self):
         fields = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({fields})"

@@ -189,3 +189,26 @@ def test_bad_stacks_and_per_model_values_are_refused_with_the_argument_named():
     with pytest.raises(ValueError, match=r"lr\[1\] must be a finite number > 0"):
         fastnn.SGD(lr=[0.1, -1])
     np.testing.assert_array_equal(stack.params, fastnn.mlp([3, 4, 3], seed=range(3)).params)  # nothing trained
+
+
+def test_a_saved_stack_loads_and_resumes_as_the_original_goes_on(tmp_path):
+    """Per-model learning rates, Adam state and each model's Dropout generator survive the file."""
+    X, y, _ = _data()
+    stack = fastnn.mlp([3, 6, 3], dropout=0.2, dtype=np.float64, seed=range(3))
+    options = dict(epochs=2, batch_size=8, seed=[0, 1, 2], verbose=0)
+    stack.fit(X, y, optimizer=fastnn.Adam(lr=[0.01, 0.02, 0.03], weight_decay=1e-3), **options)
+    stack.save(tmp_path / "stack.fnn")
+    loaded = fastnn.Stack.load(tmp_path / "stack.fnn")
+    assert isinstance(fastnn.load(tmp_path / "stack.fnn"), fastnn.Stack) and len(loaded) == 3
+    np.testing.assert_array_equal(loaded.params, stack.params)
+    assert [o.lr for o in loaded.optimizers] == [0.01, 0.02, 0.03] and loaded.optimizer.weight_decay == 1e-3
+    for name in stack.state:
+        np.testing.assert_array_equal(loaded.state[name], stack.state[name])
+    stack.fit(X, y, optimizer=stack.optimizer, **options)
+    loaded.fit(X, y, optimizer=loaded.optimizer, **options)
+    np.testing.assert_array_equal(loaded.params, stack.params)
+    assert [o.steps for o in loaded.optimizers] == [o.steps for o in stack.optimizers]
+    with pytest.raises(TypeError, match="holds a Stack, not a Sequential"):
+        fastnn.Sequential.load(tmp_path / "stack.fnn")
+    fastnn.mlp([3, 4, 3], seed=range(2)).save(tmp_path / "unfitted.fnn")
+    assert fastnn.load(tmp_path / "unfitted.fnn").optimizers is None
