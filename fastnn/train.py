@@ -265,7 +265,8 @@ def _fit_group(group, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, 
                 with contextlib.nullcontext() if runner is None else deferred_interrupt():
                     if runner is None:
                         results = [_module_epoch(model, loss, opt, X, targets, weight,
-                                                 None if orders is None else orders[m % len(orders), 0], batch,
+                                                 None if orders is None else orders[m if len(orders) > 1 else 0, 0],
+                                                 batch,
                                                  clip_norm) if active[m] else None
                                    for m, (model, opt) in enumerate(zip(models, optimizers))]
                     else:
@@ -294,7 +295,7 @@ def _fit_group(group, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, 
                     _show(progress, histories, active, n * k * completed / seconds)
                 if not per_epoch:
                     chunk = _next_chunk(count, seconds, n * len(rngs))
-                for m in set(running) - diverged if callbacks else ():
+                for m in [m for m in running if m not in diverged] if callbacks else ():
                     if any([callback(histories[m]) for callback in callbacks]):
                         active[m] = False
                         if histories[m].stop_reason == "completed":
