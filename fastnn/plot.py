@@ -1,6 +1,6 @@
 """Figures for training runs: learning curves (of one run, or the band of many),
-decision regions, confusion matrices, misclassified images, autoencoder reconstructions
-and sweep box plots.
+decision regions, confusion matrices and heatmaps, misclassified images, autoencoder
+reconstructions and sweep box plots.
 
 Every function builds a ``matplotlib.figure.Figure`` without pyplot, so nothing
 depends on a display or on global pyplot state, and returns it; those that take ``ax``
@@ -149,19 +149,49 @@ def confusion_matrix(y_true, y_pred, labels=None, normalize=False, title=None, p
     size = max(4.0, 0.5 * k + 2)
     figure = Figure(figsize=(size, size))
     axes = figure.subplots()
-    image = axes.imshow(shown, cmap="Blues")
-    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
-    threshold = shown.max() / 2
-    for i in range(k):
-        for j in range(k):
-            text = f"{shown[i, j]:.2f}" if normalize else str(matrix[i, j])
-            axes.text(j, i, text, ha="center", va="center", fontsize=8,
-                      color="white" if shown[i, j] > threshold else "black")
+    texts = [[f"{value:.2f}" for value in row] for row in shown] if normalize else matrix.astype(str)
+    _annotated_image(axes, shown, texts, "Blues")
     axes.set_xticks(range(k), names, rotation=45 if labels is not None else 0)
     axes.set_yticks(range(k), names)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     axes.set_title(title or f"accuracy {np.trace(matrix) / max(matrix.sum(), 1):.4f}")
+    return _finish(figure, path)
+
+
+def _annotated_image(axes, values, texts, cmap):
+    """values as an image with a colour bar and texts[i][j] written on each cell, in
+    black or white by the cell's brightness."""
+    image = axes.imshow(values, cmap=cmap)
+    axes.figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    for i, row in enumerate(values):
+        for j, value in enumerate(row):
+            red, green, blue, _ = image.cmap(image.norm(value))
+            dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
+            axes.text(j, i, texts[i][j], ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    return image
+
+
+def heatmap(values, row_labels, column_labels, xlabel="", ylabel="", fmt=".3g", cmap="viridis", title=None,
+            ax=None, path=None):
+    """A 2-D table of numbers (e.g. a loss per configuration of a two-parameter grid) as an
+    image, each cell written with format fmt: rows labelled by row_labels from the top,
+    columns by column_labels. NaN cells (runs that failed) stay blank."""
+    values = np.asarray(values, np.float64)
+    if values.ndim != 2 or not values.size:
+        raise ValueError(f"values must be a non-empty 2-D array; got shape {values.shape}")
+    if (len(row_labels), len(column_labels)) != values.shape:
+        raise ValueError(f"row_labels and column_labels must name the {values.shape[0]} rows and "
+                         f"{values.shape[1]} columns of values; got {len(row_labels)} and {len(column_labels)}")
+    figure, axes = _axes(ax, (max(4.0, 0.9 * values.shape[1] + 2), max(3.0, 0.6 * values.shape[0] + 1.5)))
+    texts = [["" if np.isnan(value) else format(value, fmt) for value in row] for row in values]
+    _annotated_image(axes, values, texts, cmap)
+    axes.set_xticks(range(values.shape[1]), [str(label) for label in column_labels])
+    axes.set_yticks(range(values.shape[0]), [str(label) for label in row_labels])
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    if title:
+        axes.set_title(title)
     return _finish(figure, path)
 
 

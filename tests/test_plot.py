@@ -205,3 +205,37 @@ def test_decision_regions_side_by_side():
     assert plot.decision_regions(mlp([2, 4, 2], seed=0), X, y, resolution=20, title="a", ax=left) is figure
     plot.decision_regions(mlp([2, 4, 2], seed=1), X, y, resolution=20, title="b", ax=right)
     assert [axes.get_title() for axes in figure.axes] == ["a", "b"]
+
+
+def test_heatmap(tmp_path):
+    values = np.array([[0.5, 0.25, 0.125], [1.0, np.nan, 2.0]])
+    figure = plot.heatmap(values, ["mse", "bce"], [4, 8, 16], xlabel="latent", ylabel="loss", fmt=".2f",
+                          title="grid", path=tmp_path / "heat.png")
+    axes = figure.axes[0]
+    np.testing.assert_array_equal(axes.images[0].get_array(), values)
+    assert [t.get_text() for t in axes.texts] == ["0.50", "0.25", "0.12", "1.00", "", "2.00"]
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["4", "8", "16"]
+    assert [t.get_text() for t in axes.get_yticklabels()] == ["mse", "bce"]
+    assert (axes.get_xlabel(), axes.get_ylabel(), axes.get_title()) == ("latent", "loss", "grid")
+    # Text stays readable: white on the darkest cell of viridis, black on the brightest.
+    assert axes.texts[2].get_color() == "white" and axes.texts[5].get_color() == "black"
+    assert_png(tmp_path / "heat.png")
+
+
+def test_heatmaps_side_by_side():
+    figure = Figure()
+    left, right = figure.subplots(1, 2)
+    assert plot.heatmap([[1, 2]], ["a"], ["x", "y"], ax=left) is figure
+    plot.heatmap([[3, 4]], ["b"], ["x", "y"], ax=right)
+    assert len(left.images) == len(right.images) == 1
+
+
+@pytest.mark.parametrize("values, rows, columns, message", [
+    ([1, 2], ["a"], ["x", "y"], "non-empty 2-D array"),
+    (np.zeros((0, 2)), [], ["x", "y"], "non-empty 2-D array"),
+    ([[1, 2]], ["a", "b"], ["x", "y"], "name the 1 rows and 2 columns"),
+    ([[1, 2]], ["a"], ["x"], "name the 1 rows and 2 columns"),
+])
+def test_heatmap_checks_its_input(values, rows, columns, message):
+    with pytest.raises(ValueError, match=message):
+        plot.heatmap(values, rows, columns)
