@@ -276,11 +276,11 @@ def curves(histories, key="loss"):
     lengths = [len(record[key]) for record in records]
     if len(set(lengths)) > 1 or not lengths[0]:
         raise ValueError(f"histories must all hold the same number of epochs, at least one; got {lengths}")
-    values = np.array([record[key] for record in records], dtype=object)
-    if any(value is None for value in values.ravel()):
-        raise ValueError(f"histories[...][{key!r}] has epochs with no value (None): a validation metric "
-                         "needs validation data in every epoch")
-    return values.astype(np.float64)
+    for i, record in enumerate(records):
+        if any(value is None for value in record[key]):
+            raise ValueError(f"histories[{i}][{key!r}] has epochs with no value (None): a validation "
+                             "metric needs validation data in every epoch")
+    return np.array([record[key] for record in records], np.float64)
 
 
 def median_and_worst(histories, key="loss"):

@@ -180,7 +180,7 @@ def test_history_band_draws_into_given_axes():
     ([loss_history([1.0]), loss_history([1.0], "r2")], "loss", ValueError, "same metrics"),
     ([loss_history([1.0])], "lr", ValueError, "key 'lr' is not recorded"),
     ([loss_history([1.0]), loss_history([1.0, 0.5])], "loss", ValueError, "same number of epochs"),
-    ([loss_history([1.0])], "val_loss", ValueError, "no value"),
+    ([loss_history([1.0])], "val_loss", ValueError, r"histories\[0\]\[.val_loss.\] has epochs with no value"),
     (loss_history([1.0]), "loss", TypeError, "histories must be a list"),
     ([1.0], "loss", TypeError, r"histories\[0\] must be a History"),
 ])
