@@ -1,9 +1,12 @@
-"""Figures for training runs: learning curves, decision regions, confusion matrices,
-misclassified images, autoencoder reconstructions and sweep box plots.
+"""Figures for training runs: learning curves (of one run, or the band of many),
+decision regions, confusion matrices and heatmaps, misclassified images, autoencoder
+reconstructions and sweep box plots.
 
 Every function builds a ``matplotlib.figure.Figure`` without pyplot, so nothing
-depends on a display or on global pyplot state, and returns it. With ``path`` the
-figure is also written there as a PNG (atomically: a temporary file, then a rename).
+depends on a display or on global pyplot state, and returns it; those that take ``ax``
+draw into that matplotlib Axes instead (to put several side by side) and return its
+figure. With ``path`` the figure is also written there as a PNG (atomically: a
+temporary file, then a rename).
 """
 import math
 from pathlib import Path
@@ -13,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .atomic import replacing
+from .sweeps import curves, iqm
 
 
 def save(figure, path, dpi=100, bbox_inches=None):
@@ -23,6 +27,14 @@ def save(figure, path, dpi=100, bbox_inches=None):
     with replacing(path) as file:
         figure.savefig(file, format="png", dpi=dpi, bbox_inches=bbox_inches)
     return path
+
+
+def _axes(ax, figsize):
+    """(figure, axes): a new figure of figsize with one axes, or ax and its figure."""
+    if ax is None:
+        figure = Figure(figsize=figsize)
+        return figure, figure.subplots()
+    return ax.figure, ax
 
 
 def _finish(figure, path):
@@ -59,7 +71,37 @@ def history(history, log_loss=False, title=None, path=None):
     return _finish(figure, path)
 
 
-def decision_regions(model, X, y, resolution=200, margin=0.25, title=None, path=None):
+def history_band(histories, key="loss", ax=None, label=None, log=False, title=None, path=None):
+    """One curve of many runs: per epoch, the interquartile mean of key over the runs
+    (the mean of those between the 25th and 75th percentile) and the band between
+    those percentiles.
+
+    histories is a list of fastnn History objects or of dicts of per-epoch lists
+    (History.as_dict()), all recording the same metrics over the same number of epochs
+    (fastnn.sweeps.curves; a SweepResult keeps no curves, only one number per metric and
+    run). key is what to plot ('loss', 'val_loss', 'accuracy', ...); label names the
+    curve in the legend (default: key); log puts the y axis on a log scale.
+    """
+    values = curves(histories, key)
+    figure, axes = _axes(ax, (6, 4))
+    epochs = np.arange(1, values.shape[1] + 1)
+    q1, q3 = np.percentile(values, [25, 75], axis=0)
+    name = label or key
+    line, = axes.plot(epochs, iqm(values, axis=0), label=f"{name}: IQM of {len(values)} runs")
+    axes.fill_between(epochs, q1, q3, color=line.get_color(), alpha=0.25, label=f"{name}: 25th-75th percentile")
+    axes.set_xlabel("epoch")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_ylabel(key)
+    if log:
+        axes.set_yscale("log")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    if title:
+        axes.set_title(title)
+    return _finish(figure, path)
+
+
+def decision_regions(model, X, y, resolution=200, margin=0.25, title=None, ax=None, path=None):
     """The class ``model.predict`` gives over a grid covering the 2-D points X (with a
     margin), with the points on top coloured by their label y."""
     X, y = np.asarray(X), np.asarray(y)
@@ -75,8 +117,7 @@ def decision_regions(model, X, y, resolution=200, margin=0.25, title=None, path=
     grid = np.column_stack([grid_x.ravel(), grid_y.ravel()])
     regions = np.asarray(model.predict(grid)).reshape(resolution, resolution)
     classes = np.union1d(np.unique(regions), np.unique(y))
-    figure = Figure(figsize=(5, 5))
-    axes = figure.subplots()
+    figure, axes = _axes(ax, (5, 5))
     levels = np.concatenate([classes - 0.5, [classes[-1] + 0.5]])
     axes.contourf(grid_x, grid_y, regions, levels=levels, cmap="coolwarm", alpha=0.35)
     axes.scatter(X[:, 0], X[:, 1], c=y, cmap="coolwarm", vmin=classes[0], vmax=classes[-1],
@@ -108,19 +149,49 @@ def confusion_matrix(y_true, y_pred, labels=None, normalize=False, title=None, p
     size = max(4.0, 0.5 * k + 2)
     figure = Figure(figsize=(size, size))
     axes = figure.subplots()
-    image = axes.imshow(shown, cmap="Blues")
-    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
-    threshold = shown.max() / 2
-    for i in range(k):
-        for j in range(k):
-            text = f"{shown[i, j]:.2f}" if normalize else str(matrix[i, j])
-            axes.text(j, i, text, ha="center", va="center", fontsize=8,
-                      color="white" if shown[i, j] > threshold else "black")
+    texts = [[f"{value:.2f}" for value in row] for row in shown] if normalize else matrix.astype(str)
+    _annotated_image(axes, shown, texts, "Blues")
     axes.set_xticks(range(k), names, rotation=45 if labels is not None else 0)
     axes.set_yticks(range(k), names)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     axes.set_title(title or f"accuracy {np.trace(matrix) / max(matrix.sum(), 1):.4f}")
+    return _finish(figure, path)
+
+
+def _annotated_image(axes, values, texts, cmap):
+    """values as an image with a colour bar and texts[i][j] written on each cell, in
+    black or white by the cell's brightness."""
+    image = axes.imshow(values, cmap=cmap)
+    axes.figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    for i, row in enumerate(values):
+        for j, value in enumerate(row):
+            red, green, blue, _ = image.cmap(image.norm(value))
+            dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
+            axes.text(j, i, texts[i][j], ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    return image
+
+
+def heatmap(values, row_labels, column_labels, xlabel="", ylabel="", fmt=".3g", cmap="viridis", title=None,
+            ax=None, path=None):
+    """A 2-D table of numbers (e.g. a loss per configuration of a two-parameter grid) as an
+    image, each cell written with format fmt: rows labelled by row_labels from the top,
+    columns by column_labels. NaN cells (runs that failed) stay blank."""
+    values = np.asarray(values, np.float64)
+    if values.ndim != 2 or not values.size:
+        raise ValueError(f"values must be a non-empty 2-D array; got shape {values.shape}")
+    if (len(row_labels), len(column_labels)) != values.shape:
+        raise ValueError(f"row_labels and column_labels must name the {values.shape[0]} rows and "
+                         f"{values.shape[1]} columns of values; got {len(row_labels)} and {len(column_labels)}")
+    figure, axes = _axes(ax, (max(4.0, 0.9 * values.shape[1] + 2), max(3.0, 0.6 * values.shape[0] + 1.5)))
+    texts = [["" if np.isnan(value) else format(value, fmt) for value in row] for row in values]
+    _annotated_image(axes, values, texts, cmap)
+    axes.set_xticks(range(values.shape[1]), [str(label) for label in column_labels])
+    axes.set_yticks(range(values.shape[0]), [str(label) for label in row_labels])
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    if title:
+        axes.set_title(title)
     return _finish(figure, path)
 
 

@@ -235,10 +235,61 @@ def label(config):
     return ", ".join(f"{name}={value}" for name, value in config.items())
 
 
-def iqm(values):
+def iqm(values, axis=None):
     """Interquartile mean: the mean of the values left after dropping the lowest and
-    the highest quarter (scipy.stats.trim_mean with 0.25)."""
-    return float(trim_mean(np.asarray(values, np.float64), 0.25))
+    the highest quarter (scipy.stats.trim_mean with 0.25). With axis, an array of them
+    along that axis (axis=0 of runs × epochs: one per epoch)."""
+    if axis is None:
+        return float(trim_mean(np.asarray(values, np.float64), 0.25))
+    return trim_mean(np.asarray(values, np.float64), 0.25, axis=axis)
+
+
+def curves(histories, key="loss"):
+    """The per-epoch values of key from several runs as one array (runs × epochs).
+
+    histories is a list of fastnn History objects or of dicts of per-epoch lists
+    (History.as_dict()), all recording the same metrics over the same number of epochs.
+    A SweepResult does not qualify: its rows keep one number per metric and run, not
+    curves; collect the histories of the runs in a list instead.
+    """
+    if isinstance(histories, (str, bytes, dict)) or not hasattr(histories, "__iter__"):
+        raise TypeError(f"histories must be a list of History objects or dicts of per-epoch lists; "
+                        f"got {type(histories).__name__}")
+    records = []
+    for i, history in enumerate(histories):
+        if hasattr(history, "as_dict"):
+            history = history.as_dict()
+        if not isinstance(history, dict):
+            raise TypeError(f"histories[{i}] must be a History or a dict of per-epoch lists; "
+                            f"got {type(history).__name__}")
+        records.append(history)
+    if not records:
+        raise ValueError("histories is empty: give at least one run's history")
+    names = [sorted(name for name, value in record.items() if isinstance(value, (list, tuple, np.ndarray)))
+             for record in records]
+    for i, record_names in enumerate(names):
+        if record_names != names[0]:
+            raise ValueError(f"histories must all record the same metrics; histories[0] has {names[0]}, "
+                             f"histories[{i}] has {record_names}")
+    if key not in names[0]:
+        raise ValueError(f"key {key!r} is not recorded by the histories; they record {names[0]}")
+    lengths = [len(record[key]) for record in records]
+    if len(set(lengths)) > 1 or not lengths[0]:
+        raise ValueError(f"histories must all hold the same number of epochs, at least one; got {lengths}")
+    for i, record in enumerate(records):
+        if any(value is None for value in record[key]):
+            raise ValueError(f"histories[{i}][{key!r}] has epochs with no value (None): a validation "
+                             "metric needs validation data in every epoch")
+    return np.array([record[key] for record in records], np.float64)
+
+
+def median_and_worst(histories, key="loss"):
+    """(median, worst): indices into histories of the median run and of the worst run by
+    the final value of key, a loss (the worst is the highest). With an even number of
+    runs the median is the lower of the middle two (see curves for what histories holds)."""
+    final = curves(histories, key)[:, -1]
+    order = np.argsort(final, kind="stable")
+    return int(order[(len(order) - 1) // 2]), int(order[-1])
 
 
 class SweepResult:

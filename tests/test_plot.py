@@ -139,3 +139,103 @@ def test_save_creates_the_directory(tmp_path):
     figure = plot.boxplot({"a": [1, 2, 3]})
     path = plot.save(figure, tmp_path / "new" / "box.png")
     assert_png(path)
+
+
+def loss_history(losses, metric_name="accuracy"):
+    history = History(metric_name)
+    for epoch, loss in enumerate(losses, start=1):
+        history.record(epoch, loss, 0.5, None, None, 0.01)
+    return history
+
+
+def test_history_band(tmp_path):
+    # Four runs: per epoch the IQM drops the lowest and the highest run and averages the middle two.
+    runs = [[1.0, 10.0], [2.0, 20.0], [3.0, 30.0], [100.0, 1000.0]]
+    histories = [loss_history(runs[0]), loss_history(runs[1]), loss_history(runs[2]).as_dict(),
+                 {"epoch": [1, 2], "loss": runs[3], "accuracy": [0.5, 0.5], "val_loss": [None, None],
+                  "val_accuracy": [None, None], "time": [0.0, 0.0]}]
+    figure = plot.history_band(histories, log=True, label="train", path=tmp_path / "band.png")
+    axes = figure.axes[0]
+    np.testing.assert_allclose(axes.lines[0].get_ydata(), [2.5, 25.0])
+    band = axes.collections[0].get_paths()[0].vertices[:, 1]
+    np.testing.assert_allclose([band.min(), band.max()], [1.75, 272.5])  # 25th of epoch 1, 75th of epoch 2
+    assert axes.get_yscale() == "log"
+    assert [t.get_text() for t in axes.get_legend().get_texts()] == ["train: IQM of 4 runs",
+                                                                    "train: 25th-75th percentile"]
+    assert_png(tmp_path / "band.png")
+
+
+def test_history_band_draws_into_given_axes():
+    figure = Figure()
+    left, right = figure.subplots(1, 2)
+    histories = [loss_history([3.0, 2.0, 1.0]) for _ in range(3)]
+    assert plot.history_band(histories, ax=right) is figure
+    assert not left.lines and len(right.lines) == 1
+    plot.history_band(histories, key="accuracy", ax=right)
+    assert len(right.lines) == 2
+
+
+@pytest.mark.parametrize("histories, key, error, message", [
+    ([], "loss", ValueError, "histories is empty"),
+    ([loss_history([1.0]), loss_history([1.0], "r2")], "loss", ValueError, "same metrics"),
+    ([loss_history([1.0])], "lr", ValueError, "key 'lr' is not recorded"),
+    ([loss_history([1.0]), loss_history([1.0, 0.5])], "loss", ValueError, "same number of epochs"),
+    ([loss_history([1.0])], "val_loss", ValueError, r"histories\[0\]\[.val_loss.\] has epochs with no value"),
+    (loss_history([1.0]), "loss", TypeError, "histories must be a list"),
+    ([1.0], "loss", TypeError, r"histories\[0\] must be a History"),
+])
+def test_history_band_checks_its_input(histories, key, error, message):
+    with pytest.raises(error, match=message):
+        plot.history_band(histories, key=key)
+
+
+def test_history_band_refuses_a_sweep_result():
+    from fastnn.sweeps import SweepResult
+
+    with pytest.raises(TypeError, match="got SweepResult"):
+        plot.history_band(SweepResult([{}], [{"config": {}, "seed": 0, "metrics": {"loss": 1.0},
+                                               "time": 0.0, "error": None}]))
+
+
+def test_decision_regions_side_by_side():
+    figure = Figure(figsize=(10, 5))
+    left, right = figure.subplots(1, 2)
+    X = np.random.default_rng(0).standard_normal((30, 2))
+    y = (X[:, 0] > 0).astype(int)
+    assert plot.decision_regions(mlp([2, 4, 2], seed=0), X, y, resolution=20, title="a", ax=left) is figure
+    plot.decision_regions(mlp([2, 4, 2], seed=1), X, y, resolution=20, title="b", ax=right)
+    assert [axes.get_title() for axes in figure.axes] == ["a", "b"]
+
+
+def test_heatmap(tmp_path):
+    values = np.array([[0.5, 0.25, 0.125], [1.0, np.nan, 2.0]])
+    figure = plot.heatmap(values, ["mse", "bce"], [4, 8, 16], xlabel="latent", ylabel="loss", fmt=".2f",
+                          title="grid", path=tmp_path / "heat.png")
+    axes = figure.axes[0]
+    np.testing.assert_array_equal(axes.images[0].get_array(), values)
+    assert [t.get_text() for t in axes.texts] == ["0.50", "0.25", "0.12", "1.00", "", "2.00"]
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["4", "8", "16"]
+    assert [t.get_text() for t in axes.get_yticklabels()] == ["mse", "bce"]
+    assert (axes.get_xlabel(), axes.get_ylabel(), axes.get_title()) == ("latent", "loss", "grid")
+    # Text stays readable: white on the darkest cell of viridis, black on the brightest.
+    assert axes.texts[2].get_color() == "white" and axes.texts[5].get_color() == "black"
+    assert_png(tmp_path / "heat.png")
+
+
+def test_heatmaps_side_by_side():
+    figure = Figure()
+    left, right = figure.subplots(1, 2)
+    assert plot.heatmap([[1, 2]], ["a"], ["x", "y"], ax=left) is figure
+    plot.heatmap([[3, 4]], ["b"], ["x", "y"], ax=right)
+    assert len(left.images) == len(right.images) == 1
+
+
+@pytest.mark.parametrize("values, rows, columns, message", [
+    ([1, 2], ["a"], ["x", "y"], "non-empty 2-D array"),
+    (np.zeros((0, 2)), [], ["x", "y"], "non-empty 2-D array"),
+    ([[1, 2]], ["a", "b"], ["x", "y"], "name the 1 rows and 2 columns"),
+    ([[1, 2]], ["a"], ["x"], "name the 1 rows and 2 columns"),
+])
+def test_heatmap_checks_its_input(values, rows, columns, message):
+    with pytest.raises(ValueError, match=message):
+        plot.heatmap(values, rows, columns)

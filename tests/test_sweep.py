@@ -9,7 +9,7 @@ import pytest
 cloudpickle = pytest.importorskip("cloudpickle")
 
 from fastnn import datasets, mlp  # noqa: E402
-from fastnn.sweeps import SweepResult, iqm, sweep  # noqa: E402
+from fastnn.sweeps import SweepResult, curves, iqm, median_and_worst, sweep  # noqa: E402
 
 # Worker processes cannot import this test module by name (pytest imports it from a
 # path), so the runs below travel by value.
@@ -76,6 +76,21 @@ def test_summary_statistics():
     assert second["median"] == 3.0 and second["iqm"] == 3.0
     assert iqm(range(1, 16)) == 8.0  # 15 values: the middle 9 (4..12) remain
     assert "k=1" in result.table("m") and "iqm" in result.table("m")
+
+
+def test_iqm_along_an_axis():
+    runs = np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0], [100.0, 1000.0]])
+    np.testing.assert_allclose(iqm(runs, axis=0), [2.5, 25.0])
+    np.testing.assert_allclose(iqm(runs.T, axis=1), [2.5, 25.0])
+
+
+def test_median_and_worst_by_final_loss():
+    final = [0.3, 0.9, 0.1, 0.5, 0.2]  # sorted: 0.1 (2), 0.2 (4), 0.3 (0), 0.5 (3), 0.9 (1)
+    histories = [{"loss": [1.0, loss], "accuracy": [0.5, 0.6]} for loss in final]
+    np.testing.assert_array_equal(curves(histories)[:, -1], final)
+    assert median_and_worst(histories) == (0, 1)
+    assert median_and_worst(histories[:4]) == (0, 1)  # 0.1, 0.3, 0.5, 0.9: the lower middle one
+    assert median_and_worst(histories, key="accuracy") == (2, 4)  # all tied: run order decides
 
 
 def test_a_run_that_raises_is_a_row_with_its_error():
