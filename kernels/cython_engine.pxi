@@ -32,24 +32,30 @@ include "engine_online.pxi"
 include "engine_batch.pxi"
 
 
-def _run(bint online, int n_threads, floating[::1] params, floating[::1] grads, floating[::1] state_a,
-         floating[::1] state_b, floating[:, ::1] backup, const int64_t[:, ::1] layers, const double[::1] alphas,
-         const Hyper[::1] hyper, int optimizer, int loss, long step, const floating[:, ::1] X,
-         const int64_t[::1] labels, const floating[:, ::1] targets, const floating[::1] weights,
-         const int64_t[:, ::1] orders, Py_ssize_t n_epochs, Py_ssize_t batch, floating[::1] acts,
-         floating[::1] deltas, floating[:, ::1] twork, floating[::1] wwork, int64_t[::1] lwork,
-         double[:, ::1] stats):
-    """Online or mini-batch training on n_threads threads (engine_online.pxi,
-    engine_batch.pxi); returns (epochs completed, batch index, optimizer steps, loss)."""
+def _run(bint online, int n_threads, floating[:, ::1] params, floating[:, ::1] grads, floating[:, ::1] state_a,
+         floating[:, ::1] state_b, int64_t[::1] steps, const int64_t[::1] active, floating[:, :, ::1] backup,
+         const int64_t[:, ::1] layers, const double[::1] alphas, const Hyper[::1] hyper, int optimizer, int loss,
+         const floating[:, ::1] X, const int64_t[::1] labels, const floating[:, ::1] targets,
+         const floating[::1] weights, const int64_t[:, :, ::1] orders, Py_ssize_t n_epochs, Py_ssize_t batch,
+         floating[::1] acts, floating[::1] deltas, floating[:, ::1] twork, floating[::1] wwork,
+         int64_t[::1] lwork, double[:, :, ::1] stats, int64_t[::1] done, int64_t[::1] failed_batch,
+         double[::1] failed_loss):
+    """Online or mini-batch training of the stack on n_threads threads (engine_online.pxi,
+    engine_batch.pxi): the team trains each active model k in turn, on its rows of the
+    per-model arrays, then thread 0 writes its outcome to done[k], failed_batch[k],
+    failed_loss[k] and steps[k] (abi.py)."""
     cdef Shared shared
+    cdef Py_ssize_t n_models = params.shape[0], n_params = params.shape[1], n = X.shape[0], k = 0
     cdef Py_ssize_t n_acts = acts.shape[0]
     # Per-thread scratch: a double each (a part of the batch's loss, of the squared
     # gradient norm), and online each thread's partial sums of every layer's outputs.
     cdef double* sums = <double*>malloc(n_threads * (sizeof(double) + (n_acts * sizeof(floating) if online else 0)))
     cdef floating* partials = <floating*>(sums + n_threads)
-    cdef floating* sa = &state_a[0] if state_a.shape[0] > 0 else NULL
-    cdef floating* sb = &state_b[0] if state_b.shape[0] > 0 else NULL
-    cdef int team
+    cdef floating* sa = NULL
+    cdef floating* sb = NULL
+    # Model k's orders, epoch e's at order + e * n; NULL trains in order.
+    cdef const int64_t* order = NULL
+    cdef int t = 0, team, phase = 0
     cdef unsigned int fp
     if sums == NULL:
         raise MemoryError("no memory for the threads' scratch space")
@@ -58,41 +64,62 @@ def _run(bint online, int n_threads, floating[::1] params, floating[::1] grads, 
     try:
         with nogil, parallel(num_threads=n_threads):
             team = openmp.omp_get_num_threads()  # fewer than asked when OpenMP says so
+            t = threadid()
+            phase = 0  # the thread's own phase of shared.barrier, kept from model to model
             fp = fastnn_flush_denormals()
-            if online:
-                _online_thread(threadid(), team, &shared, sums, &params[0], &grads[0], sa, sb, backup, layers,
-                               alphas, &hyper[0], optimizer, loss, step, X, labels, targets, weights, orders,
-                               n_epochs, &acts[0], &deltas[0], partials, n_acts, stats)
-            else:
-                _batch_thread(threadid(), team, &shared, sums, &params[0], &grads[0], sa, sb, backup, layers,
-                              alphas, &hyper[0], optimizer, loss, step, X, labels, targets, weights, orders,
-                              n_epochs, batch, &acts[0], &deltas[0], &twork[0, 0], &wwork[0], &lwork[0], stats)
+            for k in range(n_models):
+                if active[k] == 0:
+                    if t == 0:
+                        done[k] = 0
+                    continue
+                sa = &state_a[k, 0] if state_a.shape[1] > 0 else NULL
+                sb = &state_b[k, 0] if state_b.shape[1] > 0 else NULL
+                order = NULL
+                if orders.shape[0] > 0 and n_epochs > 0 and n > 0:
+                    order = &orders[k if orders.shape[0] > 1 else 0, 0, 0]
+                if online:
+                    _online_thread(t, team, &shared, &phase, sums, &params[k, 0], &grads[k, 0], sa, sb,
+                                   &backup[k, 0, 0], n_params, layers, alphas, &hyper[k], optimizer, loss, steps[k],
+                                   X, labels, targets, weights, order, n_epochs, &acts[0], &deltas[0], partials,
+                                   n_acts, &stats[k, 0, 0])
+                else:
+                    _batch_thread(t, team, &shared, &phase, sums, &params[k, 0], &grads[k, 0], sa, sb,
+                                  &backup[k, 0, 0], n_params, layers, alphas, &hyper[k], optimizer, loss, steps[k],
+                                  X, labels, targets, weights, order, n_epochs, batch, &acts[0], &deltas[0],
+                                  &twork[0, 0], &wwork[0], &lwork[0], &stats[k, 0, 0])
+                # Every thread is past model k (and has read shared.diverged) before thread
+                # 0 records it and clears shared for model k + 1.
+                fastnn_barrier_wait(&shared.barrier, &phase, team)
+                if t == 0:
+                    steps[k] = shared.steps
+                    if shared.diverged:
+                        done[k], failed_batch[k], failed_loss[k] = shared.epoch, shared.index, shared.value
+                    else:
+                        done[k], failed_batch[k], failed_loss[k] = n_epochs, 0, 0.0
+                    shared.diverged = False
             fastnn_restore_fp(fp)
     finally:
         free(sums)
-    if shared.diverged:
-        return shared.epoch, shared.index, shared.steps, shared.value
-    return n_epochs, 0, shared.steps, 0.0
 
 
 def _train(online, model, data, work, run):
     """Unpack the bundles of abi.py for _run (which dispatches on the parameters' dtype)."""
     if model.params.dtype != FLOAT64 and model.params.dtype != FLOAT32:
         raise TypeError(f"params must be float32 or float64; got {model.params.dtype}")
-    return _run(online, run.threads, model.params, model.grads, model.state_a, model.state_b, work.backup,
-                model.layers, model.alphas, model.hyper, run.optimizer, run.loss, run.step, data.X, data.labels,
-                data.targets, data.weights, data.orders, run.n_epochs, run.batch, work.acts, work.deltas,
-                work.twork, work.wwork, work.lwork, work.stats)
+    _run(online, run.threads, model.params, model.grads, model.state_a, model.state_b, model.steps, model.active,
+         work.backup, model.layers, model.alphas, model.hyper, run.optimizer, run.loss, data.X, data.labels,
+         data.targets, data.weights, data.orders, run.n_epochs, run.batch, work.acts, work.deltas, work.twork,
+         work.wwork, work.lwork, work.stats, work.done, work.failed_batch, work.failed_loss)
 
 
 def run_batches(model, data, work, run):
-    """Mini-batch training for run.n_epochs: the bundles and result of abi.py."""
-    return _train(False, model, data, work, run)
+    """Mini-batch training of the stack for run.n_epochs: the bundles of abi.py."""
+    _train(False, model, data, work, run)
 
 
 def run_online(model, data, work, run):
-    """Online training (batch 1) for run.n_epochs: the bundles and result of abi.py."""
-    return _train(True, model, data, work, run)
+    """Online training of the stack (batch 1) for run.n_epochs: the bundles of abi.py."""
+    _train(True, model, data, work, run)
 
 
 def abi_layout():

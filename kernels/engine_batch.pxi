@@ -62,22 +62,24 @@ cdef void _backward_share(floating* params, floating* grads, Layer layer, const 
 
 
 
-cdef void _batch_thread(int t, int n_threads, Shared* shared, double* sums, floating* p, floating* g,
-                        floating* sa, floating* sb, floating[:, ::1] backup, const int64_t[:, ::1] layers,
-                        const double[::1] alphas, const Hyper* hyper, int optimizer, int loss, long step,
-                        const floating[:, ::1] X, const int64_t[::1] labels, const floating[:, ::1] targets,
-                        const floating[::1] weights, const int64_t[:, ::1] orders, Py_ssize_t n_epochs,
-                        Py_ssize_t batch, floating* a, floating* d, floating* twork, floating* wwork,
-                        int64_t* lwork, double[:, ::1] stats) noexcept nogil:
-    """Thread t of n_threads of the mini-batch loop; sums has a slot per thread.
-    Thread 0 also keeps the backup, computes the metric and writes the statistics."""
+cdef void _batch_thread(int t, int n_threads, Shared* shared, int* phase, double* sums, floating* p,
+                        floating* g, floating* sa, floating* sb, floating* backup, Py_ssize_t n_params,
+                        const int64_t[:, ::1] layers, const double[::1] alphas, const Hyper* hyper, int optimizer,
+                        int loss, long step, const floating[:, ::1] X, const int64_t[::1] labels,
+                        const floating[:, ::1] targets, const floating[::1] weights, const int64_t* orders,
+                        Py_ssize_t n_epochs, Py_ssize_t batch, floating* a, floating* d, floating* twork,
+                        floating* wwork, int64_t* lwork, double* stats) noexcept nogil:
+    """Thread t of n_threads of the mini-batch loop of one model of the stack (its rows: p,
+    g, sa, sb, backup, hyper, orders, stats: _run); phase is the thread's phase of
+    shared.barrier, sums has a slot per thread. Thread 0 also keeps the backup, computes
+    the metric, writes the statistics and the optimizer steps taken."""
     cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], last = layers.shape[0] - 1
     cdef Py_ssize_t n_batches = (n + batch - 1) // batch
     cdef Py_ssize_t epoch, index, lo, rows, r0, r1, layer, k0, k1, offset
     cdef Layer top = _layer(layers, last), current
     cdef Py_ssize_t n_out = top.n_out
-    cdef int phase = 0, u
-    cdef bint shuffled = orders.shape[0] > 0
+    cdef int u
+    cdef bint shuffled = orders != NULL
     cdef const int64_t* order = NULL
     cdef const floating* x
     cdef const int64_t* lab
@@ -88,11 +90,11 @@ cdef void _batch_thread(int t, int n_threads, Shared* shared, double* sums, floa
     cdef Step c
     for epoch in range(n_epochs):
         if t == 0:
-            _save_backup(backup, p, sa, sb)
+            _save_backup(backup, n_params, p, sa, sb)
             loss_sum = metric_sum = 0
-        fastnn_barrier_wait(&shared.barrier, &phase, n_threads)
+        fastnn_barrier_wait(&shared.barrier, phase, n_threads)
         if shuffled:
-            order = &orders[epoch, 0]
+            order = orders + epoch * n
         for index in range(n_batches):
             lo = index * batch
             rows = min(batch, n - lo)
@@ -101,7 +103,7 @@ cdef void _batch_thread(int t, int n_threads, Shared* shared, double* sums, floa
                 _gather(order, lo + r0, r1 - r0, X, labels, targets, weights, a + r0 * n_in, lwork + r0,
                         twork + r0 * n_out, wwork + r0)
                 x, lab, tgt, wgt = a, lwork, twork, wwork
-                fastnn_barrier_wait(&shared.barrier, &phase, n_threads)
+                fastnn_barrier_wait(&shared.barrier, phase, n_threads)
             else:
                 x = &X[lo, 0]
                 lab = &labels[lo] if labels.shape[0] > 0 else NULL
@@ -112,7 +114,7 @@ cdef void _batch_thread(int t, int n_threads, Shared* shared, double* sums, floa
                 _forward_batch(p, current, <floating>alphas[layer], x if layer == 0 else a + current.inputs,
                                a + current.outputs, rows, _split(current.n_out, t, n_threads),
                                _split(current.n_out, t + 1, n_threads))
-                fastnn_barrier_wait(&shared.barrier, &phase, n_threads)
+                fastnn_barrier_wait(&shared.barrier, phase, n_threads)
             sums[t] = 0
             if r1 > r0:
                 sums[t] = batch_loss(loss, a + top.outputs + r0 * n_out, r1 - r0, n_out,
@@ -123,7 +125,7 @@ cdef void _batch_thread(int t, int n_threads, Shared* shared, double* sums, floa
                                      d + top.outputs + r0 * n_out)
                 _activation_gradients(d + top.outputs + r0 * n_out, a + top.outputs + r0 * n_out,
                                       (r1 - r0) * n_out, top.code, <floating>alphas[last])
-            fastnn_barrier_wait(&shared.barrier, &phase, n_threads)
+            fastnn_barrier_wait(&shared.barrier, phase, n_threads)
             value = 0
             for u in range(n_threads):
                 value += sums[u]
@@ -149,12 +151,12 @@ cdef void _batch_thread(int t, int n_threads, Shared* shared, double* sums, floa
                     _step(p + offset, g + offset, sa + offset if sa != NULL else NULL,
                           sb + offset if sb != NULL else NULL, (k1 - k0) * current.n_out, optimizer, c)
                 # The next layer back reads all of this delta; the next step's forward pass all of W.
-                fastnn_barrier_wait(&shared.barrier, &phase, n_threads)
+                fastnn_barrier_wait(&shared.barrier, phase, n_threads)
             if clipped:
-                _clipped_step(t, n_threads, shared, &phase, sums, layers, p, g, sa, sb, optimizer, c, hyper.clip_norm)
+                _clipped_step(t, n_threads, shared, phase, sums, layers, p, g, sa, sb, optimizer, c, hyper.clip_norm)
         if t == 0:
-            stats[epoch, 0] = loss_sum
-            stats[epoch, 1] = metric_sum
+            stats[2 * epoch] = loss_sum
+            stats[2 * epoch + 1] = metric_sum
     if t == 0:
         shared.steps = step
 

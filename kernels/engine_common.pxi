@@ -106,15 +106,15 @@ cdef void _clipped_step(int t, int n_threads, Shared* shared, int* phase, double
     fastnn_barrier_wait(&shared.barrier, phase, n_threads)
 
 
-cdef void _save_backup(floating[:, ::1] backup, const floating* p, const floating* sa,
+cdef void _save_backup(floating* backup, Py_ssize_t n, const floating* p, const floating* sa,
                        const floating* sb) noexcept nogil:
-    """The epoch-start copy of the parameters and the optimizer state (rows 0, 1, 2)."""
-    cdef Py_ssize_t n = backup.shape[1]
-    memcpy(&backup[0, 0], p, n * sizeof(floating))
+    """The epoch-start copy of the n parameters and the optimizer state in a model's (3, n)
+    backup (rows 0, 1, 2)."""
+    memcpy(backup, p, n * sizeof(floating))
     if sa != NULL:
-        memcpy(&backup[1, 0], sa, n * sizeof(floating))
+        memcpy(backup + n, sa, n * sizeof(floating))
     if sb != NULL:
-        memcpy(&backup[2, 0], sb, n * sizeof(floating))
+        memcpy(backup + 2 * n, sb, n * sizeof(floating))
 
 
 cdef void _gather(const int64_t* order, Py_ssize_t lo, Py_ssize_t rows, const floating[:, ::1] X,

@@ -86,19 +86,20 @@ cdef void _backward_rows(floating* params, floating* grads, floating* state_a, f
                 adam_step(&params[offset + j], ak * d[j], &state_a[offset + j], &state_b[offset + j], c)
 
 
-cdef void _online_thread(int t, int n_threads, Shared* shared, double* sums, floating* p, floating* g,
-                         floating* sa, floating* sb, floating[:, ::1] backup, const int64_t[:, ::1] layers,
-                         const double[::1] alphas, const Hyper* hyper, int optimizer, int loss, long step,
-                         const floating[:, ::1] X, const int64_t[::1] labels, const floating[:, ::1] targets,
-                         const floating[::1] weights, const int64_t[:, ::1] orders, Py_ssize_t n_epochs,
-                         floating* a, floating* d, floating* partials, Py_ssize_t n_acts,
-                         double[:, ::1] stats) noexcept nogil:
-    """Thread t of n_threads of the online loop; sums has a slot per thread. Thread 0 also
-    keeps the backup, computes the loss, writes the statistics and the optimizer steps taken."""
+cdef void _online_thread(int t, int n_threads, Shared* shared, int* phase, double* sums, floating* p,
+                         floating* g, floating* sa, floating* sb, floating* backup, Py_ssize_t n_params,
+                         const int64_t[:, ::1] layers, const double[::1] alphas, const Hyper* hyper, int optimizer,
+                         int loss, long step, const floating[:, ::1] X, const int64_t[::1] labels,
+                         const floating[:, ::1] targets, const floating[::1] weights, const int64_t* orders,
+                         Py_ssize_t n_epochs, floating* a, floating* d, floating* partials, Py_ssize_t n_acts,
+                         double* stats) noexcept nogil:
+    """Thread t of n_threads of the online loop of one model of the stack (its rows: p, g,
+    sa, sb, backup, hyper, orders, stats: _run); phase is the thread's phase of
+    shared.barrier, sums has a slot per thread. Thread 0 also keeps the backup, computes
+    the loss, writes the statistics and the optimizer steps taken."""
     cdef Py_ssize_t n = X.shape[0], last = layers.shape[0] - 1
     cdef Py_ssize_t epoch, sample, i, layer, k, k0, k1
     cdef Layer top = _layer(layers, last), current
-    cdef int phase = 0
     cdef bint clipped = hyper.clip_norm > 0
     cdef bint plain = (optimizer == SGD and hyper.momentum == 0 and hyper.weight_decay == 0)
     cdef Step c = sgd_constants(hyper)
@@ -111,21 +112,21 @@ cdef void _online_thread(int t, int n_threads, Shared* shared, double* sums, flo
     cdef double value, loss_sum = 0, metric_sum = 0
     for epoch in range(n_epochs):
         if t == 0:
-            _save_backup(backup, p, sa, sb)
+            _save_backup(backup, n_params, p, sa, sb)
             loss_sum = metric_sum = 0
-        fastnn_barrier_wait(&shared.barrier, &phase, n_threads)
+        fastnn_barrier_wait(&shared.barrier, phase, n_threads)
         for sample in range(n):
-            i = orders[epoch, sample] if orders.shape[0] > 0 else sample
+            i = orders[epoch * n + sample] if orders != NULL else sample
             x = &X[i, 0]
             for layer in range(last + 1):
                 current = _layer(layers, layer)
                 _forward_rows(p, current, x if layer == 0 else a + current.inputs, partial + current.outputs,
                               _split(current.n_in, t, n_threads), _split(current.n_in, t + 1, n_threads))
-                fastnn_barrier_wait(&shared.barrier, &phase, n_threads)
+                fastnn_barrier_wait(&shared.barrier, phase, n_threads)
                 _forward_units(p, current, <floating>alphas[layer], summed + current.outputs, n_acts, n_threads,
                                a + current.outputs, _split(current.n_out, t, n_threads),
                                _split(current.n_out, t + 1, n_threads))
-                fastnn_barrier_wait(&shared.barrier, &phase, n_threads)
+                fastnn_barrier_wait(&shared.barrier, phase, n_threads)
             if t == 0:
                 lab = &labels[i] if labels.shape[0] > 0 else NULL
                 tgt = &targets[i, 0] if targets.shape[0] > 0 else NULL
@@ -143,7 +144,7 @@ cdef void _online_thread(int t, int n_threads, Shared* shared, double* sums, flo
                 else:
                     shared.diverged, shared.epoch, shared.index, shared.value = True, epoch, sample, value
                     shared.steps = step
-            fastnn_barrier_wait(&shared.barrier, &phase, n_threads)
+            fastnn_barrier_wait(&shared.barrier, phase, n_threads)
             if shared.diverged:
                 return
             step += 1
@@ -157,11 +158,11 @@ cdef void _online_thread(int t, int n_threads, Shared* shared, double* sums, flo
                                IDENTITY if layer == 0 else _layer(layers, layer - 1).code,
                                0 if layer == 0 else <floating>alphas[layer - 1], k0, k1, optimizer, plain, c)
                 # The next layer back, or the next sample's forward pass, reads all rows.
-                fastnn_barrier_wait(&shared.barrier, &phase, n_threads)
+                fastnn_barrier_wait(&shared.barrier, phase, n_threads)
             if clipped:
-                _clipped_step(t, n_threads, shared, &phase, sums, layers, p, g, sa, sb, optimizer, c, hyper.clip_norm)
+                _clipped_step(t, n_threads, shared, phase, sums, layers, p, g, sa, sb, optimizer, c, hyper.clip_norm)
         if t == 0:
-            stats[epoch, 0] = loss_sum
-            stats[epoch, 1] = metric_sum
+            stats[2 * epoch] = loss_sum
+            stats[2 * epoch + 1] = metric_sum
     if t == 0:
         shared.steps = step

@@ -112,8 +112,8 @@ cdef extern from *:
 
 
 cdef struct Shared:
-    # The threads' barrier; whether and where a batch's loss stopped training (thread 0
-    # writes them), and the optimizer steps taken.
+    # The threads' barrier; whether and where a batch's loss stopped the model in training
+    # (thread 0 writes them), and the optimizer steps it took.
     fastnn_barrier barrier
     bint diverged
     Py_ssize_t epoch, index

@@ -27,7 +27,7 @@ def _hyper(k, optimizer):
     return hyper
 
 
-def _train(backend, models, optimizer, batch, orders, hyper, active=None, X=None, steps=None):
+def _train(backend, models, optimizer, batch, orders, hyper, active=None, X=None, steps=None, threads=1):
     """Train the models as one stack in one engine call; returns (params, state_a, state_b,
     work) after it."""
     module = engines.engine_module(backend)
@@ -48,7 +48,7 @@ def _train(backend, models, optimizer, batch, orders, hyper, active=None, X=None
     work = abi.Work(np.zeros(size, dtype), np.zeros(size, dtype), np.zeros((batch, 3), dtype), np.zeros(batch, dtype),
                     np.zeros(batch, np.int64), np.zeros((k, 3, p), dtype), np.zeros((k, EPOCHS, 2)),
                     np.full(k, -1, np.int64), np.full(k, -1, np.int64), np.zeros(k))
-    run = abi.Run(optimizer, abi.CROSS_ENTROPY, EPOCHS, batch, 1)
+    run = abi.Run(optimizer, abi.CROSS_ENTROPY, EPOCHS, batch, threads)
     (module.run_online if batch == 1 else module.run_batches)(model, data, work, run)
     return params, state_a, state_b, model.steps, work
 
@@ -109,3 +109,25 @@ def test_a_diverging_model_stops_and_the_others_go_on(backend, batch):
         alone = _train(backend, [models[k]], abi.SGD, batch, orders[k:k + 1], hyper[k:k + 1])
         np.testing.assert_array_equal(together[0][k], alone[0][0])
         assert work.done[k] == EPOCHS
+
+
+@pytest.mark.skipif("cython" not in BACKENDS, reason="the Cython engine is not built")
+@pytest.mark.parametrize("batch", [1, 4])
+def test_the_cython_engine_trains_a_stack_on_two_threads(batch):
+    """The team of two threads trains the models in turn, each as it does alone on two
+    threads, past an inactive model and a diverging one (both threads must agree on which
+    models train and where one stops)."""
+    models, orders = _models(4, activation="relu"), _orders(4)
+    hyper = _hyper(4, abi.SGD)
+    hyper["lr"] = [0.01, 1e30, 0.02, 0.03]
+    active = np.array([1, 1, 0, 1], np.int64)
+    together = _train("cython", models, abi.SGD, batch, orders, hyper, active=active, threads=2)
+    work = together[4]
+    assert work.done.tolist() == [EPOCHS, work.done[1], 0, EPOCHS] and work.done[1] < EPOCHS
+    for k in range(4):
+        alone = _train("cython", [models[k]], abi.SGD, batch, orders[k:k + 1], hyper[k:k + 1],
+                       active=active[k:k + 1], threads=2)
+        for a, b in zip(together[:4], alone[:4]):
+            np.testing.assert_array_equal(a[k], b[0])
+        for name in ("stats", "backup", "done", "failed_batch", "failed_loss"):
+            np.testing.assert_array_equal(getattr(work, name)[k], getattr(alone[4], name)[0])
