@@ -30,6 +30,7 @@ include "engine_threads.pxi"
 include "engine_common.pxi"
 include "engine_online.pxi"
 include "engine_batch.pxi"
+include "engine_lanes.pxi"
 
 
 def _run(bint online, int n_threads, floating[:, ::1] params, floating[:, ::1] grads, floating[:, ::1] state_a,
@@ -61,6 +62,11 @@ def _run(bint online, int n_threads, floating[:, ::1] params, floating[:, ::1] g
         raise MemoryError("no memory for the threads' scratch space")
     fastnn_barrier_init(&shared.barrier)
     shared.diverged = False
+    if online and _lanes_train(n_models, n_threads, optimizer, hyper, active):
+        free(sums)
+        _lanes(params, state_a, steps, active, backup, layers, alphas, hyper, loss, X, labels, targets, weights,
+               orders, n_epochs, n_acts, stats, done, failed_batch, failed_loss)
+        return
     try:
         with nogil, parallel(num_threads=n_threads):
             team = openmp.omp_get_num_threads()  # fewer than asked when OpenMP says so
@@ -100,6 +106,43 @@ def _run(bint online, int n_threads, floating[:, ::1] params, floating[:, ::1] g
             fastnn_restore_fp(fp)
     finally:
         free(sums)
+
+
+def _lanes(floating[:, ::1] params, floating[:, ::1] state_a, int64_t[::1] steps, const int64_t[::1] active,
+           floating[:, :, ::1] backup, const int64_t[:, ::1] layers, const double[::1] alphas,
+           const Hyper[::1] hyper, int loss, const floating[:, ::1] X, const int64_t[::1] labels,
+           const floating[:, ::1] targets, const floating[::1] weights, const int64_t[:, :, ::1] orders,
+           Py_ssize_t n_epochs, Py_ssize_t n_acts, double[:, :, ::1] stats, int64_t[::1] done,
+           int64_t[::1] failed_batch, double[::1] failed_loss):
+    """Online plain SGD of the stack's active models LANES at a time (engine_lanes.pxi);
+    inactive models get done 0."""
+    cdef Py_ssize_t k, n_params = params.shape[1]
+    cdef int n_lanes = 0
+    cdef int64_t models[LANES]
+    cdef Py_ssize_t n_out = _layer(layers, layers.shape[0] - 1).n_out
+    cdef floating* w = <floating*>malloc((n_params + 2 * n_acts) * LANES * sizeof(floating)
+                                         + 2 * n_out * sizeof(floating))
+    cdef unsigned int fp
+    if w == NULL:
+        raise MemoryError("no memory for the lanes' parameters")
+    try:
+        with nogil:
+            fp = fastnn_flush_denormals()
+            for k in range(params.shape[0]):
+                if active[k] == 0:
+                    done[k] = 0
+                    continue
+                models[n_lanes] = k
+                n_lanes += 1
+                if n_lanes == LANES or k == params.shape[0] - 1:
+                    _online_lanes(params, state_a, steps, models, n_lanes, backup, layers, alphas, hyper, loss, X,
+                                  labels, targets, weights, orders, n_epochs, n_acts, w, w + n_params * LANES,
+                                  w + (n_params + n_acts) * LANES, w + (n_params + 2 * n_acts) * LANES, stats,
+                                  done, failed_batch, failed_loss)
+                    n_lanes = 0
+            fastnn_restore_fp(fp)
+    finally:
+        free(w)
 
 
 def _train(online, model, data, work, run):

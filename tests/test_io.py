@@ -179,7 +179,7 @@ def test_unfitted_estimator_and_foreign_objects_are_refused(tmp_path):
 
     with pytest.raises(ValueError, match="MLPRegressor is not fitted yet"):
         save(MLPRegressor(), tmp_path / "x")
-    with pytest.raises(TypeError, match="model must be a fastnn Sequential, MLPClassifier or MLPRegressor; got dict"):
+    with pytest.raises(TypeError, match="model must be a fastnn Sequential, Stack, MLPClassifier or MLPRegressor; got dict"):
         save({}, tmp_path / "x")
     assert not list(tmp_path.iterdir())
 

@@ -1,5 +1,6 @@
 """fastnn.Stack: K models trained together. Model k of a stack ends with the numbers of a
-fit of model k alone (to the bit: each model trains on one thread by the same loop),
+fit of model k alone (to the bit: each model trains on one thread by the same loop; to
+rounding where the Cython engine trains models across SIMD lanes, online plain SGD),
 on both engines and on the per-module path; early stopping, divergence and callbacks
 stop one model and leave the others alone."""
 import warnings
@@ -48,6 +49,10 @@ def test_model_k_of_a_stack_is_the_fit_of_model_k_alone(backend, batch_size, kin
                               **options)
         for k in range(3):
             alone = _single(k, X, y, 10 + k, LRS[k], kind, **options)
+            if backend == "cython" and batch_size == 1 and kind == "sgd":  # across lanes: to rounding
+                np.testing.assert_allclose(stack[k].params, alone.params, rtol=1e-10, atol=1e-13)
+                np.testing.assert_allclose(histories[k].loss, alone.history.loss, rtol=1e-10)
+                continue
             np.testing.assert_array_equal(stack[k].params, alone.params)
             assert histories[k].loss == alone.history.loss and histories[k].metric == alone.history.metric
             for name in alone.optimizer.state:

@@ -72,7 +72,8 @@ def test_threads_follow_the_cores_this_process_may_use(monkeypatch):
         X, y = np.zeros((4, 784), np.float32), np.zeros(4, np.int64)
         optimizer = fastnn.SGD(0.1)
         optimizer.bind(big.n_params, big.dtype)
-        runner = engines.Engine(cython, big, SoftmaxCrossEntropy(), optimizer, X, y, None, 1, None, 2)
+        runner = engines.Engine(cython, engines.OneModel(big).bind(optimizer), SoftmaxCrossEntropy(), X, y, None, 1,
+                                None, 2)
         assert runner.threads == 1
 
 

@@ -107,7 +107,7 @@ def test_a_diverging_model_stops_and_the_others_go_on(backend, batch):
     assert together[3][1] == 5 + work.done[1] * batches + work.failed_batch[1]
     for k in (0, 2):
         alone = _train(backend, [models[k]], abi.SGD, batch, orders[k:k + 1], hyper[k:k + 1])
-        np.testing.assert_array_equal(together[0][k], alone[0][0])
+        _same(backend, batch, together[0][k], alone[0][0])
         assert work.done[k] == EPOCHS
 
 
@@ -131,3 +131,33 @@ def test_the_cython_engine_trains_a_stack_on_two_threads(batch):
             np.testing.assert_array_equal(a[k], b[0])
         for name in ("stats", "backup", "done", "failed_batch", "failed_loss"):
             np.testing.assert_array_equal(getattr(work, name)[k], getattr(alone[4], name)[0])
+
+
+def _same(backend, batch, got, want):
+    """Bit for bit, except where the Cython engine trains models across lanes (online plain
+    SGD of two or more models): to rounding there."""
+    if backend == "cython" and batch == 1:
+        np.testing.assert_allclose(got, want, rtol=1e-10 if got.dtype == np.float64 else 1e-4, atol=1e-12)
+    else:
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.skipif("cython" not in BACKENDS, reason="the Cython engine is not built")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
+@pytest.mark.parametrize("n_orders", [0, 1, 11])
+def test_models_across_lanes_train_as_alone_to_rounding(dtype, activation, n_orders):
+    """Online plain SGD of 11 models (a block of eight lanes and one of three), one learning
+    rate each: every model's parameters, statistics and steps as when it trains alone."""
+    models, orders = _models(11, dtype, activation), _orders(n_orders)
+    hyper = _hyper(11, abi.SGD)
+    hyper["momentum"] = hyper["weight_decay"] = hyper["nesterov"] = 0
+    hyper["lr"] = 0.01 * (1 + np.arange(11))
+    together = _train("cython", models, abi.SGD, 1, orders, hyper)
+    for k in range(11):
+        alone = _train("cython", [models[k]], abi.SGD, 1, orders[k:k + 1] if n_orders == 11 else orders,
+                       hyper[k:k + 1])
+        _same("cython", 1, together[0][k], alone[0][0])
+        _same("cython", 1, together[4].backup[k], alone[4].backup[0])
+        np.testing.assert_allclose(together[4].stats[k], alone[4].stats[0], rtol=1e-9 if dtype == np.float64 else 1e-4)
+    assert together[3].tolist() == [5 + EPOCHS * N] * 11 and together[4].done.tolist() == [EPOCHS] * 11
