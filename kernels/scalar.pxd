@@ -3,15 +3,39 @@
 # steps) that both modules' loops call. Inline, so each build compiles them into its own
 # loops. Codes and the hyper-parameter record are abi.pxd's.
 from cython cimport floating
-from libc.math cimport exp, expf, fabs, log, log1p, sqrt, sqrtf, tanh, tanhf
-from libc.stdint cimport int64_t
+from libc.math cimport exp, fabs, log, log1p, sqrt, sqrtf, tanh, tanhf
+from libc.stdint cimport int32_t, int64_t
 
 from abi cimport CROSS_ENTROPY, CROSS_ENTROPY_SOFT, IDENTITY, LEAKY_RELU, MSE, RELU, SIGMOID, STEP, TANH, Hyper
 
 
+cdef union _FloatBits:
+    float value
+    int32_t bits
+
+
+cdef inline float _expf(float x) noexcept nogil:
+    """exp(x) in float32 for x <= 0 (every caller's argument is), without a call or a branch,
+    so that the loops over it vectorise (libm's expf is a call per element): x = n ln 2 + r
+    with r reduced in float64, exp(r) by its Taylor polynomial of degree 7 (|r| <= ln 2 / 2:
+    error under 6e-9), times 2^n built from its bits. Within 2.2 ulp of sigmoid's exact
+    value where that is a normal float32; below -88, where only denormals are left (which
+    the engine flushes anyway), 0. NaN stays NaN."""
+    cdef int32_t n = <int32_t>(x * <float>1.4426950408889634 - <float>0.5)  # round to nearest: x <= 0
+    cdef float r, p
+    cdef _FloatBits scale
+    n = -126 if n < -126 else n
+    r = <float>(<double>x - <double>n * 0.6931471805599453)
+    scale.bits = (n + 127) << 23
+    p = 1 + r * (1 + r * (<float>0.5 + r * (<float>(1 / 6.0) + r * (<float>(1 / 24.0) + r * (
+        <float>(1 / 120.0) + r * (<float>(1 / 720.0) + r * <float>(1 / 5040.0)))))))
+    return <float>0 if x < -88 else scale.value * p
+
+
 cdef inline floating _exp(floating x) noexcept nogil:
+    """exp(x) for x <= 0: _expf in float32, the C library's exp in float64."""
     if floating is float:
-        return expf(x)
+        return _expf(x)
     else:
         return exp(x)
 
