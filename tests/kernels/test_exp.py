@@ -1,5 +1,5 @@
 """The Cython kernels compute float32 exp by a formula of their own that vectorises
-(scalar.pxd's _expf): their sigmoid stays within 2 ulp of the exact value over the whole
+(scalar.pxd's _expf): their sigmoid stays within 2.5 ulp of the exact value over the whole
 range, their softmax within rounding, and every backend keeps NaN and the infinities'
 limits."""
 import numpy as np
@@ -11,14 +11,14 @@ BACKENDS = fastnn.available_backends()
 
 
 @pytest.mark.skipif("cython" not in BACKENDS, reason="the Cython kernels are not built")
-def test_cython_float32_sigmoid_is_within_two_ulp_everywhere():
+def test_cython_float32_sigmoid_is_within_two_and_a_half_ulp_everywhere():
     x = np.linspace(-100, 100, 400001, dtype=np.float32).reshape(1, -1)
     out = np.empty_like(x)
     fastnn.kernels.get_backend("cython").activation_forward(x, out, "sigmoid", 0.0)
     exact = 1 / (1 + np.exp(-x.astype(np.float64)))
     normal = exact > np.finfo(np.float32).tiny
     ulp = np.abs(out - exact)[normal] / np.spacing(exact.astype(np.float32)[normal])
-    assert ulp.max() <= 2.0
+    assert ulp.max() <= 2.5
     assert (out[~normal] <= np.finfo(np.float32).tiny).all() and (out >= 0).all() and (out <= 1).all()
 
 
