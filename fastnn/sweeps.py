@@ -183,7 +183,7 @@ def _rows(index, size, threads, work, *args):
             metrics = work(*args)
         error = None
     except Exception:
-        metrics, error = [{}] * size, traceback.format_exc()
+        metrics, error = [{} for _ in range(size)], traceback.format_exc()
     seconds = (time.perf_counter() - start) / size
     return index, [{"metrics": each, "time": seconds, "error": error} for each in metrics]
 
@@ -208,9 +208,8 @@ def _unpickled(call, index, payload, *task):
 
 def _lost(failure, size):
     """The row fields of the size runs of a task whose worker died or was lost."""
-    return [{"metrics": {}, "time": None,
-             "error": f"the worker running this task died or was lost: {type(failure).__name__}: {failure}"}
-            ] * size
+    error = f"the worker running this task died or was lost: {type(failure).__name__}: {failure}"
+    return [{"metrics": {}, "time": None, "error": error} for _ in range(size)]
 
 
 def _run_local(call, shared, tasks, sizes, n_jobs, progress):

@@ -9,7 +9,7 @@ import pytest
 cloudpickle = pytest.importorskip("cloudpickle")
 
 import fastnn  # noqa: E402
-from fastnn import MLPSpec, sweep  # noqa: E402
+from fastnn import MLPSpec, sweep, sweeps  # noqa: E402
 from fastnn.model import Stack  # noqa: E402
 
 # Worker processes cannot import this test module by name (pytest imports it from a
@@ -126,6 +126,8 @@ def test_a_stack_whose_fit_raises_gives_every_run_its_error_and_the_others_go_on
         result = sweep(SGD_SPEC, grid, seeds=3, data=DATA, n_jobs=1, verbose=0)
     assert [row["error"] is None for row in result.rows] == [True] * 6 + [False] * 6
     assert all(row["metrics"] == {} and "X must have 4 features" in row["error"] for row in result.errors)
+    result.errors[0]["metrics"]["noted"] = 1.0
+    assert result.errors[1]["metrics"] == {}, "the rows of a failed stack must not share their metrics"
     assert [s["n"] for s in result.summary("test_accuracy")] == [3, 3, 0, 0]
 
 
@@ -136,6 +138,22 @@ def test_a_diverging_run_is_flagged_and_its_stack_mates_are_not():
     assert result.values("diverged") == {"activation=relu, lr=0.1": [0.0, 0.0],
                                          "activation=relu, lr=1000000000000.0": [1.0, 1.0]}
     assert not result.errors
+
+
+def task_of_three(index, shared, die):
+    """A task of three runs, like a stack of three models, that kills its worker when told to."""
+    if die:
+        os._exit(3)
+    return index, [{"metrics": {"value": shared + k}, "time": 0.0, "error": None} for k in range(3)]
+
+
+def test_a_task_whose_worker_dies_gives_every_run_of_it_the_error():
+    from tqdm import tqdm
+
+    with tqdm(disable=True) as progress:
+        fields = sweeps._run_local(task_of_three, 10, [(False,), (True,), (False,)], [3, 3, 3], 2, progress)
+    assert [[row["metrics"] for row in task] for task in fields[::2]] == [[{"value": v} for v in (10, 11, 12)]] * 2
+    assert len(fields[1]) == 3 and all("worker running this task died" in row["error"] for row in fields[1])
 
 
 def test_progress_counts_the_runs_of_each_stack(capsys):
