@@ -23,7 +23,8 @@ from .train import EarlyStopping, History
 __version__ = "0.1.0"
 
 
-_LAZY = {"MLPClassifier": "sklearn", "MLPRegressor": "sklearn", "sweep": "sweeps", "SweepResult": "sweeps"}
+_LAZY = {"MLPClassifier": "sklearn", "MLPRegressor": "sklearn", "MLPSpec": "sweeps", "sweep": "sweeps",
+         "SweepResult": "sweeps"}
 # Submodules not imported with fastnn (they load matplotlib, scikit-learn, joblib, ...),
 # imported on first access as attributes.
 _SUBMODULES = ("bench", "cli", "datasets", "plot", "sklearn", "sweeps")
@@ -46,7 +47,7 @@ def __dir__():
 
 __all__ = [
     "MSE", "SGD", "Adam", "BCEWithLogits", "Conv2D", "CosineDecay", "Dense", "Dropout", "EarlyStopping",
-    "ExponentialDecay", "Flatten", "History", "Identity", "LeakyReLU", "MLPClassifier", "MLPRegressor", "MaxPool2D", "ModelFileError", "Module", "ReLU", "Sequential", "Sigmoid",
+    "ExponentialDecay", "Flatten", "History", "Identity", "LeakyReLU", "MLPClassifier", "MLPRegressor", "MLPSpec", "MaxPool2D", "ModelFileError", "Module", "ReLU", "Sequential", "Sigmoid",
     "SoftmaxCrossEntropy", "Stack", "Step", "StepDecay", "SweepResult", "Tanh", "available_backends", "config_info",
     "get_backend", "load", "loss_and_grad", "mlp", "numerical_grad", "set_backend", "show_config", "sweep",
     "use_backend", "warmup", "__version__",

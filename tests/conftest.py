@@ -81,3 +81,16 @@ def isolated(tmp_path):
                               capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """A Dask LocalCluster of two single-threaded worker processes, for the sweep tests."""
+    distributed = pytest.importorskip("dask.distributed")
+    import dask
+
+    # A worker that dies fails its task at once instead of being retried on another.
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                      dashboard_address=":0") as local:
+            yield local
