@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .atomic import replacing
-from .sweeps import curves, iqm
+from .sweep_results import curves, iqm
 
 
 def save(figure, path, dpi=100, bbox_inches=None):
@@ -78,7 +78,7 @@ def history_band(histories, key="loss", ax=None, label=None, log=False, title=No
 
     histories is a list of fastnn History objects or of dicts of per-epoch lists
     (History.as_dict()), all recording the same metrics over the same number of epochs
-    (fastnn.sweeps.curves; a SweepResult keeps no curves, only one number per metric and
+    (fastnn.sweep_results.curves; a SweepResult keeps no curves, only one number per metric and
     run). key is what to plot ('loss', 'val_loss', 'accuracy', ...); label names the
     curve in the legend (default: key); log puts the y axis on a log scale.
     """

@@ -46,7 +46,7 @@ def fastnn_imports(module):
 
 
 # Imports inside functions that stay there: plotting loads matplotlib only when asked to plot.
-LAZY_IMPORTS = {("fastnn.sweeps", "fastnn.plot"), ("fastnn.bench", "fastnn.bench.plots"),
+LAZY_IMPORTS = {("fastnn.sweep_results", "fastnn.plot"), ("fastnn.bench", "fastnn.bench.plots"),
                 ("fastnn.bench.runner", "fastnn.bench.plots")}
 
 
