@@ -321,3 +321,18 @@ def test_run_skips_the_many_models_digits_without_them(tmp_path):
     skipped = results["many_models"]["skipped"]
     assert len(skipped) == 2 and all("MNIST digits not found" in reason for reason in skipped)
     assert results["many_models"]["cases"] == [] and results["many_models"]["study"] is None
+
+
+def test_bench_command_adds_the_study_only_when_asked(tmp_path, monkeypatch):
+    plans = []
+
+    def record(plan, *args, **kwargs):
+        plans.append(plan)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "run", record)
+    for extra in ([], ["--study", "quick"]):
+        with pytest.raises(KeyboardInterrupt):
+            cli.main(["bench", "--out", str(tmp_path), *extra])
+    assert [plan["study"] for plan in plans] == [None, "quick"]
+    assert plans[0]["many_cases"] == bench.MANY_CASES and bench.PLANS["default"]["study"] is None
