@@ -1,9 +1,10 @@
 """fastnn against PyTorch, JAX and scikit-learn, each run the way its experts run it.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/peers.py [--repeats 5]
-        [--dtype float64] [--data random|mnist|both] [--only throughput many accuracy]
+        [--dtype float64] [--data random|mnist|both] [--only throughput many accuracy study]
+        [--study full|quick]
 
-Three sections, every framework training the same net from the same initial weights in
+Three sections by default, every framework training the same net from the same initial weights in
 the same batch order (fastnn.bench.peers says how each peer is set up):
 
 - throughput: training samples/s of the 784-256-128-10 ReLU MLP at batch sizes 1 (SGD
@@ -13,18 +14,26 @@ the same batch order (fastnn.bench.peers says how each peer is set up):
 - many models: 15 seeds of 784-64-32-10 ReLU (Adam 1e-3, batch 128, 5 epochs on the
   8,000 training digits) and of the 2-5-5-5-2 sigmoid net (online SGD lr 0.05, 2,000
   epochs of the 10-point set): model-updates/s of fastnn one fit after another,
-  fastnn.sweep, JAX vmap + lax.scan and PyTorch with bmm over the stacked models;
+  fastnn.sweep, one fastnn Stack.fit of the 15 (one batch order shared by all, and one
+  order per seed; the others train in X's order), JAX vmap + lax.scan and PyTorch with
+  bmm over the stacked models;
 - time to accuracy: 784-256-128-10 and 784-64-32-10, Adam 1e-3, batch 32 and 128, on
   the 8,000/2,000 split of the real digits (the 8,000 in one seeded order, the same every
   epoch): training seconds and epochs until the test accuracy reaches 96% (evaluation
-  timed apart; compilation done before, in a warm-up run).
+  timed apart; compilation done before, in a warm-up run);
+- study (opt-in, minutes: --only study): 240 trainings, 16 configurations x 15 seeds of
+  784-width-32-10 (activation relu/tanh/sigmoid, batch 8-256, width 16-128, SGD/momentum/
+  Adam; fastnn.bench.cases.study_configurations), 10 epochs of the 8,000 digits: one
+  fastnn Stack.fit per configuration against fastnn.sweep of the 240 single fits, each
+  model shuffled by its seed; --study quick: 4 configurations, 2 epochs of 2,000 digits.
 
 Repeats go round the frameworks in shuffled order (A B A B, fastnn.bench.measure);
 medians are printed, with the ratio of fastnn's best to the best peer. The JAX form with
 a jitted step per Python call is shown as a labelled extra column, never as the peer a
 ratio is taken against. The real digits come from --data-dir, else $FASTNN_DATA, else
 ../shared/data; a missing set skips what needs it, with a note. Peers that are not
-installed are skipped (`pip install "fastnn[peers]"`).
+installed are skipped (`pip install "fastnn[peers]"`). FASTNN_BENCH_BACKENDS=numba (a
+comma-separated list) times only the fastnn backends it names.
 """
 import argparse
 import functools
@@ -35,8 +44,9 @@ from datetime import date
 import numpy as np
 from threadpoolctl import threadpool_info
 
-from fastnn import bench, datasets
-from fastnn.bench import peers
+from fastnn import bench
+from fastnn.bench import MANY_CASES, STUDIES, measure_many, measure_study, ordered_digits, peers, \
+    repeated_ten_points, study_name
 from fastnn import engine as engines
 from fastnn.threads import step_flops
 
@@ -51,14 +61,6 @@ CASES = [
     ("batch 8192, Adam", BIG, "relu", 8192, "adam", 8192),
     ("2-5-5-5-2 sigmoid, online SGD", SMALL, "sigmoid", 1, "sgd", 20000),
 ]
-# (name, sizes, activation, batch size, optimizer, lr, epochs, data)
-MANY_CASES = [
-    ("15 seeds of 784-64-32-10, Adam, batch 128, 5 epochs", [784, 64, 32, 10], "relu", 128, "adam", 1e-3, 5,
-     "digits"),
-    ("15 seeds of 2-5-5-5-2 sigmoid, online SGD, 10-point set", SMALL, "sigmoid", 1, "sgd", 0.05, 1, "ten points"),
-]
-SEEDS = range(15)
-TEN_POINT_EPOCHS = 2000  # the 10-point set repeated: 20,000 online updates per model
 ACCURACY_NETS = ([784, 256, 128, 10], [784, 64, 32, 10])
 ACCURACY_BATCHES = (32, 128)
 TARGET_ACCURACY = 0.96
@@ -72,27 +74,13 @@ def data(sizes, n, dtype=np.float32, seed=0):
     return rng.random((n, sizes[0]), dtype=dtype), rng.integers(0, sizes[-1], n)
 
 
-def ten_points(repeats, dtype=np.float32):
-    """The 10-point set of the 2-2-3-2 example, ``repeats`` times in a row."""
-    X, y = datasets.ten_points()
-    return np.tile(X.astype(dtype), (repeats, 1)), np.tile(y.astype(np.int64), repeats)
-
-
-@functools.cache
-def digits(data_dir):
-    """The 8,000 training digits in one seeded order, and the 2,000 test digits."""
-    X, y, X_test, y_test = bench.mnist_split(data_dir)
-    order = np.random.default_rng(0).permutation(len(X))
-    return (X[order], y[order]), (X_test, y_test)
-
-
 def real_data(sizes, n, dtype, data_dir):
     """The real data of a case: the first n of the 10,000 digits (the 8,000 training digits
     in their seeded order, then the 2,000 test digits) for MNIST-shaped nets, the 10-point
     set repeated to n samples for the tiny net."""
     if sizes[0] == 2:
-        return ten_points(n // 10, dtype)
-    (X, y), (X_test, y_test) = digits(data_dir)
+        return repeated_ten_points(n // 10, dtype)
+    (X, y), (X_test, y_test) = ordered_digits(data_dir)
     return np.concatenate([X, X_test])[:n].astype(dtype), np.concatenate([y, y_test])[:n]
 
 
@@ -104,7 +92,9 @@ def sgemm_runner(n=2048, dtype=np.float32):
 
 
 def fastnn_backends():
-    return [name for name in ("numba", "cython") if engines.engine_module(name) is not None]
+    """fastnn's backends with an engine, those named in $FASTNN_BENCH_BACKENDS (comma-separated) when set."""
+    chosen = os.environ.get("FASTNN_BENCH_BACKENDS", "numba,cython").split(",")
+    return [name for name in ("numba", "cython") if name in chosen and engines.engine_module(name) is not None]
 
 
 def frameworks(extra=False):
@@ -119,12 +109,7 @@ def frameworks(extra=False):
 
 def stack_frameworks():
     """name -> many-models trainer factory taking seeds=."""
-    found = {}
-    for name in fastnn_backends():
-        found[f"fastnn-{name} one by one"] = functools.partial(peers.FastnnSeries, backend=name)
-    found["fastnn.sweep"] = functools.partial(peers.FastnnSweep, backend=fastnn_backends()[-1])
-    found.update(peers.installed_stacks())
-    return found
+    return peers.many_trainers(fastnn_backends())
 
 
 def best(rates, peer):
@@ -151,21 +136,6 @@ def measure_case(case, runners, repeats, dtype=np.float32, source="random", data
     return rates
 
 
-def measure_many(case, runners, repeats, dtype=np.float32, data_dir=None):
-    """Median model-updates/s per framework for one many-models case."""
-    name, sizes, activation, batch, optimizer, lr, epochs, source = case
-    if source == "ten points":
-        X, y = ten_points(TEN_POINT_EPOCHS, dtype)
-    else:
-        (X, y), _ = digits(data_dir)
-        X = X.astype(dtype)
-    runs = {framework: make(sizes, activation, batch, optimizer, X, y, seeds=SEEDS, epochs=epochs, lr=lr).run
-            for framework, make in runners.items()}
-    updates = len(SEEDS) * epochs * -(-len(X) // batch)
-    seconds = bench.measure(runs, repeats, min_time=0, pause=bench.SPIN_PAUSE)
-    return {framework: updates / s for framework, s in seconds.items()}, seconds
-
-
 def time_to_accuracy(make, train, test, target=TARGET_ACCURACY, max_epochs=MAX_EPOCHS):
     """(training seconds, epochs, evaluation seconds) of epochs until the test accuracy
     reaches target (epochs None when max_epochs do not)."""
@@ -185,7 +155,7 @@ def time_to_accuracy(make, train, test, target=TARGET_ACCURACY, max_epochs=MAX_E
 def measure_accuracy(sizes, batch, runners, repeats, dtype, data_dir):
     """Per framework the median (training seconds, epochs, evaluation seconds) to reach
     TARGET_ACCURACY, the frameworks in shuffled order in each repeat."""
-    (X, y), (X_test, y_test) = digits(data_dir)
+    (X, y), (X_test, y_test) = ordered_digits(data_dir)
     train, test = (X.astype(dtype), y), (X_test.astype(dtype), y_test)
     makers = {name: functools.partial(make, sizes, "relu", batch, "adam") for name, make in runners.items()}
     for make in makers.values():  # compile and warm up
@@ -259,6 +229,16 @@ def run_many(args, dtype, have_digits):
           + "\n", flush=True)
 
 
+def run_study(args, dtype):
+    """The configuration study (opt-in: --only study; --study quick for the small variant)."""
+    trainers = peers.study_trainers(fastnn_backends()[-1])
+    seconds = measure_study(args.study, trainers, args.repeats, dtype, args.data_dir)
+    stacks, swept = seconds[next(iter(trainers))], seconds["fastnn.sweep"]
+    row = [f"{s:.2f} s" for s in seconds.values()] + [f"{swept / stacks:.2f}×"]
+    print("\n" + table("seconds per study", list(trainers) + ["sweep ÷ stacks"], [(study_name(args.study), row)])
+          + "\n", flush=True)
+
+
 def run_accuracy(args, dtype):
     runners = {name: make for name, make in frameworks().items()}
     rows = []
@@ -287,12 +267,15 @@ def main(argv=None):
     parser.add_argument("--data", choices=["random", "mnist", "both"], default="both")
     parser.add_argument("--data-dir", default=bench.default_data_dir(),
                         help="directory with the MNIST t10k IDX files (default: $FASTNN_DATA, else ../shared/data)")
-    parser.add_argument("--only", nargs="*", choices=["throughput", "many", "accuracy"],
-                        default=["throughput", "many", "accuracy"])
+    parser.add_argument("--only", nargs="*", choices=["throughput", "many", "accuracy", "study"],
+                        default=["throughput", "many", "accuracy"],
+                        help="sections to run (default: all but study, the long configuration study)")
+    parser.add_argument("--study", choices=list(STUDIES), default="full",
+                        help="the configuration study's size (with --only study; default: %(default)s)")
     args = parser.parse_args(argv)
     dtype = np.dtype(args.dtype).type
     try:
-        digits(args.data_dir)
+        ordered_digits(args.data_dir)
         have_digits = True
     except (FileNotFoundError, ValueError) as error:
         have_digits = False
@@ -305,6 +288,8 @@ def main(argv=None):
         run_many(args, dtype, have_digits)
     if have_digits and "accuracy" in args.only:
         run_accuracy(args, dtype)
+    if have_digits and "study" in args.only:
+        run_study(args, dtype)
 
 
 if __name__ == "__main__":

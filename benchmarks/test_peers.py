@@ -5,8 +5,12 @@ run it (fastnn.bench.peers). Peers that are not installed, and the real digits w
 are skipped with a reason. The rate lands in extra_info.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE pytest benchmarks/test_peers.py --benchmark-only
+
+The configuration study (minutes) runs only when FASTNN_BENCH_STUDY names its size,
+full or quick (fastnn.bench.STUDIES).
 """
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +18,7 @@ import numpy as np
 import pytest
 
 from fastnn import bench
+from fastnn.bench import peers as peers_module
 from fastnn.bench.peers import PEERS, STACK_PEERS
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -32,7 +37,7 @@ def available(framework, found):
 
 def real_digits():
     try:
-        return peers.digits(bench.default_data_dir())
+        return bench.ordered_digits(bench.default_data_dir())
     except (FileNotFoundError, ValueError) as error:
         pytest.skip(f"the real MNIST digits are not there: {error}")
 
@@ -57,24 +62,42 @@ def test_peers(benchmark, case, framework, source):
         benchmark.extra_info["samples_per_second"] = len(X) / benchmark.stats.stats.median
 
 
+STACKS = [f"fastnn-{backend} stack, {order} order" for backend in ("numba", "cython")
+          for order in peers_module.FastnnStack.ORDERS]
+
+
 @pytest.mark.parametrize("framework", ["fastnn-numba one by one", "fastnn-cython one by one", "fastnn.sweep",
-                                       *STACK_PEERS])
-@pytest.mark.parametrize("case", peers.MANY_CASES, ids=[case[0] for case in peers.MANY_CASES])
+                                       *STACKS, *STACK_PEERS])
+@pytest.mark.parametrize("case", bench.MANY_CASES, ids=[case[0] for case in bench.MANY_CASES])
 def test_many_models(benchmark, case, framework):
     make = available(framework, peers.stack_frameworks())
     name, sizes, activation, batch, optimizer, lr, epochs, source = case
-    if source == "ten points":
-        X, y = peers.ten_points(peers.TEN_POINT_EPOCHS)
-    else:
-        (X, y), _ = real_digits()
-    run = make(sizes, activation, batch, optimizer, X, y, seeds=peers.SEEDS, epochs=epochs, lr=lr).run
+    if source == "digits":
+        real_digits()
+    X, y = bench.many_data(source, data_dir=bench.default_data_dir())
+    run = make(sizes, activation, batch, optimizer, X, y, seeds=bench.MANY_SEEDS, epochs=epochs, lr=lr).run
     run()
     benchmark.group = f"many models: {name}"
-    updates = len(peers.SEEDS) * epochs * -(-len(X) // batch)
+    updates = len(bench.MANY_SEEDS) * epochs * -(-len(X) // batch)
     benchmark.extra_info.update(framework=framework, model_updates=updates, cpu=bench.cpu_model())
     benchmark.pedantic(run, rounds=3, iterations=1)
     if benchmark.stats is not None:
         benchmark.extra_info["model_updates_per_second"] = updates / benchmark.stats.stats.median
+
+
+@pytest.mark.parametrize("framework", ["stacks", "fastnn.sweep"])
+def test_configuration_study(benchmark, framework):
+    study = os.environ.get("FASTNN_BENCH_STUDY")
+    if study not in bench.STUDIES:
+        pytest.skip(f"the configuration study runs with FASTNN_BENCH_STUDY={' or '.join(bench.STUDIES)}")
+    real_digits()
+    trainers = peers_module.study_trainers(peers.fastnn_backends()[-1])
+    name = next(n for n in trainers if framework in n)
+    bench.study_trainer("quick", trainers[name], data_dir=bench.default_data_dir()).run()  # compile, start workers
+    trainer = bench.study_trainer(study, trainers[name], data_dir=bench.default_data_dir())
+    benchmark.group = f"configuration study: {bench.study_name(study)}"
+    benchmark.extra_info.update(framework=name, cpu=bench.cpu_model())
+    benchmark.pedantic(trainer.run, rounds=1, iterations=1)
 
 
 @pytest.mark.parametrize("framework", ["fastnn-numba", "fastnn-cython", *PEERS])

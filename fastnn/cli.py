@@ -296,7 +296,9 @@ def _add_bench_parser(commands):
     parser = commands.add_parser(
         "bench", help="run the benchmark cases; write results.json and PNG plots",
         description="Time the kernels of every backend, training throughput per batch size, time to "
-                    "test accuracy on the MNIST digits, and naive vs backprop gradient cost; write "
+                    "test accuracy on the MNIST digits, naive vs backprop gradient cost, and many models "
+                    "at once (15 seeds one fit after another, by fastnn.sweep, as one fastnn.Stack, and "
+                    "the peers' stacked models); write "
                     "results.json and PNG plots into --out. Run it as `env -u OPENBLAS_CORETYPE "
                     "-u OPENBLAS_L2_SIZE fastnn bench` (docs/benchmarks.md).")
     size = parser.add_mutually_exclusive_group()
@@ -307,13 +309,16 @@ def _add_bench_parser(commands):
     parser.add_argument("--data-dir", metavar="DIR",
                         help=f"where the MNIST t10k files are (default: {DATA_DIR_DEFAULT})")
     parser.add_argument("--no-peers", action="store_true",
-                        help="leave PyTorch, JAX and scikit-learn out of the throughput cases")
+                        help="leave PyTorch, JAX and scikit-learn out of the throughput and many-models cases")
+    parser.add_argument("--study", choices=sorted(benchmarks.STUDIES),
+                        help="also time the configuration study, 16 configurations x 15 seeds (full: minutes) "
+                             "or 4 x 15 (quick), as one fastnn.Stack per configuration against fastnn.sweep")
     return parser
 
 
 def bench(args):
     """Run ``fastnn bench``: returns the exit code."""
-    plan = "quick" if args.quick else "full" if args.full else "default"
+    plan = dict(benchmarks.PLANS["quick" if args.quick else "full" if args.full else "default"], study=args.study)
     try:
         Path(args.out).mkdir(parents=True, exist_ok=True)
     except OSError as error:

@@ -1,5 +1,6 @@
 """The benchmark cases compute what they claim, on small cases (no timings are judged)."""
 import functools
+import io
 import json
 import math
 import os
@@ -269,3 +270,69 @@ def test_bench_plots_leave_the_users_matplotlib_backend_and_pyplot_alone(tmp_pat
     assert got == {"backend": "svg", "pyplot": False, "written": [
         "results.json", "throughput.png", "gradient_cost.png", "kernels.png", "time_to_accuracy.png"]}
     assert (tmp_path / "kernels.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_study_configurations_are_distinct_draws_of_the_grid():
+    configurations = bench.study_configurations(16)
+    assert configurations == bench.study_configurations(16)  # the same every run
+    assert len({repr(c) for c in configurations}) == 16
+    for c in configurations:
+        assert c["sizes"][0] == 784 and c["sizes"][2:] == [32, 10] and c["sizes"][1] in bench.STUDY_GRID["width"]
+        assert c["activation"] in bench.STUDY_GRID["activation"] and c["batch"] in bench.STUDY_GRID["batch"]
+        assert c["optimizer"] in bench.STUDY_GRID["optimizer"]
+    assert "16 configurations x 15 seeds" in bench.study_name("full")
+
+
+def _random_digits(n=300):
+    rng = np.random.default_rng(0)
+    return ((rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n)),
+            (rng.random((10, 784), dtype=np.float32), rng.integers(0, 10, 10)))
+
+
+def test_run_times_many_models_and_the_study(monkeypatch):
+    """The runner's many-models section on a short 10-point case and a tiny study (random
+    digits): one row per case and trainer, the study's trainers, a progress line each."""
+    from fastnn.bench import cases
+
+    monkeypatch.setattr(cases, "TEN_POINT_EPOCHS", 3)
+    monkeypatch.setattr(cases, "ordered_digits", lambda data_dir: _random_digits())
+    monkeypatch.setattr(runner, "ordered_digits", lambda data_dir: _random_digits())
+    monkeypatch.setitem(cases.STUDIES, "quick", {"configurations": 2, "epochs": 1, "samples": 256})
+    case = ("2 seeds of 2-3-2", [2, 3, 2], "tanh", 4, "sgd", 0.1, 2, "ten points")
+    backend = [K.get_backend().name]
+    plan = dict(TINY_PLAN, kernel_shapes=(), nets=(), widths=(3, 4), many_cases=(case,), many_seeds=2,
+                many_repeats=1, study="quick")
+    stream = io.StringIO()
+    found = runner._many_models(plan, backend + ["numpy"], False, None, runner.Progress(2, stream))
+    names = list(peers.many_trainers(backend, with_peers=False))
+    assert [(row["case"], row["framework"]) for row in found["cases"]] == [(case[0], name) for name in names]
+    assert all(row["seconds"] > 0 and row["model_updates_per_second"] == pytest.approx(2 * 2 * 8 / row["seconds"])
+               for row in found["cases"])
+    assert set(found["study"]["seconds"]) == set(peers.study_trainers(backend[0])) and not found["skipped"]
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("[1/2] many models 2 seeds of 2-3-2: ")
+    assert lines[1].startswith("[2/2] configuration study 2 configurations x 2 seeds")
+
+
+def test_run_skips_the_many_models_digits_without_them(tmp_path):
+    plan = dict(TINY_PLAN, kernel_shapes=(), nets=(), widths=(3, 4), many_cases=bench.MANY_CASES[:1],
+                many_repeats=1, study="quick")
+    results = bench.run(plan, data_dir=tmp_path, stream=None, with_peers=False)
+    skipped = results["many_models"]["skipped"]
+    assert len(skipped) == 2 and all("MNIST digits not found" in reason for reason in skipped)
+    assert results["many_models"]["cases"] == [] and results["many_models"]["study"] is None
+
+
+def test_bench_command_adds_the_study_only_when_asked(tmp_path, monkeypatch):
+    plans = []
+
+    def record(plan, *args, **kwargs):
+        plans.append(plan)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "run", record)
+    for extra in ([], ["--study", "quick"]):
+        with pytest.raises(KeyboardInterrupt):
+            cli.main(["bench", "--out", str(tmp_path), *extra])
+    assert [plan["study"] for plan in plans] == [None, "quick"]
+    assert plans[0]["many_cases"] == bench.MANY_CASES and bench.PLANS["default"]["study"] is None

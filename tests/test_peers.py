@@ -1,6 +1,7 @@
 """The peers' trainers (fastnn.bench.peers) train the net and optimizer they claim: each one
 lowers the loss; PyTorch and JAX start from fastnn's weights and end at fastnn's loss,
-one model or a stack of them; JAX's scanned epoch is its step-per-call epoch."""
+one model or a stack of them; JAX's scanned epoch is its step-per-call epoch; fastnn's Stack
+trainers train each model as its single fit does."""
 import numpy as np
 import pytest
 
@@ -105,3 +106,62 @@ def test_every_framework_starts_from_fastnn_initial_weights():
     for (W, b), layer in zip(weights, model.dense_layers):
         np.testing.assert_allclose(W, layer.W, rtol=1e-6)
         np.testing.assert_allclose(b, layer.b)
+
+
+def _single_fit(seed, X, y, shuffle_seed, epochs, optimizer="adam", sizes=SIZES, activation="tanh", batch=16):
+    model = peers.mlp(sizes, activation=activation, seed=seed)
+    return model.fit(X, y, optimizer=peers._fastnn_optimizer(optimizer, None), epochs=epochs, batch_size=batch,
+                     seed=shuffle_seed, verbose=0).loss[-1], model
+
+
+@pytest.mark.parametrize("order", peers.FastnnStack.ORDERS)
+def test_fastnn_stack_trains_each_model_as_a_single_fit_in_its_batch_order(order):
+    """Shared order: every model shuffles as a fit with seed 0; per seed: model k as a fit
+    with seed k. Two runs go on from the first (weights, optimizer state, orders)."""
+    X, y = blobs()
+    stack = peers.FastnnStack(SIZES, "tanh", 16, "adam", X, y, seeds=SEEDS, backend=K.get_backend().name, order=order)
+    stack.run()
+    stack.run()
+    losses = stack.loss(X, y)
+    for k, seed in enumerate(SEEDS):
+        _, model = _single_fit(seed, X, y, 0 if order == "shared" else seed, 2)
+        assert losses[k] == pytest.approx(model.evaluate(X, y)["loss"], rel=1e-6)
+        assert stack.accuracy(X, y)[k] == np.mean(model.predict(X) == y)
+    assert len(set(losses)) == len(SEEDS)
+
+
+def test_fastnn_stack_orders_differ_and_bad_orders_are_refused():
+    X, y = blobs()
+    shared, per_seed = (peers.FastnnStack(SIZES, "tanh", 16, "sgd", X, y, seeds=SEEDS, order=order,
+                                          backend=K.get_backend().name) for order in peers.FastnnStack.ORDERS)
+    shared.run()
+    per_seed.run()
+    assert shared.loss(X, y)[0] == per_seed.loss(X, y)[0]  # seed 0 shuffles alike in both
+    assert not np.array_equal(shared.loss(X, y)[1:], per_seed.loss(X, y)[1:])
+    with pytest.raises(ValueError, match="order must be one of"):
+        peers.FastnnStack(SIZES, "tanh", 16, "sgd", X, y, seeds=SEEDS, order="random")
+
+
+def test_many_trainers_have_a_stack_per_backend_and_order():
+    names = list(peers.many_trainers(["numba", "cython"], with_peers=False))
+    assert names == ["fastnn-numba one by one", "fastnn-cython one by one", "fastnn.sweep",
+                     "fastnn-numba stack, shared order", "fastnn-numba stack, per seed order",
+                     "fastnn-cython stack, shared order", "fastnn-cython stack, per seed order"]
+    assert set(peers.many_trainers(["numba"])) - set(peers.many_trainers(["numba"], with_peers=False)) == set(
+        peers.installed_stacks())
+
+
+def test_the_study_as_stacks_trains_the_sweeps_single_fits():
+    X, y = blobs(120)
+    configurations = [{"sizes": [2, 6, 2], "activation": "relu", "batch": 8, "optimizer": "momentum"},
+                      {"sizes": [2, 4, 4, 2], "activation": "sigmoid", "batch": 32, "optimizer": "adam"}]
+    backend = K.get_backend().name
+    stacks = peers.StudyStacks(configurations, X, y, SEEDS, 2, backend=backend)
+    swept = peers.StudySweep(configurations, X, y, SEEDS, 2, backend=backend)
+    stacks.run()
+    swept.run()
+    assert stacks.losses.shape == swept.losses.shape == (2, len(SEEDS))
+    np.testing.assert_allclose(stacks.losses, swept.losses, rtol=1e-6)
+    spec = configurations[1]
+    alone = _single_fit(SEEDS[2], X, y, SEEDS[2], 2, spec["optimizer"], spec["sizes"], spec["activation"], 32)[0]
+    assert stacks.losses[1, 2] == pytest.approx(alone, rel=1e-6)

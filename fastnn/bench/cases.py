@@ -6,11 +6,16 @@ by ``fastnn bench``:
 - training modes: samples/s of full-batch, mini-batch and online SGD, and the
   time to reach a test accuracy on the MNIST digits;
 - gradient cost: naive central differences against backpropagation as the
-  parameter count grows, with the fitted log-log slopes.
+  parameter count grows, with the fitted log-log slopes;
+- many models: 15 seeds of one configuration trained one fit after another, by
+  fastnn.sweep, as one fastnn.Stack and by the peers' stacked models; and the
+  configuration study (16 configurations x 15 seeds), stacks against fastnn.sweep.
 
 A case builds its arrays once and hands out a zero-argument callable to time
 (fastnn.bench.timing.measure).
 """
+import functools
+import itertools
 import math
 import os
 import subprocess
@@ -21,13 +26,13 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .. import kernels
-from ..datasets import load_mnist
+from ..datasets import load_mnist, ten_points
 from ..threads import step_flops
 from ..grad import numerical_grad
 from ..model import mlp
 from ..optim import SGD
 from . import peers
-from .timing import Timer, gflops, measure
+from .timing import SPIN_PAUSE, Timer, gflops, measure
 
 # --- kernels -------------------------------------------------------------------------------
 
@@ -328,3 +333,94 @@ def gradient_summary(cases):
         summary[f"{method}_slope"] = loglog_slope(params, seconds)
         summary[f"{method}_slope_largest"] = loglog_slope(params[-3:], seconds[-3:]) if len(cases) > 3 else None
     return summary
+
+
+# --- many models ---------------------------------------------------------------------------
+
+MANY_SEEDS = range(15)
+# (name, sizes, activation, batch size, optimizer, lr, epochs, data)
+MANY_CASES = (
+    ("15 seeds of 784-64-32-10, Adam, batch 128, 5 epochs", [784, 64, 32, 10], "relu", 128, "adam", 1e-3, 5,
+     "digits"),
+    ("15 seeds of 2-5-5-5-2 sigmoid, online SGD, 10-point set", [2, 5, 5, 5, 2], "sigmoid", 1, "sgd", 0.05, 1,
+     "ten points"),
+)
+TEN_POINT_EPOCHS = 2000  # the 10-point set repeated: 20,000 online updates per model
+
+
+def repeated_ten_points(repeats, dtype=np.float32):
+    """The 10-point set of the 2-2-3-2 example, ``repeats`` times in a row."""
+    X, y = ten_points()
+    return np.tile(X.astype(dtype), (repeats, 1)), np.tile(y.astype(np.int64), repeats)
+
+
+@functools.cache
+def ordered_digits(data_dir):
+    """The 8,000 training digits in one seeded order, and the 2,000 test digits."""
+    X, y, X_test, y_test = mnist_split(data_dir)
+    order = np.random.default_rng(0).permutation(len(X))
+    return (X[order], y[order]), (X_test, y_test)
+
+
+def many_data(source, dtype=np.float32, data_dir=None):
+    """The training data of a many-models case: 'digits' (ordered_digits) or 'ten points'
+    (the 10-point set TEN_POINT_EPOCHS times)."""
+    if source == "ten points":
+        return repeated_ten_points(TEN_POINT_EPOCHS, dtype)
+    (X, y), _ = ordered_digits(data_dir)
+    return X.astype(dtype), y
+
+
+def measure_many(case, trainers, repeats, dtype=np.float32, data_dir=None, seeds=MANY_SEEDS):
+    """({trainer: model-updates/s}, {trainer: seconds}) of one many-models case: medians of
+    repeats, the trainers (fastnn.bench.peers.many_trainers) interleaved."""
+    name, sizes, activation, batch, optimizer, lr, epochs, source = case
+    X, y = many_data(source, dtype, data_dir)
+    runs = {framework: make(sizes, activation, batch, optimizer, X, y, seeds=seeds, epochs=epochs, lr=lr).run
+            for framework, make in trainers.items()}
+    updates = len(seeds) * epochs * -(-len(X) // batch)
+    seconds = measure(runs, repeats, min_time=0, pause=SPIN_PAUSE)
+    return {framework: updates / s for framework, s in seconds.items()}, seconds
+
+
+# The configuration study: configurations of 784-width-32-10 drawn from this grid (as a random
+# search draws them), each trained over 15 seeds; "full" is the opt-in long case, "quick" its
+# smaller variant.
+STUDY_GRID = {"activation": ("relu", "tanh", "sigmoid"), "batch": (8, 16, 32, 64, 128, 256),
+              "width": (16, 32, 64, 128), "optimizer": peers.OPTIMIZERS}
+STUDIES = {"full": {"configurations": 16, "epochs": 10, "samples": 8000},
+           "quick": {"configurations": 4, "epochs": 2, "samples": 2000}}
+
+
+def study_configurations(n, seed=0):
+    """n distinct configurations {'sizes', 'activation', 'batch', 'optimizer'} of STUDY_GRID,
+    drawn without replacement by a seeded Generator (the same every run)."""
+    grid = list(itertools.product(*STUDY_GRID.values()))
+    picks = np.random.default_rng(seed).choice(len(grid), n, replace=False)
+    return [{"sizes": [784, width, 32, 10], "activation": activation, "batch": int(batch), "optimizer": optimizer}
+            for activation, batch, width, optimizer in (grid[i] for i in picks)]
+
+
+def study_name(study, seeds=len(MANY_SEEDS)):
+    plan = STUDIES[study]
+    return (f"{plan['configurations']} configurations x {seeds} seeds of 784-(16-128)-32-10, "
+            f"{plan['epochs']} epochs of {plan['samples']:,} digits ({study})")
+
+
+def study_trainer(study, make, dtype=np.float32, data_dir=None, seeds=MANY_SEEDS):
+    """The trainer ``make`` (of fastnn.bench.peers.study_trainers) built for the configuration
+    study ``study`` (a key of STUDIES) on the digits."""
+    plan = STUDIES[study]
+    X, y = many_data("digits", dtype, data_dir)
+    return make(study_configurations(plan["configurations"]), X[:plan["samples"]], y[:plan["samples"]], seeds,
+                plan["epochs"])
+
+
+def measure_study(study, trainers, repeats, dtype=np.float32, data_dir=None, seeds=MANY_SEEDS):
+    """{trainer: seconds} of the configuration study ``study``: medians of repeats, the
+    trainers (fastnn.bench.peers.study_trainers) interleaved, after a warm-up run of the
+    quick study each (compilation, worker processes)."""
+    for make in trainers.values():
+        study_trainer("quick", make, dtype, data_dir, seeds).run()
+    runs = {name: study_trainer(study, make, dtype, data_dir, seeds).run for name, make in trainers.items()}
+    return measure(runs, repeats, min_time=0, warm_up=False, pause=SPIN_PAUSE)

@@ -27,8 +27,9 @@ Many models at once: a stack trainer takes ``seeds`` instead of ``seed`` and tra
 model per seed on the same batches. ``loss`` and ``accuracy`` then give one value per
 model. JaxTrainer with seeds ``vmap``s its step over the stacked parameters inside the
 same scan; TorchStackTrainer holds each layer of the K models as one (K, in, out) tensor
-and multiplies with ``bmm``; FastnnSeries fits the models one after another and
-FastnnSweep runs them through ``fastnn.sweep``.
+and multiplies with ``bmm``; FastnnSeries fits the models one after another,
+FastnnSweep runs them through ``fastnn.sweep`` and FastnnStack trains them as one
+``fastnn.Stack`` (one fit of all K).
 
 ``installed()`` lists the single-model peers this Python can import; the benchmarks
 (benchmarks/peers.py, benchmarks/test_peers.py, ``fastnn bench``) time them side by
@@ -42,7 +43,7 @@ import warnings
 import numpy as np
 
 from .. import kernels
-from ..model import mlp
+from ..model import Stack, mlp
 from ..optim import SGD, Adam
 from ..sweeps import sweep
 
@@ -134,6 +135,89 @@ class FastnnSweep:
         if result.errors:
             raise RuntimeError(f"sweep runs failed: {result.errors[0]['error']}")
         self.losses = np.array(next(iter(result.values("loss").values())))
+
+
+class FastnnStack:
+    """K models, one per seed, trained together by one ``Stack.fit`` of ``epochs`` epochs
+    a run. Unlike the other trainers it shuffles, as a seed study does: ``order`` "shared"
+    gives every model one batch order (seed=0), "per seed" model k its own (seed=seeds[k]);
+    the orders go on from run to run."""
+
+    ORDERS = ("shared", "per seed")
+
+    def __init__(self, sizes, activation, batch, optimizer, X, y, seeds, backend="cython", epochs=1, lr=None,
+                 order="shared"):
+        if order not in self.ORDERS:
+            raise ValueError(f"order must be one of {self.ORDERS}; got {order!r}")
+        self.seeds = list(seeds)
+        self.stack = Stack([mlp(sizes, activation=activation, dtype=X.dtype, seed=seed) for seed in self.seeds])
+        self.optimizer = _fastnn_optimizer(optimizer, lr)
+        self.rngs = np.random.default_rng(0) if order == "shared" else [np.random.default_rng(s) for s in self.seeds]
+        self.backend, self.batch, self.epochs, self.X, self.y = backend, batch, epochs, X, y
+        self.config = f"one Stack.fit of all the models, {backend} engine, {order} batch order"
+
+    def run(self):
+        with kernels.use_backend(self.backend):
+            histories = self.stack.fit(self.X, self.y, optimizer=self.optimizer, epochs=self.epochs,
+                                       batch_size=self.batch, seed=self.rngs, verbose=0)
+        if any(history.diverged for history in histories):
+            raise RuntimeError("training diverged; the timing would be of a partial run")
+
+    def loss(self, X, y):
+        return self.stack.evaluate(X, y)["loss"]
+
+    def accuracy(self, X, y):
+        return np.mean(self.stack.predict(X) == y, axis=1)
+
+
+def _study_run(seed, configuration, configurations, X, y, backend, epochs):
+    spec = configurations[configuration]
+    model = mlp(spec["sizes"], activation=spec["activation"], dtype=X.dtype, seed=seed)
+    with kernels.use_backend(backend):
+        history = model.fit(X, y, optimizer=_fastnn_optimizer(spec["optimizer"], None), epochs=epochs,
+                            batch_size=spec["batch"], seed=seed, verbose=0)
+    return {"loss": history.loss[-1]}
+
+
+class StudySweep:
+    """A configuration study (fastnn.bench.cases.study_configurations: dicts of sizes,
+    activation, batch, optimizer) over seeds by ``fastnn.sweep``: one single fit per
+    configuration and seed in worker processes, shuffled by its seed. ``losses`` holds the
+    last epoch's training loss of each, (configurations, seeds)."""
+
+    def __init__(self, configurations, X, y, seeds, epochs, backend="cython"):
+        self.seeds, self.n = list(seeds), len(configurations)
+        self.run_one = functools.partial(_study_run, configurations=configurations, X=X, y=y, backend=backend,
+                                         epochs=epochs)
+        self.config = f"fastnn.sweep of single fits, {backend} engine, {os.cpu_count()} worker processes"
+
+    def run(self):
+        result = sweep(self.run_one, {"configuration": range(self.n)}, seeds=self.seeds, verbose=0)
+        if result.errors:
+            raise RuntimeError(f"sweep runs failed: {result.errors[0]['error']}")
+        self.losses = np.array(list(result.values("loss").values()))
+
+
+class StudyStacks:
+    """The same study as one ``fastnn.Stack`` per configuration, fitted one after another:
+    the seeds are the stack's models, each shuffled by its own seed (seed=seeds), so each
+    trains as the sweep's single fit of it does."""
+
+    def __init__(self, configurations, X, y, seeds, epochs, backend="cython"):
+        self.configurations, self.X, self.y, self.seeds = configurations, X, y, list(seeds)
+        self.epochs, self.backend = epochs, backend
+        self.config = f"one Stack.fit per configuration, {backend} engine"
+
+    def run(self):
+        losses = []
+        for spec in self.configurations:
+            stack = Stack([mlp(spec["sizes"], activation=spec["activation"], dtype=self.X.dtype, seed=seed)
+                           for seed in self.seeds])
+            with kernels.use_backend(self.backend):
+                histories = stack.fit(self.X, self.y, optimizer=_fastnn_optimizer(spec["optimizer"], None),
+                                      epochs=self.epochs, batch_size=spec["batch"], seed=self.seeds, verbose=0)
+            losses.append([history.loss[-1] for history in histories])
+        self.losses = np.array(losses)
 
 
 class _TorchNet:
@@ -414,3 +498,21 @@ def installed():
 def installed_stacks():
     """{peer name: trainer factory taking seeds=} for the many-models peers this Python can import."""
     return _importable(STACK_PEERS)
+
+
+def many_trainers(backends, with_peers=True):
+    """{name: trainer factory taking seeds=} of the many-models cases: per fastnn backend one
+    fit after another and one Stack.fit in each batch order, fastnn.sweep on the last
+    backend, and (with_peers) the installed stacked peers."""
+    found = {f"fastnn-{name} one by one": functools.partial(FastnnSeries, backend=name) for name in backends}
+    found["fastnn.sweep"] = functools.partial(FastnnSweep, backend=backends[-1])
+    for name in backends:
+        for order in FastnnStack.ORDERS:
+            found[f"fastnn-{name} stack, {order} order"] = functools.partial(FastnnStack, backend=name, order=order)
+    return {**found, **(installed_stacks() if with_peers else {})}
+
+
+def study_trainers(backend):
+    """{name: factory} of the configuration study: stacks, and the sweep of single fits."""
+    return {f"fastnn-{backend} stacks": functools.partial(StudyStacks, backend=backend),
+            "fastnn.sweep": functools.partial(StudySweep, backend=backend)}

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import engine as engines
 from .. import kernels
 from ..atomic import replacing
 from ..threads import OWN_TWO_THREAD_FLOPS, step_flops
 from . import peers
 from .cases import (NETS, MODE_SAMPLES, TARGET_ACCURACY, GRADIENT_BATCH, GradientCase, KernelCase, ModeCase,
-                    gemm_rate, gradient_summary, kernel_results, mnist_split, mode_name, mode_results,
-                    numba_first_step, one_blas_thread, time_to_accuracy)
+                    gemm_rate, gradient_summary, kernel_results, measure_many, measure_study, mnist_split, mode_name,
+                    mode_results, numba_first_step, one_blas_thread, ordered_digits, study_name, time_to_accuracy)
 from .machine import machine_record
 from .plans import PLANS
 from .timing import SPIN_PAUSE, measure
@@ -36,13 +37,54 @@ def _plan_size(plan, backends, with_accuracy):
     """The number of progress lines a run of the plan prints."""
     return (1 + len(plan["kernel_shapes"]) * len(kernels.KERNELS) + len(plan["nets"]) * len(plan["modes"])
             + (len(plan["modes"]) if with_accuracy else 0) + len(plan["widths"])
+            + len(plan.get("many_cases", ())) + (1 if plan.get("study") else 0)
             + (1 if plan["cold_start"] and "numba" in backends else 0))
+
+
+def _has_digits(data_dir):
+    """None when the ordered MNIST digits load, else why not."""
+    try:
+        ordered_digits(data_dir)
+    except (FileNotFoundError, ValueError) as error:
+        return f"MNIST digits not found: {error}"
+    return None
+
+
+def _many_models(plan, backends, with_peers, data_dir, progress):
+    """The many-models cases and the configuration study of a plan, on the backends with an
+    engine: {"cases": [one row per case and trainer], "study": {...} or None, "skipped": [...]}."""
+    engine_backends = [name for name in backends if engines.engine_module(name) is not None]
+    found = {"cases": [], "study": None, "skipped": []}
+    seeds = range(plan.get("many_seeds", 15))
+    missing = _has_digits(data_dir) if plan.get("study") or any(
+        case[-1] == "digits" for case in plan.get("many_cases", ())) else None
+    for case in plan.get("many_cases", ()):
+        if not engine_backends or (case[-1] == "digits" and missing):
+            found["skipped"].append(f"{case[0]}: {missing or 'no backend with an engine'}")
+            progress(f"many models {case[0]}: skipped")
+            continue
+        trainers = peers.many_trainers(engine_backends, with_peers)
+        rates, seconds = measure_many(case, trainers, plan["many_repeats"], data_dir=data_dir, seeds=seeds)
+        found["cases"] += [{"case": case[0], "framework": name, "seeds": len(seeds), "seconds": seconds[name],
+                            "model_updates_per_second": rates[name]} for name in trainers]
+        progress(f"many models {case[0]}: " + ", ".join(f"{n} {s:.2f} s" for n, s in seconds.items()))
+    study = plan.get("study")
+    if study and (missing or not engine_backends):
+        found["skipped"].append(f"study {study}: {missing or 'no backend with an engine'}")
+        progress(f"configuration study {study}: skipped")
+    elif study:
+        seconds = measure_study(study, peers.study_trainers(engine_backends[-1]), plan["many_repeats"],
+                                data_dir=data_dir, seeds=seeds)
+        found["study"] = {"study": study, "name": study_name(study, len(seeds)), "seeds": len(seeds), "seconds": seconds}
+        progress(f"configuration study {found['study']['name']}: " + ", ".join(f"{n} {s:.2f} s" for n, s in seconds.items()))
+    return found
 
 
 def run(plan="default", data_dir=None, stream=sys.stderr, backends=None, with_peers=True):
     """Run every case of a plan (a name of PLANS or a dict like them); returns the results
-    as a dict ready for JSON. The training modes also run the installed peers (PyTorch, JAX,
-    scikit-learn) unless with_peers is false. Progress goes to stream (None: silent)."""
+    as a dict ready for JSON. The training modes and the many-models cases also run the
+    installed peers (PyTorch, JAX, scikit-learn) unless with_peers is false. Progress goes to
+    stream (None: silent)."""
     plan = PLANS[plan] if isinstance(plan, str) else plan
     backends = backends or kernels.available_backends()
     frameworks = list(backends) + (list(peers.installed()) if with_peers else [])
@@ -114,6 +156,8 @@ def run(plan="default", data_dir=None, stream=sys.stderr, backends=None, with_pe
                  f"backprop {times['backprop']:.4g} s, ratio {times['naive'] / times['backprop']:,.0f}")
     results["gradient_cost"] = {"batch": GRADIENT_BATCH, "backend": kernels.get_backend().name, "blas_threads": 1,
                                 "cases": cases, **gradient_summary(cases)}
+
+    results["many_models"] = _many_models(plan, backends, with_peers, data_dir, progress)
 
     if plan["cold_start"] and "numba" in backends:
         with tempfile.TemporaryDirectory() as cache:
