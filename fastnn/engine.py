@@ -110,11 +110,11 @@ def layer_table(model, batch):
 
 
 class Workspace:
-    """One model's buffers for training a model laid out as ``layers`` (layer_table's)
-    with batches of up to ``batch`` rows, as kernels/abi.py describes; the models of a
-    stack use them in turn."""
+    """Buffers for training a model laid out as ``layers`` (layer_table's) with batches of
+    up to ``batch`` rows, as kernels/abi.py describes: one model's, which the models of a
+    stack use in turn, and the epoch-start backup of each of n_models models."""
 
-    def __init__(self, model, batch, layers, alphas):
+    def __init__(self, model, batch, layers, alphas, n_models=1):
         dtype = model.dtype
         self.layers, self.alphas = layers, alphas
         size = int(layers[-1, abi.OUT_OFFSET] + batch * layers[-1, abi.N_OUT])
@@ -123,6 +123,7 @@ class Workspace:
         self.twork = np.zeros((batch, model.n_outputs), dtype)
         self.wwork = np.zeros(batch, dtype)
         self.lwork = np.zeros(batch, np.int64)
+        self.backup = np.zeros((n_models, 3, model.n_params), dtype)
 
 
 def _activation_codes(model):
@@ -139,18 +140,19 @@ def _activation_codes(model):
 _workspaces = weakref.WeakKeyDictionary()
 
 
-def workspace(model, batch):
-    """The model's Workspace for this batch size and layer table, allocated on first use
-    and keyed by everything that sizes or fills it (batch, dtype, the table), so a model
-    whose layout or activations changed never gets an old one; the few most recently
-    used are kept."""
+def workspace(model, batch, n_models=1):
+    """The Workspace of model (the first of a stack of n_models) for this batch size and
+    layer table, allocated on first use and keyed by everything that sizes or fills it
+    (batch, dtype, the table, the number of models), so a model whose layout or activations
+    changed never gets an old one; the few most recently used are kept, so that fits called
+    one after another do not allocate (and fault in) their backup again."""
     layers, alphas = layer_table(model, batch)
-    key = (batch, model.dtype.str, layers.tobytes(), alphas.tobytes())
+    key = (batch, n_models, model.dtype.str, layers.tobytes(), alphas.tobytes())
     kept = _workspaces.setdefault(model, OrderedDict())
     if key in kept:
         kept.move_to_end(key)
     else:
-        kept[key] = Workspace(model, batch, layers, alphas)
+        kept[key] = Workspace(model, batch, layers, alphas, n_models)
         while len(kept) > WORKSPACES_KEPT:
             kept.popitem(last=False)
     return kept[key]
@@ -272,11 +274,10 @@ class Engine:
         self.weights = np.zeros(0, dtype) if weight is None else _writable(weight)
         self.optimizer_code = abi.SGD if isinstance(group.optimizers[0], SGD) else abi.ADAM
         self.clip_norm = 0.0 if clip_norm is None else float(clip_norm)
-        self.work = workspace(model, batch)
-        self.works = [self.work] + [Workspace(model, batch, self.work.layers, self.work.alphas)
+        self.work = workspace(model, batch, len(group.models))
+        self.works = [self.work] + [Workspace(model, batch, self.work.layers, self.work.alphas, 0)
                                     for _ in range(self.model_threads - 1)]
-        k, p = group.params.shape
-        self.backup = np.zeros((k, 3, p), dtype)
+        self.backup = self.work.backup
         self.no_orders = np.zeros((0, 0, 0), np.int64)
         self.checked = False  # whether run asked if its first call compiles
         self._check_layout()
@@ -314,7 +315,8 @@ class Engine:
         size = int(layers[-1, abi.OUT_OFFSET]) + batch * n_out
         for name, a, shape, kind in (("acts", work.acts, (size,), dtype), ("deltas", work.deltas, (size,), dtype),
                                      ("twork", work.twork, (batch, n_out), dtype), ("wwork", work.wwork, (batch,), dtype),
-                                     ("lwork", work.lwork, (batch,), np.int64)):
+                                     ("lwork", work.lwork, (batch,), np.int64),
+                                     ("backup", self.backup, (len(params), 3, params.shape[1]), dtype)):
             _check_shape(f"workspace {name}", a, shape, kind)
         self._state()
         disjoint({"params": params, "grads": grads, "acts": work.acts, "deltas": work.deltas, "twork": work.twork,
