@@ -243,8 +243,8 @@ class Engine:
     """Compiled training of a stack of models (one model: a stack of one) with one loss and
     optimizer kind on prepared arrays.
 
-    ``group`` holds the models and their buffers as (K, P) arrays (fastnn/train.py's
-    OneModel, or a fastnn.Stack): ``models``, ``params``, ``grads``, ``optimizers`` (one per
+    ``group`` holds the models and their buffers as (K, P) arrays (OneModel above, or a
+    fastnn.Stack): ``models``, ``params``, ``grads``, ``optimizers`` (one per
     model, bound) and ``state`` ({state name: (K, P) array}, whose row k is model k's
     optimizer's state).
     """

@@ -129,17 +129,9 @@ class MLPSpec:
                      if field.name not in STACKED)
 
 
-def _stack_optimizer(specs):
-    """One optimizer for a stack whose model k is trained as specs[k] says: the STACKED
-    hyper-parameters one value per model, the rest from specs[0]."""
-    values = [spec.make_optimizer().get_params() for spec in specs]
-    options = {}
-    for name, value in values[0].items():
-        if name == "betas":
-            options[name] = tuple(zip(*(each[name] for each in values)))
-        else:
-            options[name] = [each[name] for each in values] if name in STACKED else value
-    return OPTIMIZERS[specs[0].optimizer](**options)
+def _stacked_optimizer(specs):
+    """One optimizer for a stack whose model k is trained as specs[k] says (Optimizer.of_models)."""
+    return OPTIMIZERS[specs[0].optimizer].of_models([spec.make_optimizer() for spec in specs])
 
 
 def _train_stack(specs, seeds, data):
@@ -152,7 +144,7 @@ def _train_stack(specs, seeds, data):
     per_model = [each for each in specs for _ in seeds]
     model_seeds = [seed for _ in specs for seed in seeds]
     stack = mlp(spec.sizes, spec.activation, init=spec.init, dtype=spec.dtype, seed=model_seeds, loss=spec.loss)
-    histories = stack.fit(X, y, optimizer=_stack_optimizer(per_model), epochs=spec.epochs,
+    histories = stack.fit(X, y, optimizer=_stacked_optimizer(per_model), epochs=spec.epochs,
                           batch_size=spec.batch_size, clip_norm=spec.clip_norm, seed=model_seeds, verbose=0)
     metrics = []
     for history in histories:

@@ -170,8 +170,14 @@ def thread_count(n_threads, model, batch, engine_threads=False):
         worth_it = flops >= (OWN_TWO_THREAD_FLOPS if engine_threads else TWO_THREAD_FLOPS)
     if not worth_it or _running > 0:
         return 1
+    return min(_free_threads(), 2)
+
+
+def _free_threads():
+    """The cores this process may use that no other process's thread runs on now, within
+    the BLAS limit already in force (at least one)."""
     limits = [lib.num_threads for lib in _blas().lib_controllers] or [1]
-    return max(1, min(available_cores() - other_running_tasks(), 2, *limits))
+    return max(1, min(available_cores() - other_running_tasks(), *limits))
 
 
 def model_threads(n_threads, n_models):
@@ -185,8 +191,7 @@ def model_threads(n_threads, n_models):
         return min(requested, n_models)
     if n_models == 1 or _running > 0:
         return 1
-    limits = [lib.num_threads for lib in _blas().lib_controllers] or [1]
-    return max(1, min(n_models, available_cores() - other_running_tasks(), *limits))
+    return min(_free_threads(), n_models)
 
 
 @contextlib.contextmanager
