@@ -381,14 +381,15 @@ class Engine:
             state.append(buffer)
         return (state + [np.zeros((len(params), 0), params.dtype)]) if isinstance(opt, SGD) else state
 
-    def run(self, orders, n_epochs, active=None):
+    def run(self, orders, n_epochs, active=None, record_updates=False):
         """Train the active models (a bool per model; None: all) for n_epochs in one call;
         orders is (n_orders, n_epochs, n) with n_orders 1 (one order for all) or one per
         model, or None (in order).
 
-        Returns, per model, (per-epoch loss sums, per-epoch metric sums, Failure or None) for
-        the epochs it completed, or None for an inactive model; the optimizers' step
-        counts are updated.
+        Returns, per model, (per-epoch loss sums, per-epoch metric sums, Failure or None,
+        update losses) for the epochs it completed, or None for an inactive model; the
+        update losses are each update's batch loss in order (record_updates), else None.
+        The optimizers' step counts are updated.
         """
         group, work = self.group, self.work
         k, n = len(group.models), len(self.X)
@@ -403,13 +404,15 @@ class Engine:
             raise ValueError(f"engine: active must hold a bool for each of the {k} models; got shape {active.shape}")
         state_a, state_b = self._state()
         stats = np.zeros((k, n_epochs, 2), np.float64)
+        n_batches = -(-n // self.batch)
+        update_losses = np.zeros((k, n_epochs, n_batches) if record_updates else (k, 0, 0), np.float64)
         steps = np.array([opt.steps for opt in group.optimizers], np.int64)
         done, failed_batch, failed_loss = np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros(k)
         args = (abi.Model(group.params, group.grads, state_a, state_b, work.layers, work.alphas, self._hyper(),
                           steps, active.astype(np.int64)),
                 abi.Data(self.X, self.labels, self.targets, self.weights, self.no_orders if orders is None else orders),
-                abi.Work(work.acts, work.deltas, work.twork, work.wwork, work.lwork, self.backup, stats, done,
-                         failed_batch, failed_loss),
+                abi.Work(work.acts, work.deltas, work.twork, work.wwork, work.lwork, self.backup, stats,
+                         update_losses, done, failed_batch, failed_loss),
                 abi.Run(self.optimizer_code, self.loss_code, n_epochs, self.batch, self.threads))
         started = None if self.checked else _compiling_notice(self.run_epochs, args, group.params.dtype)
         self.checked = True
@@ -429,7 +432,8 @@ class Engine:
                 state = {name: backup[1 + i] for i, name in enumerate(optimizer.state_names)}
                 failure = Failure(completed, int(failed_batch[m]), float(failed_loss[m]), backup[0], state,
                                   optimizer.steps - int(failed_batch[m]))
-            results.append((stats[m, :completed, 0], stats[m, :completed, 1], failure))
+            results.append((stats[m, :completed, 0], stats[m, :completed, 1], failure,
+                            update_losses[m, :completed].ravel() if record_updates else None))
         return results
 
     def _run_shares(self, args, active):
@@ -456,7 +460,7 @@ class Engine:
                 data._replace(orders=orders),
                 work._replace(acts=space.acts, deltas=space.deltas, twork=space.twork, wwork=space.wwork,
                               lwork=space.lwork, backup=work.backup[rows], stats=work.stats[rows],
-                              done=work.done[rows], failed_batch=work.failed_batch[rows],
+                              update_losses=work.update_losses[rows], done=work.done[rows], failed_batch=work.failed_batch[rows],
                               failed_loss=work.failed_loss[rows]),
                 run)
 

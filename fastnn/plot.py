@@ -1,6 +1,6 @@
-"""Figures for training runs: learning curves (of one run, or the band of many),
-decision regions, confusion matrices and heatmaps, misclassified images, autoencoder
-reconstructions and sweep box plots.
+"""Figures for training runs: learning curves (per epoch or per update, of one run, or the
+band of many), decision regions, confusion matrices and heatmaps, misclassified images,
+autoencoder reconstructions and sweep box plots.
 
 Every function builds a ``matplotlib.figure.Figure`` without pyplot, so nothing
 depends on a display or on global pyplot state, and returns it; those that take ``ax``
@@ -68,6 +68,26 @@ def history(history, log_loss=False, title=None, path=None):
         loss_axes.set_yscale("log")
     if title:
         figure.suptitle(title)
+    return _finish(figure, path)
+
+
+def update_loss(history, log=False, ax=None, label=None, title=None, path=None):
+    """The training loss against the number of updates, from a History that fit recorded
+    with loss_every=N (the mean of every N updates); log puts the loss on a log scale."""
+    if not len(history.update_loss):
+        raise ValueError("history has no update losses: fit(..., loss_every=N) records them")
+    figure, axes = _axes(ax, (7, 4))
+    every = history.update_loss_every
+    axes.plot(history.update_step, history.update_loss, linewidth=0.8,
+              label=label or ("loss of each update" if every == 1 else f"mean loss of {every} updates"))
+    axes.set_xlabel("update")
+    axes.set_ylabel("loss")
+    if log:
+        axes.set_yscale("log")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    if title:
+        axes.set_title(title)
     return _finish(figure, path)
 
 

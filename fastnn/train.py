@@ -32,14 +32,54 @@ class History:
     ``metric_name`` is 'accuracy' (classification losses) or 'r2' (MSE).
     ``diverged`` is True when a non-finite loss stopped training; ``stop_reason``
     says why training ended; ``best_epoch`` is the epoch early stopping kept.
+
+    With fit's ``loss_every=N`` (``update_loss_every``), ``update_loss`` holds the mean
+    training loss of every N updates of the completed epochs (each update's batch loss,
+    as its forward pass computed it before the step; the last window may be shorter)
+    and ``update_step`` the number of updates at the end of each window, as arrays (a
+    long online fit records hundreds of thousands).
     """
 
-    def __init__(self, metric_name):
+    def __init__(self, metric_name, loss_every=None):
         self.metric_name = metric_name
         self.epoch, self.loss, self.metric, self.val_loss, self.val_metric, self.time = [], [], [], [], [], []
         self.diverged = False
         self.stop_reason = "completed"
         self.best_epoch = None
+        self.update_loss_every = loss_every
+        self._means = []  # arrays of window means, joined when update_loss is read
+        self._window = np.zeros(0)  # the losses of the updates after the last full window
+        self._updates = 0  # the updates the windows in _means cover
+
+    @property
+    def update_loss(self):
+        """float64 array: the mean loss of each window of update_loss_every updates."""
+        if len(self._means) != 1:
+            self._means = [np.concatenate(self._means) if self._means else np.zeros(0)]
+        return self._means[0]
+
+    @property
+    def update_step(self):
+        """int64 array: the updates of this fit done at the end of each window."""
+        every = self.update_loss_every or 1
+        return np.minimum(np.arange(1, len(self.update_loss) + 1, dtype=np.int64) * every, self._updates)
+
+    def record_updates(self, losses):
+        """Add the update losses of completed epochs, in order, to the windows of
+        update_loss_every updates."""
+        every = self.update_loss_every
+        values = np.concatenate([self._window, losses])
+        full = len(values) - len(values) % every
+        self._means.append(values[:full].reshape(-1, every).mean(axis=1))
+        self._updates += full
+        self._window = values[full:]
+
+    def end_updates(self):
+        """Close the last, shorter window (the end of fit)."""
+        if len(self._window):
+            self._means.append(np.array([self._window.mean()]))
+            self._updates += len(self._window)
+            self._window = np.zeros(0)
 
     def record(self, epoch, loss, metric, val_loss, val_metric, seconds):
         self.epoch.append(epoch)
@@ -61,9 +101,15 @@ class History:
         self.time.extend([seconds / count] * count)
 
     def as_dict(self):
-        return {"epoch": self.epoch, "loss": self.loss, self.metric_name: self.metric, "val_loss": self.val_loss,
-                f"val_{self.metric_name}": self.val_metric, "time": self.time,
-                "diverged": self.diverged, "stop_reason": self.stop_reason, "best_epoch": self.best_epoch}
+        """The record as a dict of per-epoch lists and flags (with update_loss and
+        update_step when they were recorded)."""
+        record = {"epoch": self.epoch, "loss": self.loss, self.metric_name: self.metric, "val_loss": self.val_loss,
+                  f"val_{self.metric_name}": self.val_metric, "time": self.time,
+                  "diverged": self.diverged, "stop_reason": self.stop_reason, "best_epoch": self.best_epoch}
+        if self.update_loss_every is not None:
+            record.update(update_loss=self.update_loss, update_step=self.update_step,
+                          update_loss_every=self.update_loss_every)
+        return record
 
     def __len__(self):
         return len(self.epoch)
@@ -144,7 +190,7 @@ def _clip_by_global_norm(grads, max_norm):
 
 def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *, shuffle=True, seed=None,
         sample_weight=None, validation_data=None, validation_split=0.0, early_stopping=None,
-        clip_norm=None, callbacks=(), verbose=1, lr=None, engine="auto", n_threads=None):
+        clip_norm=None, callbacks=(), verbose=1, lr=None, engine="auto", n_threads=None, loss_every=None):
     """Train ``model`` in place and return a History.
 
     loss: a Loss, its class or name (default: softmax cross-entropy, or the model's last loss).
@@ -171,6 +217,9 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
     False always takes the per-module path. Both compute the same numbers.
     n_threads: BLAS threads for the engine (default: FASTNN_NUM_THREADS, else one or
     two by the size of a step).
+    loss_every: N records history.update_loss, the mean training loss of every N updates
+    (1: every update's), for curves finer than an epoch; None (the default) records none,
+    and the compiled loop then does no work for it.
 
     A loss that is not finite or exceeds kernels.reference.LOSS_LIMIT (1e18) stops training
     with a RuntimeWarning and history.diverged = True; the model keeps the current weights
@@ -186,18 +235,20 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
     group = model if stacked else engines.OneModel(model)
     histories = _fit_group(group, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, sample_weight,
                            validation_data, validation_split, early_stopping, clip_norm, callbacks, verbose, lr,
-                           engine, n_threads)
+                           engine, n_threads, loss_every)
     return histories if stacked else histories[0]
 
 
 def _fit_group(group, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, sample_weight, validation_data,
-               validation_split, early_stopping, clip_norm, callbacks, verbose, lr, engine, n_threads):
+               validation_split, early_stopping, clip_norm, callbacks, verbose, lr, engine, n_threads, loss_every):
     """fit for the K models of group (OneModel or a Stack); returns their Histories."""
     models = group.models
     first, k = models[0], len(models)
     rngs = _generators(seed, k, not isinstance(group, engines.OneModel))
     loss = get_loss(loss or group.loss or SoftmaxCrossEntropy())
     epochs = check_positive_int("epochs", epochs)
+    if loss_every is not None:
+        loss_every = check_positive_int("loss_every", loss_every)
     if optimizer is group.optimizer and lr is not None:
         raise ValueError("lr applies to an optimizer given by name; set it on the optimizer instance")
     optimizer = get_optimizer(optimizer, **({} if lr is None else {"lr": lr}))
@@ -228,7 +279,7 @@ def _fit_group(group, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, 
     group.bind(optimizer)
     optimizers = group.optimizers
     group.loss = loss
-    histories = [History(loss.metric_name) for _ in models]
+    histories = [History(loss.metric_name, loss_every) for _ in models]
     for model, history in zip(models, histories):
         model.loss, model.history = loss, history
     stoppers = [] if stopper is None else [stopper] if k == 1 else [copy.deepcopy(stopper) for _ in models]
@@ -266,18 +317,19 @@ def _fit_group(group, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, 
                     if runner is None:
                         results = [_module_epoch(model, loss, opt, X, targets, weight,
                                                  None if orders is None else orders[m if len(orders) > 1 else 0, 0],
-                                                 batch,
-                                                 clip_norm) if active[m] else None
+                                                 batch, clip_norm, loss_every is not None) if active[m] else None
                                    for m, (model, opt) in enumerate(zip(models, optimizers))]
                     else:
-                        results = runner.run(orders, count, active)
+                        results = runner.run(orders, count, active, loss_every is not None)
                     with deferred_interrupt():
                         seconds = time.perf_counter() - start
                         running = np.flatnonzero(active)
                         completed = max(len(results[m][0]) for m in running)
                         diverged = set()
                         for m in running:
-                            losses, metrics, failure = results[m]
+                            losses, metrics, failure, update_losses = results[m]
+                            if update_losses is not None:
+                                histories[m].record_updates(update_losses)
                             if _record(models[m], loss, histories[m], stoppers[m] if stoppers else None,
                                        validation, done, n, losses, metrics, seconds, per_epoch):
                                 active[m] = False
@@ -294,7 +346,9 @@ def _fit_group(group, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, 
                     progress.update(completed)
                     _show(progress, histories, active, n * k * completed / seconds)
                 if not per_epoch:
-                    chunk = _next_chunk(count, seconds, n * len(rngs))
+                    # Shuffled indices, or update losses, held for the chunk per epoch.
+                    entries = max(n * len(rngs), k * -(-n // batch) if loss_every is not None else 0)
+                    chunk = _next_chunk(count, seconds, entries)
                 for m in [m for m in running if m not in diverged] if callbacks else ():
                     if any([callback(histories[m]) for callback in callbacks]):
                         active[m] = False
@@ -306,8 +360,10 @@ def _fit_group(group, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, 
             histories[m].stop_reason = "interrupted"
         raise
     finally:
-        for model in models:
+        for model, history in zip(models, histories):
             model.train(False)
+            if loss_every is not None:
+                history.end_updates()
         progress.close()
     for model, each in zip(models, stoppers):
         if each.best_params is not None:
@@ -358,35 +414,38 @@ CHUNK_SECONDS = 0.05
 MAX_ORDER_ENTRIES = 1 << 22
 
 
-def _next_chunk(count, seconds, n):
+def _next_chunk(count, seconds, entries):
     """Epochs for the next engine call: enough to last about CHUNK_SECONDS, with at
-    most MAX_ORDER_ENTRIES shuffled indices."""
+    most MAX_ORDER_ENTRIES shuffled indices or update losses (``entries`` per epoch)."""
     wanted = int(count * CHUNK_SECONDS / max(seconds, 1e-6))
-    return max(1, min(wanted, MAX_ORDER_ENTRIES // n))
+    return max(1, min(wanted, MAX_ORDER_ENTRIES // entries))
 
 
-def _module_epoch(model, loss, optimizer, X, targets, weight, order, batch, clip_norm):
+def _module_epoch(model, loss, optimizer, X, targets, weight, order, batch, clip_norm, record_updates):
     """One epoch of the per-module path: forward, loss and backward by module calls, then
-    clipping and one optimizer step per batch. Returns ([loss sum], [metric sum], None),
-    or ([], [], Failure) when a batch's loss is not finite (its update is skipped)."""
+    clipping and one optimizer step per batch. Returns ([loss sum], [metric sum], None,
+    each update's loss or None), as Engine.run; ([], [], Failure, None) when a batch's
+    loss is not finite (its update is skipped)."""
     epoch_params = model.params.copy()
     epoch_state = {k: v.copy() for k, v in optimizer.state.items()}
     epoch_steps = optimizer.steps
     Xe, te, we = (X, targets, weight) if order is None else (
         X[order], targets[order], None if weight is None else weight[order])
     total_loss = total_metric = 0.0
+    update_losses = []
     for lo in range(0, len(X), batch):
         xb, tb = Xe[lo:lo + batch], te[lo:lo + batch]
         wb = None if we is None else we[lo:lo + batch]
         value, outputs = forward_backward(model, xb, tb, loss, wb)
         if not value <= LOSS_LIMIT:
-            return [], [], engines.Failure(0, lo // batch, value, epoch_params, epoch_state, epoch_steps)
+            return [], [], engines.Failure(0, lo // batch, value, epoch_params, epoch_state, epoch_steps), None
         if clip_norm is not None:
             _clip_by_global_norm(model.grads, float(clip_norm))
         optimizer.step(model.params, model.grads)
         total_loss += value * len(xb)
         total_metric += loss.score(outputs, tb) * len(xb)
-    return [total_loss], [total_metric], None
+        update_losses.append(value)
+    return [total_loss], [total_metric], None, (np.array(update_losses) if record_updates else None)
 
 
 def _end_epoch(model, loss, history, stopper, validation, epoch, train_loss, train_metric, seconds):

@@ -35,6 +35,9 @@ Work    acts, deltas        flat workspaces of batch * (n_in + sum of n_out) ent
         backup              (K, 3, P), out: params, state_a, state_b at model k's last epoch start
         stats               float64 (K, n_epochs, 2), out: per model and epoch, the sums
                             over batches of (mean loss, metric) times the batch's rows
+        update_losses       float64 (K, n_epochs, n_batches), out: each update's batch loss
+                            (the mean over its rows, before its step), n_batches the
+                            updates of an epoch; (K, 0, 0) records none
         done                int64 (K,), out: the epochs model k completed (0 if inactive)
         failed_batch        int64 (K,), out: where done[k] < n_epochs, the batch of epoch
                             done[k] whose loss stopped model k
@@ -86,5 +89,6 @@ HYPER = np.dtype([
 
 Model = namedtuple("Model", "params grads state_a state_b layers alphas hyper steps active")
 Data = namedtuple("Data", "X labels targets weights orders")
-Work = namedtuple("Work", "acts deltas twork wwork lwork backup stats done failed_batch failed_loss")
+Work = namedtuple("Work", "acts deltas twork wwork lwork backup stats update_losses done failed_batch "
+                          "failed_loss")
 Run = namedtuple("Run", "optimizer loss n_epochs batch threads")

@@ -39,8 +39,8 @@ def _run(bint online, int n_threads, floating[:, ::1] params, floating[:, ::1] g
          const floating[:, ::1] X, const int64_t[::1] labels, const floating[:, ::1] targets,
          const floating[::1] weights, const int64_t[:, :, ::1] orders, Py_ssize_t n_epochs, Py_ssize_t batch,
          floating[::1] acts, floating[::1] deltas, floating[:, ::1] twork, floating[::1] wwork,
-         int64_t[::1] lwork, double[:, :, ::1] stats, int64_t[::1] done, int64_t[::1] failed_batch,
-         double[::1] failed_loss):
+         int64_t[::1] lwork, double[:, :, ::1] stats, double[:, :, ::1] update_losses, int64_t[::1] done,
+         int64_t[::1] failed_batch, double[::1] failed_loss):
     """Online or mini-batch training of the stack on n_threads threads (engine_online.pxi,
     engine_batch.pxi): the team trains each active model k in turn, on its rows of the
     per-model arrays, then thread 0 writes its outcome to done[k], failed_batch[k],
@@ -56,6 +56,8 @@ def _run(bint online, int n_threads, floating[:, ::1] params, floating[:, ::1] g
     cdef floating* sb = NULL
     # Model k's orders, epoch e's at order + e * n; NULL trains in order.
     cdef const int64_t* order = NULL
+    # Model k's update losses, epoch e's at losses + e * (updates per epoch); NULL records none.
+    cdef double* losses = NULL
     cdef int t = 0, team, phase = 0
     cdef unsigned int fp
     if sums == NULL:
@@ -65,7 +67,7 @@ def _run(bint online, int n_threads, floating[:, ::1] params, floating[:, ::1] g
     if online and _lanes_train(n_models, n_threads, optimizer, hyper, active):
         free(sums)
         _lanes(params, state_a, steps, active, backup, layers, alphas, hyper, loss, X, labels, targets, weights,
-               orders, n_epochs, n_acts, stats, done, failed_batch, failed_loss)
+               orders, n_epochs, n_acts, stats, update_losses, done, failed_batch, failed_loss)
         return
     try:
         with nogil, parallel(num_threads=n_threads):
@@ -83,16 +85,17 @@ def _run(bint online, int n_threads, floating[:, ::1] params, floating[:, ::1] g
                 order = NULL
                 if orders.shape[0] > 0 and n_epochs > 0 and n > 0:
                     order = &orders[k if orders.shape[0] > 1 else 0, 0, 0]
+                losses = &update_losses[k, 0, 0] if update_losses.shape[1] > 0 else NULL
                 if online:
                     _online_thread(t, team, &shared, &phase, sums, &params[k, 0], &grads[k, 0], sa, sb,
                                    &backup[k, 0, 0], n_params, layers, alphas, &hyper[k], optimizer, loss, steps[k],
                                    X, labels, targets, weights, order, n_epochs, &acts[0], &deltas[0], partials,
-                                   n_acts, &stats[k, 0, 0])
+                                   n_acts, &stats[k, 0, 0], losses)
                 else:
                     _batch_thread(t, team, &shared, &phase, sums, &params[k, 0], &grads[k, 0], sa, sb,
                                   &backup[k, 0, 0], n_params, layers, alphas, &hyper[k], optimizer, loss, steps[k],
                                   X, labels, targets, weights, order, n_epochs, batch, &acts[0], &deltas[0],
-                                  &twork[0, 0], &wwork[0], &lwork[0], &stats[k, 0, 0])
+                                  &twork[0, 0], &wwork[0], &lwork[0], &stats[k, 0, 0], losses)
                 # Every thread is past model k (and has read shared.diverged) before thread
                 # 0 records it and clears shared for model k + 1.
                 fastnn_barrier_wait(&shared.barrier, &phase, team)
@@ -112,8 +115,8 @@ def _lanes(floating[:, ::1] params, floating[:, ::1] state_a, int64_t[::1] steps
            floating[:, :, ::1] backup, const int64_t[:, ::1] layers, const double[::1] alphas,
            const Hyper[::1] hyper, int loss, const floating[:, ::1] X, const int64_t[::1] labels,
            const floating[:, ::1] targets, const floating[::1] weights, const int64_t[:, :, ::1] orders,
-           Py_ssize_t n_epochs, Py_ssize_t n_acts, double[:, :, ::1] stats, int64_t[::1] done,
-           int64_t[::1] failed_batch, double[::1] failed_loss):
+           Py_ssize_t n_epochs, Py_ssize_t n_acts, double[:, :, ::1] stats, double[:, :, ::1] update_losses,
+           int64_t[::1] done, int64_t[::1] failed_batch, double[::1] failed_loss):
     """Online plain SGD of the stack's active models LANES at a time (engine_lanes.pxi);
     inactive models get done 0."""
     cdef Py_ssize_t k, n_params = params.shape[1]
@@ -138,7 +141,7 @@ def _lanes(floating[:, ::1] params, floating[:, ::1] state_a, int64_t[::1] steps
                     _online_lanes(params, state_a, steps, models, n_lanes, backup, layers, alphas, hyper, loss, X,
                                   labels, targets, weights, orders, n_epochs, n_acts, w, w + n_params * LANES,
                                   w + (n_params + n_acts) * LANES, w + (n_params + 2 * n_acts) * LANES, stats,
-                                  done, failed_batch, failed_loss)
+                                  update_losses, done, failed_batch, failed_loss)
                     n_lanes = 0
             fastnn_restore_fp(fp)
     finally:
@@ -152,7 +155,7 @@ def _train(online, model, data, work, run):
     _run(online, run.threads, model.params, model.grads, model.state_a, model.state_b, model.steps, model.active,
          work.backup, model.layers, model.alphas, model.hyper, run.optimizer, run.loss, data.X, data.labels,
          data.targets, data.weights, data.orders, run.n_epochs, run.batch, work.acts, work.deltas, work.twork,
-         work.wwork, work.lwork, work.stats, work.done, work.failed_batch, work.failed_loss)
+         work.wwork, work.lwork, work.stats, work.update_losses, work.done, work.failed_batch, work.failed_loss)
 
 
 def run_batches(model, data, work, run):

@@ -68,11 +68,12 @@ cdef void _batch_thread(int t, int n_threads, Shared* shared, int* phase, double
                         int loss, long step, const floating[:, ::1] X, const int64_t[::1] labels,
                         const floating[:, ::1] targets, const floating[::1] weights, const int64_t* orders,
                         Py_ssize_t n_epochs, Py_ssize_t batch, floating* a, floating* d, floating* twork,
-                        floating* wwork, int64_t* lwork, double* stats) noexcept nogil:
+                        floating* wwork, int64_t* lwork, double* stats, double* losses) noexcept nogil:
     """Thread t of n_threads of the mini-batch loop of one model of the stack (its rows: p,
     g, sa, sb, backup, hyper, orders, stats: _run); phase is the thread's phase of
     shared.barrier, sums has a slot per thread. Thread 0 also keeps the backup, computes
-    the metric, writes the statistics and the optimizer steps taken."""
+    the metric, writes the statistics, each batch's loss in losses (unless NULL) and the
+    optimizer steps taken."""
     cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], last = layers.shape[0] - 1
     cdef Py_ssize_t n_batches = (n + batch - 1) // batch
     cdef Py_ssize_t epoch, index, lo, rows, r0, r1, layer, k0, k1, offset
@@ -135,6 +136,8 @@ cdef void _batch_thread(int t, int n_threads, Shared* shared, int* phase, double
                     shared.steps = step
                 return
             if t == 0:
+                if losses != NULL:
+                    losses[epoch * n_batches + index] = value
                 loss_sum += value * rows
                 metric_sum += _metric(loss, a + top.outputs, rows, n_out, lab, tgt)
             step += 1

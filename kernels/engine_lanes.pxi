@@ -48,12 +48,12 @@ cdef void _online_lanes(floating[:, ::1] params, floating[:, ::1] state_a, int64
                         const floating[:, ::1] X, const int64_t[::1] labels, const floating[:, ::1] targets,
                         const floating[::1] weights, const int64_t[:, :, ::1] orders, Py_ssize_t n_epochs,
                         Py_ssize_t n_acts, floating* w, floating* a, floating* d, floating* row,
-                        double[:, :, ::1] stats, int64_t[::1] done, int64_t[::1] failed_batch,
-                        double[::1] failed_loss) noexcept nogil:
+                        double[:, :, ::1] stats, double[:, :, ::1] update_losses, int64_t[::1] done,
+                        int64_t[::1] failed_batch, double[::1] failed_loss) noexcept nogil:
     """Online plain SGD for n_epochs of the n_lanes (<= LANES) models ``models`` of the stack,
     one per lane; w holds n_params * LANES, a and d n_acts * LANES, row twice the outputs.
-    Writes each model's parameters, backup, statistics, steps and outcome as the one-model
-    loop does."""
+    Writes each model's parameters, backup, statistics, update losses, steps and outcome as
+    the one-model loop does."""
     cdef Py_ssize_t n_params = params.shape[1], n = X.shape[0], n_in = X.shape[1], last = layers.shape[0] - 1
     cdef Py_ssize_t epoch, sample, i, j, o, layer, m, w0, b0
     cdef Layer top = _layer(layers, last), current
@@ -68,6 +68,7 @@ cdef void _online_lanes(floating[:, ::1] params, floating[:, ::1] state_a, int64
     cdef double loss_sum[LANES]
     cdef double metric_sum[LANES]
     cdef double value
+    cdef bint recording = update_losses.shape[1] > 0
     cdef floating prev_alpha
     cdef floating* gradient = row + n_out
     cdef const int64_t* lab
@@ -119,6 +120,8 @@ cdef void _online_lanes(floating[:, ::1] params, floating[:, ::1] state_a, int64
                                        weight_total(&weights[0] if weights.shape[0] > 0 else NULL, NULL, i, 1),
                                        gradient)
                     if value <= LOSS_LIMIT:
+                        if recording:
+                            update_losses[models[l], epoch, sample] = value
                         loss_sum[l] += value
                         metric_sum[l] += _metric(loss, row, 1, n_out, lab, tgt)
                     else:  # this model stops before the update, as alone

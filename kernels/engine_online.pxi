@@ -92,11 +92,12 @@ cdef void _online_thread(int t, int n_threads, Shared* shared, int* phase, doubl
                          int loss, long step, const floating[:, ::1] X, const int64_t[::1] labels,
                          const floating[:, ::1] targets, const floating[::1] weights, const int64_t* orders,
                          Py_ssize_t n_epochs, floating* a, floating* d, floating* partials, Py_ssize_t n_acts,
-                         double* stats) noexcept nogil:
+                         double* stats, double* losses) noexcept nogil:
     """Thread t of n_threads of the online loop of one model of the stack (its rows: p, g,
     sa, sb, backup, hyper, orders, stats: _run); phase is the thread's phase of
     shared.barrier, sums has a slot per thread. Thread 0 also keeps the backup, computes
-    the loss, writes the statistics and the optimizer steps taken."""
+    the loss, writes the statistics, each sample's loss in losses (unless NULL) and the
+    optimizer steps taken."""
     cdef Py_ssize_t n = X.shape[0], last = layers.shape[0] - 1
     cdef Py_ssize_t epoch, sample, i, layer, k, k0, k1
     cdef Layer top = _layer(layers, last), current
@@ -135,6 +136,8 @@ cdef void _online_thread(int t, int n_threads, Shared* shared, int* phase, doubl
                                    weight_total(&weights[0] if weights.shape[0] > 0 else NULL, NULL, i, 1),
                                    d + top.outputs)
                 if value <= LOSS_LIMIT:
+                    if losses != NULL:
+                        losses[epoch * n + sample] = value
                     loss_sum += value
                     metric_sum += _metric(loss, a + top.outputs, 1, top.n_out, lab, tgt)
                     if top.code != IDENTITY:

@@ -171,20 +171,23 @@ def _each_model(train, model, data, work, run):
             continue
         done, index, step, value = train(model.params[k], model.grads[k], model.state_a[k], model.state_b[k],
                                          model.hyper[k], model.steps[k], model.layers, model.alphas, data,
-                                         _model_orders(data.orders, k), work, work.backup[k], work.stats[k], run)
+                                         _model_orders(data.orders, k), work, work.backup[k], work.stats[k],
+                                         work.update_losses[k], run)
         work.done[k], work.failed_batch[k], work.failed_loss[k], model.steps[k] = done, index, value, step
 
 
 @njit(**_OPTIONS)
 def _batches_one(params, grads, state_a, state_b, hyper, step, layers, alphas, data, orders, work, backup,
-                 stats, run):
+                 stats, update_losses, run):
     """One model's mini-batch training for run.n_epochs; returns (epochs completed, batch
-    index, optimizer steps, loss) as abi.py describes per model."""
+    index, optimizer steps, loss) as abi.py describes per model, and records each update's
+    loss in update_losses (n_epochs, n_batches) unless it is empty."""
     X, labels, targets, weights = data.X, data.labels, data.targets, data.weights
     acts, deltas, loss, batch = work.acts, work.deltas, run.loss, run.batch
     n = X.shape[0]
     last = layers.shape[0] - 1
     weighted = weights.shape[0] > 0
+    recording = update_losses.shape[0] > 0
     in_order = orders.reshape(orders.size)[:0]
     for epoch in range(run.n_epochs):
         _save(params, state_a, state_b, backup)
@@ -211,6 +214,8 @@ def _batches_one(params, grads, state_a, state_b, hyper, step, layers, alphas, d
             value = _loss(loss, a, lab, tgt, wgt, delta)
             if not value <= LOSS_LIMIT:  # NaN, inf or diverging
                 return epoch, index, step, value
+            if recording:
+                update_losses[epoch, index] = value
             loss_sum += value * rows
             metric_sum += _metric(loss, a, lab, tgt)
             for layer in range(last, -1, -1):
@@ -317,7 +322,7 @@ def _in_place(optimizer, hyper):
 
 @njit(**_OPTIONS)
 def _online_one(params, grads, state_a, state_b, hyper, step, layers, alphas, data, orders, work, backup,
-                stats, run):
+                stats, update_losses, run):
     """One model's online training (batch 1) for run.n_epochs; returns what _batches_one
     does. Plain SGD (no momentum, weight decay or clipping) updates the weights in place
     as it goes back through the layers, without forming the gradient; other optimizers get
@@ -332,6 +337,7 @@ def _online_one(params, grads, state_a, state_b, hyper, step, layers, alphas, da
     delta = _outputs(work.deltas, layers, last, 1)
     lab, tgt = lwork[:1], twork[:1]
     wgt = wwork[:1] if weights.shape[0] > 0 else weights
+    recording = update_losses.shape[0] > 0
     in_order = orders.reshape(orders.size)[:0]
     for epoch in range(run.n_epochs):
         _save(params, state_a, state_b, backup)
@@ -344,6 +350,8 @@ def _online_one(params, grads, state_a, state_b, hyper, step, layers, alphas, da
             value = _loss(loss, out, lab, tgt, wgt, delta)
             if not value <= LOSS_LIMIT:  # NaN, inf or diverging
                 return epoch, t, step, value
+            if recording:
+                update_losses[epoch, t] = value
             loss_sum += value
             metric_sum += _metric(loss, out, lab, tgt)
             for layer in range(last, -1, -1):

@@ -48,6 +48,20 @@ def test_history_of_a_real_fit(tmp_path):
         assert ticks and all(t == round(t) for t in ticks)
 
 
+def test_update_loss_of_a_real_fit(tmp_path):
+    X, y = datasets.ten_points()
+    history = mlp([2, 3, 2], activation="sigmoid", seed=0).fit(X, y, optimizer="sgd", lr=0.1, epochs=30, batch_size=1,
+                                                               seed=0, verbose=0, loss_every=4)
+    figure = plot.update_loss(history, log=True, title="per update", path=tmp_path / "u.png")
+    line, = figure.axes[0].lines
+    np.testing.assert_array_equal(line.get_xdata(), np.arange(4, 301, 4))
+    np.testing.assert_array_equal(line.get_ydata(), history.update_loss)
+    assert figure.axes[0].get_yscale() == "log"
+    assert_png(tmp_path / "u.png")
+    with pytest.raises(ValueError, match="loss_every"):
+        plot.update_loss(mlp([2, 3, 2], seed=0).fit(X, y, epochs=1, verbose=0))
+
+
 def test_empty_history():
     with pytest.raises(ValueError, match="history is empty"):
         plot.history(History("accuracy"))

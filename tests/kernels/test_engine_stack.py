@@ -47,7 +47,8 @@ def _train(backend, models, optimizer, batch, orders, hyper, active=None, X=None
     data = abi.Data(X, labels, np.zeros((0, 3), dtype), weights, orders)
     work = abi.Work(np.zeros(size, dtype), np.zeros(size, dtype), np.zeros((batch, 3), dtype), np.zeros(batch, dtype),
                     np.zeros(batch, np.int64), np.zeros((k, 3, p), dtype), np.zeros((k, EPOCHS, 2)),
-                    np.full(k, -1, np.int64), np.full(k, -1, np.int64), np.zeros(k))
+                    np.zeros((k, EPOCHS, -(-N // batch))), np.full(k, -1, np.int64), np.full(k, -1, np.int64),
+                    np.zeros(k))
     run = abi.Run(optimizer, abi.CROSS_ENTROPY, EPOCHS, batch, threads)
     (module.run_online if batch == 1 else module.run_batches)(model, data, work, run)
     return params, state_a, state_b, model.steps, work
@@ -72,7 +73,12 @@ def test_each_model_of_a_stack_trains_as_alone(backend, optimizer, batch, n_orde
         for a, b in zip(together[:4], alone[:4]):
             np.testing.assert_array_equal(a[k], b[0])
         np.testing.assert_array_equal(together[4].stats[k], alone[4].stats[0])
+        np.testing.assert_array_equal(together[4].update_losses[k], alone[4].update_losses[0])
         np.testing.assert_array_equal(together[4].backup[k], alone[4].backup[0])
+    # Each epoch's update losses are its batches' mean losses: their row-weighted sum is
+    # the epoch's loss sum.
+    rows = np.diff(np.minimum(np.arange(0, N + batch, batch), N))
+    np.testing.assert_allclose(together[4].update_losses @ rows, together[4].stats[..., 0], rtol=1e-12)
     assert together[4].done.tolist() == [EPOCHS] * 3
     assert together[3].tolist() == [5 + EPOCHS * -(-N // batch)] * 3
 
@@ -129,7 +135,7 @@ def test_the_cython_engine_trains_a_stack_on_two_threads(batch):
                        active=active[k:k + 1], threads=2)
         for a, b in zip(together[:4], alone[:4]):
             np.testing.assert_array_equal(a[k], b[0])
-        for name in ("stats", "backup", "done", "failed_batch", "failed_loss"):
+        for name in ("stats", "update_losses", "backup", "done", "failed_batch", "failed_loss"):
             np.testing.assert_array_equal(getattr(work, name)[k], getattr(alone[4], name)[0])
 
 
@@ -159,5 +165,7 @@ def test_models_across_lanes_train_as_alone_to_rounding(dtype, activation, n_ord
                        hyper[k:k + 1])
         _same("cython", 1, together[0][k], alone[0][0])
         _same("cython", 1, together[4].backup[k], alone[4].backup[0])
-        np.testing.assert_allclose(together[4].stats[k], alone[4].stats[0], rtol=1e-9 if dtype == np.float64 else 1e-4)
+        for name in ("stats", "update_losses"):
+            np.testing.assert_allclose(getattr(together[4], name)[k], getattr(alone[4], name)[0],
+                                       rtol=1e-9 if dtype == np.float64 else 1e-4)
     assert together[3].tolist() == [5 + EPOCHS * N] * 11 and together[4].done.tolist() == [EPOCHS] * 11
