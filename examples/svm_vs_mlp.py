@@ -12,7 +12,6 @@ and tested on the 2,000 test digits."""
 import time
 import warnings
 
-import numpy as np
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, StratifiedKFold

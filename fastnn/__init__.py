@@ -13,12 +13,13 @@ except ModuleNotFoundError as error:  # pragma: no cover - depends on how it is 
 from .config import config_info, show_config, warmup
 from .conv import Conv2D, Flatten, MaxPool2D
 from .grad import loss_and_grad, numerical_grad
+from .history import History
 from .io import ModelFileError, load
 from .layers import Dense, Dropout, Identity, LeakyReLU, Module, ReLU, Sigmoid, Step, Tanh
 from .losses import MSE, BCEWithLogits, SoftmaxCrossEntropy
 from .model import Sequential, Stack, mlp
 from .optim import SGD, Adam, CosineDecay, ExponentialDecay, StepDecay
-from .train import EarlyStopping, History
+from .train import EarlyStopping
 
 __version__ = "0.1.0"
 

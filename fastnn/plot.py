@@ -71,24 +71,29 @@ def history(history, log_loss=False, title=None, path=None):
     return _finish(figure, path)
 
 
-def update_loss(history, log=False, ax=None, label=None, title=None, path=None):
-    """The training loss against the number of updates, from a History that fit recorded
-    with loss_every=N (the mean of every N updates); log puts the loss on a log scale."""
-    if not len(history.update_loss):
-        raise ValueError("history has no update losses: fit(..., loss_every=N) records them")
-    figure, axes = _axes(ax, (7, 4))
-    every = history.update_loss_every
-    axes.plot(history.update_step, history.update_loss, linewidth=0.8,
-              label=label or ("loss of each update" if every == 1 else f"mean loss of {every} updates"))
-    axes.set_xlabel("update")
-    axes.set_ylabel("loss")
+def _curve_axes(axes, ylabel, log, title, path):
+    """Label, grid and legend the axes of a curve plot (log: a log y axis); finish its figure."""
+    axes.set_ylabel(ylabel)
     if log:
         axes.set_yscale("log")
     axes.grid(alpha=0.3)
     axes.legend()
     if title:
         axes.set_title(title)
-    return _finish(figure, path)
+    return _finish(axes.figure, path)
+
+
+def update_loss(history, log=False, ax=None, label=None, title=None, path=None):
+    """The training loss against the number of updates, from a History that fit recorded
+    with loss_every=N (the mean of every N updates); log puts the loss on a log scale."""
+    if not len(history.update_loss):
+        raise ValueError("history has no update losses: fit(..., loss_every=N) records them")
+    _, axes = _axes(ax, (7, 4))
+    every = history.update_loss_every
+    axes.plot(history.update_step, history.update_loss, linewidth=0.8,
+              label=label or ("loss of each update" if every == 1 else f"mean loss of {every} updates"))
+    axes.set_xlabel("update")
+    return _curve_axes(axes, "loss", log, title, path)
 
 
 def history_band(histories, key="loss", ax=None, label=None, log=False, title=None, path=None):
@@ -103,7 +108,7 @@ def history_band(histories, key="loss", ax=None, label=None, log=False, title=No
     curve in the legend (default: key); log puts the y axis on a log scale.
     """
     values = curves(histories, key)
-    figure, axes = _axes(ax, (6, 4))
+    _, axes = _axes(ax, (6, 4))
     epochs = np.arange(1, values.shape[1] + 1)
     q1, q3 = np.percentile(values, [25, 75], axis=0)
     name = label or key
@@ -111,14 +116,7 @@ def history_band(histories, key="loss", ax=None, label=None, log=False, title=No
     axes.fill_between(epochs, q1, q3, color=line.get_color(), alpha=0.25, label=f"{name}: 25th-75th percentile")
     axes.set_xlabel("epoch")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_ylabel(key)
-    if log:
-        axes.set_yscale("log")
-    axes.grid(alpha=0.3)
-    axes.legend()
-    if title:
-        axes.set_title(title)
-    return _finish(figure, path)
+    return _curve_axes(axes, key, log, title, path)
 
 
 def decision_regions(model, X, y, resolution=200, margin=0.25, title=None, ax=None, path=None):
