@@ -65,7 +65,22 @@ cdef void _backward_rows(floating* params, floating* grads, floating* state_a, f
     else the optimizer step of row k with it (plain SGD, without momentum or weight decay,
     skips zero inputs: their rows do not change)."""
     cdef Py_ssize_t j, k, n_out = layer.n_out, offset
-    cdef floating ak
+    cdef floating ak, lr = <floating>c.lr
+    cdef floating* row
+    if plain and grads == NULL:  # the tiny nets' hot loop: no per-row test of the mode
+        for k in range(k0, min(k1, layer.n_in)):
+            row = params + layer.w + k * n_out
+            if d_prev != NULL:
+                d_prev[k] = activation_gradient(a[k], _dot(row, d, n_out), prev_code, prev_alpha)
+            ak = a[k]
+            if ak != 0:
+                for j in range(n_out):
+                    descend(&row[j], ak * d[j], lr)
+        if k1 > layer.n_in:
+            row = params + layer.w + layer.n_in * n_out
+            for j in range(n_out):
+                descend(&row[j], d[j], lr)
+        return
     for k in range(k0, k1):
         offset = layer.w + k * n_out
         ak = a[k] if k < layer.n_in else 1
@@ -74,10 +89,6 @@ cdef void _backward_rows(floating* params, floating* grads, floating* state_a, f
         if grads != NULL:
             for j in range(n_out):
                 grads[offset + j] = ak * d[j]
-        elif plain:
-            if ak != 0:
-                for j in range(n_out):
-                    descend(&params[offset + j], ak * d[j], c)
         elif optimizer == SGD:
             for j in range(n_out):
                 sgd_step(&params[offset + j], ak * d[j], &state_a[offset + j], c)

@@ -293,9 +293,9 @@ cdef inline Step adam_constants(const Hyper* hyper, long step) noexcept nogil:
                 step_size=hyper.lr * s / (1.0 - hyper.beta1 ** step), eps_s=hyper.eps * s)
 
 
-cdef inline void descend(floating* p, floating g, Step c) noexcept nogil:
+cdef inline void descend(floating* p, floating g, floating lr) noexcept nogil:
     """p (IN/OUT) -= lr * g: plain SGD, and sgd_step's last part."""
-    p[0] -= <floating>c.lr * g
+    p[0] -= lr * g
 
 
 cdef inline void sgd_step(floating* p, floating g, floating* velocity, Step c) noexcept nogil:
@@ -308,7 +308,7 @@ cdef inline void sgd_step(floating* p, floating g, floating* velocity, Step c) n
         v = <floating>c.momentum * velocity[0] + g
         velocity[0] = v
         g = g + <floating>c.momentum * v if c.nesterov else v
-    descend(p, g, c)
+    descend(p, g, <floating>c.lr)
 
 
 cdef inline void adam_step(floating* p, floating g, floating* m, floating* v, Step c) noexcept nogil:
