@@ -460,8 +460,8 @@ class Engine:
                 data._replace(orders=orders),
                 work._replace(acts=space.acts, deltas=space.deltas, twork=space.twork, wwork=space.wwork,
                               lwork=space.lwork, backup=work.backup[rows], stats=work.stats[rows],
-                              update_losses=work.update_losses[rows], done=work.done[rows], failed_batch=work.failed_batch[rows],
-                              failed_loss=work.failed_loss[rows]),
+                              update_losses=work.update_losses[rows], done=work.done[rows],
+                              failed_batch=work.failed_batch[rows], failed_loss=work.failed_loss[rows]),
                 run)
 
         with ThreadPoolExecutor(shares - 1) as pool:

@@ -208,6 +208,8 @@ def _fit_group(group, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, 
     active = np.ones(k, bool)
     done = pending = 0
     chunk = 1
+    # What a chunk holds per epoch: shuffled indices, and the update losses when recorded.
+    entries = max(n * len(rngs), k * -(-n // batch) if loss_every is not None else 0)
     try:
         with threads or contextlib.nullcontext(), watching_interrupts():
             while done < epochs and active.any():
@@ -253,8 +255,6 @@ def _fit_group(group, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, 
                     progress.update(completed)
                     _show(progress, histories, active, n * k * completed / seconds)
                 if not per_epoch:
-                    # Shuffled indices, or update losses, held for the chunk per epoch.
-                    entries = max(n * len(rngs), k * -(-n // batch) if loss_every is not None else 0)
                     chunk = _next_chunk(count, seconds, entries)
                 for m in [m for m in running if m not in diverged] if callbacks else ():
                     if any([callback(histories[m]) for callback in callbacks]):

@@ -9,7 +9,8 @@ from engine_cases import ENGINE_BACKENDS
 from fastnn import datasets
 
 MODES = {"online sgd": (1, lambda: fastnn.SGD(0.05)), "online adam": (1, lambda: fastnn.Adam(0.01)),
-         "mini-batch momentum": (4, lambda: fastnn.SGD(0.05, momentum=0.9)), "full adam": ("full", lambda: fastnn.Adam(0.01))}
+         "mini-batch momentum": (4, lambda: fastnn.SGD(0.05, momentum=0.9)),
+         "full adam": ("full", lambda: fastnn.Adam(0.01))}
 
 
 def _fit(backend, mode, dtype=np.float64, seed=0, epochs=6, **options):
