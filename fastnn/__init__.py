@@ -10,6 +10,8 @@ except ModuleNotFoundError as error:  # pragma: no cover - depends on how it is 
         "Run pip install -e . in the repository root (a plain pip install . installs a "
         "copy, which this tree's fastnn/ shadows when Python runs from the root)."
     ) from error
+from . import blas
+from .blas import blas_info, set_blas
 from .config import config_info, show_config, warmup
 from .conv import Conv2D, Flatten, MaxPool2D
 from .grad import loss_and_grad, numerical_grad
@@ -22,6 +24,8 @@ from .optim import SGD, Adam, CosineDecay, ExponentialDecay, StepDecay
 from .train import EarlyStopping
 
 __version__ = "0.1.0"
+
+blas.choose()  # the BLAS provider: FASTNN_BLAS, else the faster on this machine (fastnn.blas)
 
 
 _LAZY = {"MLPClassifier": "sklearn", "MLPRegressor": "sklearn", "MLPSpec": "sweeps", "sweep": "sweeps",
@@ -49,7 +53,7 @@ def __dir__():
 __all__ = [
     "MSE", "SGD", "Adam", "BCEWithLogits", "Conv2D", "CosineDecay", "Dense", "Dropout", "EarlyStopping",
     "ExponentialDecay", "Flatten", "History", "Identity", "LeakyReLU", "MLPClassifier", "MLPRegressor", "MLPSpec", "MaxPool2D", "ModelFileError", "Module", "ReLU", "Sequential", "Sigmoid",
-    "SoftmaxCrossEntropy", "Stack", "Step", "StepDecay", "SweepResult", "Tanh", "available_backends", "config_info",
-    "get_backend", "load", "loss_and_grad", "mlp", "numerical_grad", "set_backend", "show_config", "sweep",
+    "SoftmaxCrossEntropy", "Stack", "Step", "StepDecay", "SweepResult", "Tanh", "available_backends", "blas_info", "config_info",
+    "get_backend", "load", "loss_and_grad", "mlp", "numerical_grad", "set_backend", "set_blas", "show_config", "sweep",
     "use_backend", "warmup", "__version__",
 ]

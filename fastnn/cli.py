@@ -341,16 +341,21 @@ def bench(args):
 
 def _add_profile_parser(commands):
     parser = commands.add_parser(
-        "profile", help="time one kernel on every backend, or split a training step by kernel",
+        "profile", help="time one kernel on every backend, split a training step by kernel, or time the BLAS "
+                        "providers",
         description="--kernel: every backend's variant of one kernel on the same arrays. --model: one "
                     "training step of the per-module path, kernel call by kernel call, with its share "
-                    "of the step.")
+                    "of the step. --blas: the matrix products of a training step on every BLAS provider "
+                    "on this machine (fastnn.set_blas, FASTNN_BLAS), on one thread and on every core.")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--kernel", choices=kernels.KERNELS, help="the kernel to time")
     what.add_argument("--model", metavar="SIZES", help="layer sizes of an MLP, e.g. 784,256,128,10")
+    what.add_argument("--blas", action="store_true",
+                      help="every BLAS provider's GFLOP/s on the products of a 784-256-128-10 step at --batch-size")
     parser.add_argument("--shape", metavar="B,IN,OUT",
                         help="--kernel: batch, input and output size of the layer (default: 256,784,256)")
-    parser.add_argument("--batch-size", type=_positive_int, default=128, help="--model (default: %(default)s)")
+    parser.add_argument("--batch-size", type=_positive_int, default=128,
+                        help="--model, --blas (default: %(default)s)")
     parser.add_argument("--activation", choices=["relu", "tanh", "sigmoid", "leaky_relu"], default="relu",
                         help="--model (default: %(default)s)")
     parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="--model (default: %(default)s)")
@@ -365,8 +370,12 @@ def _add_profile_parser(commands):
 
 def profile(args, parser):
     """Run ``fastnn profile``: returns the exit code."""
-    if args.model and args.shape:
-        parser.error("--shape applies to --kernel; --model takes --batch-size")
+    if args.shape and not args.kernel:
+        parser.error("--shape applies to --kernel; --model and --blas take --batch-size")
+    if args.blas:
+        result = profiling.profile_blas(args.batch_size)
+        print(json.dumps(result, indent=1) if args.json else profiling.format_blas(result))
+        return 0
     try:
         sizes = profiling.parse_sizes(args.shape or "256,784,256", 3) if args.kernel else \
             profiling.parse_sizes(args.model)

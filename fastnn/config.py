@@ -10,6 +10,7 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 from . import kernels
+from .blas import blas_info
 from .engine import Engine, OneModel, engine_module
 from .losses import SoftmaxCrossEntropy
 from .model import mlp
@@ -73,6 +74,7 @@ def config_info():
         "backends_unavailable": dict(kernels.UNAVAILABLE),
         "backend_selected": kernels.get_backend().name,
         "FASTNN_BACKEND": os.environ.get("FASTNN_BACKEND"),
+        "blas": blas_info(),
         "threadpools": libraries,
         "cython_openmp": _cython_openmp(),
         "cython_kernels": _cython_kernels(),
@@ -84,7 +86,7 @@ def config_info():
 
 
 def show_config(file=None):
-    """Print the backends available and selected, BLAS and OpenMP libraries
+    """Print the backends available and selected, the BLAS provider and why, BLAS and OpenMP libraries
     with their kernels and thread counts, Numba's threading layer and cache,
     and library versions."""
     info = config_info()
@@ -95,6 +97,10 @@ def show_config(file=None):
     lines += [f"backend unavailable: {name}: {why}" for name, why in info["backends_unavailable"].items()]
     lines.append(f"backend selected:   {info['backend_selected']}"
                  + (f" (FASTNN_BACKEND={info['FASTNN_BACKEND']})" if info["FASTNN_BACKEND"] else ""))
+    blas = info["blas"]
+    lines.append(f"BLAS provider:      {blas['provider']} {blas['version']}, kernel {blas['kernel']}, "
+                 f"{blas['threads']} threads ({blas['reason']})")
+    lines.append(f"    {blas['library']}; providers on this machine: {', '.join(blas['available'])}")
     lines.append("native thread pools (threadpoolctl):")
     for lib in info["threadpools"]:
         lines.append(

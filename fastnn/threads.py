@@ -139,6 +139,12 @@ def _blas():
     return _controller
 
 
+def forget_blas():
+    """Let _blas find the BLAS libraries again (a provider was just loaded)."""
+    global _controller
+    _controller = None
+
+
 def own_threads(module, clip_norm, model, batch):
     """Whether the engine module trains this model and batch size on threads of its own,
     with BLAS on one: the Cython engine does, online and for steps up to

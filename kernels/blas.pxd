@@ -1,7 +1,33 @@
-# BLAS for the Cython kernels: the one place that calls scipy's BLAS
-# (scipy.linalg.cython_blas), with row-major (C-contiguous) arguments.
+# BLAS for the Cython kernels and engine: the one place that calls a matrix product,
+# with row-major (C-contiguous) arguments. The routines are those of the provider
+# gemm.py installed in its cells (scipy's OpenBLAS unless another was chosen); each
+# module that cimports this file binds the cells at import (bind_cells).
 from cython cimport floating
-from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+cdef extern from *:
+    """
+    typedef void (*fastnn_sgemm_t)(char *, char *, int *, int *, int *, float *, float *, int *,
+                                   float *, int *, float *, float *, int *);
+    typedef void (*fastnn_dgemm_t)(char *, char *, int *, int *, int *, double *, double *, int *,
+                                   double *, int *, double *, double *, int *);
+    typedef void (*fastnn_gemm_bf16_t)(int, int, int, int, int, int, float, const unsigned short *, int,
+                                       const unsigned short *, int, float, float *, int);
+    typedef struct { fastnn_sgemm_t sgemm; fastnn_dgemm_t dgemm; fastnn_gemm_bf16_t gemm_bf16; } fastnn_cells_t;
+    static fastnn_cells_t *fastnn_cells;
+    static void fastnn_bind_cells(size_t address) { fastnn_cells = (fastnn_cells_t *)address; }
+    """
+    ctypedef void (*fastnn_sgemm_t)(char*, char*, int*, int*, int*, float*, float*, int*,
+                                    float*, int*, float*, float*, int*) noexcept nogil
+    ctypedef void (*fastnn_dgemm_t)(char*, char*, int*, int*, int*, double*, double*, int*,
+                                    double*, int*, double*, double*, int*) noexcept nogil
+    ctypedef void (*fastnn_gemm_bf16_t)(int, int, int, int, int, int, float, const unsigned short*, int,
+                                        const unsigned short*, int, float, float*, int) noexcept nogil
+    ctypedef struct fastnn_cells_t:
+        fastnn_sgemm_t sgemm
+        fastnn_dgemm_t dgemm
+        fastnn_gemm_bf16_t gemm_bf16
+    fastnn_cells_t* fastnn_cells
+    void bind_cells "fastnn_bind_cells"(size_t address)
 
 
 cdef inline void gemm_ptr(bint trans_a, bint trans_b, int m, int n, int k,
@@ -15,9 +41,9 @@ cdef inline void gemm_ptr(bint trans_a, bint trans_b, int m, int n, int k,
     # A row-major array is its transpose in column-major order, so the
     # row-major C = op(A) op(B) is the column-major C.T = op(B).T op(A).T.
     if floating is float:
-        sgemm(&op_b, &op_a, &n, &m, &k, &one, <float*>B, &ldb, <float*>A, &lda, &zero, C, &ldc)
+        fastnn_cells.sgemm(&op_b, &op_a, &n, &m, &k, &one, <float*>B, &ldb, <float*>A, &lda, &zero, C, &ldc)
     else:
-        dgemm(&op_b, &op_a, &n, &m, &k, &one, <double*>B, &ldb, <double*>A, &lda, &zero, C, &ldc)
+        fastnn_cells.dgemm(&op_b, &op_a, &n, &m, &k, &one, <double*>B, &ldb, <double*>A, &lda, &zero, C, &ldc)
 
 
 cdef inline void gemm(const floating[:, ::1] A, bint trans_a,

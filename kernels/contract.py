@@ -12,7 +12,7 @@ import numpy as np
 from .abi import ACTIVATIONS, STEP
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 LABEL_DTYPE = np.dtype(np.int64)
-# The BLAS behind the matrix products (scipy's cython_blas, Numba's np.dot) takes 32-bit
+# The BLAS behind the matrix products (every provider's Fortran sgemm/dgemm) takes 32-bit
 # sizes: a dimension above this would be truncated into a wrong product.
 BLAS_MAX_DIM = 2**31 - 1
 

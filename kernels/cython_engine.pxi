@@ -14,9 +14,13 @@ from cython.parallel cimport parallel, threadid
 
 from abi cimport (ADAM, BCE, CROSS_ENTROPY, CROSS_ENTROPY_SOFT, IDENTITY, LEAKY_RELU, MSE, RELU, SGD, SIGMOID,
                   STEP, TANH, ACTIVATION, IN_OFFSET, N_IN, N_OUT, OUT_OFFSET, W_OFFSET, Hyper)
-from blas cimport gemm_ptr
+from blas cimport bind_cells, gemm_ptr
 from scalar cimport (Step, activate, activate_all, activation_gradient, activation_gradient_all, adam_constants,
                      adam_step, batch_loss, descend, metric_row, sgd_constants, sgd_step, weight_total)
+
+# Every matrix product goes to the provider installed in gemm.py's cells.
+from fastnn.kernels.gemm import CELLS_ADDRESS
+bind_cells(CELLS_ADDRESS)
 
 cdef object FLOAT64 = np.dtype(np.float64), FLOAT32 = np.dtype(np.float32)
 # A batch loss above this (or NaN) stops training as diverged (reference.py).

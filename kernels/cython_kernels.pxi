@@ -7,9 +7,13 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 
 from abi cimport BCE, CROSS_ENTROPY, CROSS_ENTROPY_SOFT, IDENTITY, MSE, STEP, Hyper
-from blas cimport gemm
+from blas cimport bind_cells, gemm
 from scalar cimport (Step, _exp, activate_all, activation_gradient_all, adam_constants, adam_step, batch_loss,
                      row_max, sgd_constants, sgd_step, weight_total)
+
+# Every matrix product goes to the provider installed in gemm.py's cells.
+from fastnn.kernels.gemm import CELLS_ADDRESS
+bind_cells(CELLS_ADDRESS)
 
 cdef extern from *:
     """

@@ -2,9 +2,8 @@
 
 The NumPy reference makes several passes over its arrays and allocates
 temporaries; these kernels fuse the work into loops that write straight into
-the caller's arrays and allocate nothing. Matrix products go to BLAS through
-``np.dot(a, b, out)``; transposed operands become BLAS transpose flags, not
-copies.
+the caller's arrays and allocate nothing. Matrix products go to the BLAS provider
+through numba_gemm.gemm; transposed operands become BLAS transpose flags, not copies.
 
 Each kernel is one source for float32 and float64: Numba compiles a
 specialisation per dtype on first call and caches it on disk. The kernels are
@@ -20,6 +19,7 @@ from numba import njit
 
 from .abi import IDENTITY, LEAKY_RELU, RELU, SIGMOID, STEP, TANH
 from .numba_cache import CACHE
+from .numba_gemm import gemm
 from .numba_scalar import (activate, activation_gradient, adam_constants, adam_step, bce_row, cross_entropy_row,
                            cross_entropy_soft_row, decayed, descend, momentum_step, row_max, squared_error_row)
 
@@ -32,7 +32,7 @@ _OPTIONS = dict(cache=CACHE, nogil=True, error_model="numpy")
 @njit(**_OPTIONS)
 def matmul(A, B, out):
     """out = A @ B (BLAS)."""
-    np.dot(A, B, out)
+    gemm(A, False, B, False, out)
 
 
 @njit(**_OPTIONS)
@@ -106,7 +106,7 @@ def activation_backward(A, dA, out, activation, alpha=0.01):
 @njit(**_OPTIONS)
 def dense_forward(X, W, b, out, activation, alpha=0.01):
     """out = f(X @ W + b): BLAS GEMM, then one pass adding b and applying f."""
-    np.dot(X, W, out)
+    gemm(X, False, W, False, out)
     _forward(out, b, out, activation, alpha)
 
 
@@ -118,13 +118,13 @@ def dense_backward(X, W, dZ, dW, db, dX=None):
     accumulator per column would need a scratch vector or a strided loop that
     cannot be vectorised (5-50x slower).
     """
-    np.dot(X.T, dZ, dW)
+    gemm(X, True, dZ, False, dW)
     db[:] = 0
     for i in range(dZ.shape[0]):
         for j in range(dZ.shape[1]):
             db[j] += dZ[i, j]
     if dX is not None:
-        np.dot(dZ, W.T, dX)
+        gemm(dZ, False, W, True, dX)
 
 
 @njit(**_OPTIONS)

@@ -11,13 +11,15 @@ import time
 import numpy as np
 import pytest
 
+import fastnn
 import fastnn.kernels as K
 from fastnn import bench, cli, datasets
 from fastnn.bench import peers, runner
 
 BACKENDS = K.available_backends()
 TINY_PLAN = {"kernel_shapes": ((3, 5, 4),), "nets": ("2-2-3-2",), "modes": ("full", 64, 1), "widths": (3, 4, 5, 6),
-             "repeats": 1, "min_time": 0, "accuracy_runs": 0, "cold_start": False, "gemm_size": 64}
+             "repeats": 1, "min_time": 0, "accuracy_runs": 0, "cold_start": False, "gemm_size": 64,
+             "blas_cases": ((8, 1),)}
 
 
 def test_kernel_flops_count_the_matrix_products():
@@ -170,8 +172,12 @@ def test_run_writes_json_and_plots(tmp_path):
             pass
 
     results = bench.run(TINY_PLAN, stream=Stream())
-    n_cases = 1 + len(K.KERNELS) + 3 + 4
+    n_cases = 1 + 1 + len(K.KERNELS) + 3 + 4
     assert len(lines) == n_cases and lines[-1].startswith(f"[{n_cases}/{n_cases}] gradient cost")
+    assert "BLAS products of a 784-256-128-10 step, batch 8, 1 thread(s): openblas " in lines[1]
+    assert results["blas"]["in_use"]["provider"] == fastnn.blas_info()["provider"]
+    assert {(row["provider"], row["batch"]) for row in results["blas"]["rates"]} == {
+        (name, 8) for name in fastnn.blas.available()}
     assert len(results["kernels"]) == len(K.KERNELS) * len(BACKENDS)
     frameworks = BACKENDS + list(peers.installed())  # scikit-learn at least: a dependency
     assert "scikit-learn" in frameworks and results["frameworks"] == frameworks

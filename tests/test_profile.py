@@ -81,11 +81,28 @@ def test_profile_command_model_table(capsys):
     assert "adam_update" in out and profiling.OTHER in out
 
 
+def test_profile_command_blas_table(capsys):
+    assert cli.main(["profile", "--blas", "--batch-size", "4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("GFLOP/s of the float32 products of a 784-256-128-10 step at batch 4; in use: ")
+    assert "openblas (1 thr)" in lines[1] and lines[2].startswith("4x784 @ 784x256")
+    assert lines[-1].startswith("step") and len(lines) == 3 + len(fastnn.blas.STEP_PRODUCTS)
+
+
+def test_profile_command_blas_json(capsys):
+    assert cli.main(["profile", "--blas", "--batch-size", "4", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["batch_size"] == 4 and result["in_use"] == fastnn.blas_info()["provider"]
+    assert {(row["provider"], row["threads"]) for row in result["rows"]} == {
+        (name, threads) for name in fastnn.blas.available() for threads in ("1", "all")}
+
+
 @pytest.mark.parametrize("args, message", [
     (["--kernel", "mse", "--shape", "4,5"], "3 comma-separated integers"),
     (["--model", "6,5,3", "--shape", "4,6,5"], "--shape applies to --kernel"),
+    (["--blas", "--shape", "4,6,5"], "--shape applies to --kernel"),
     (["--model", "6"], "input and an output"),
-    ([], "one of the arguments --kernel --model is required"),
+    ([], "one of the arguments --kernel --model --blas is required"),
 ])
 def test_profile_command_rejects_bad_arguments(capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:

@@ -12,7 +12,7 @@ from unittest import mock
 
 import numpy as np
 
-from .. import kernels
+from .. import blas, kernels
 from ..grad import forward_backward
 from ..losses import SoftmaxCrossEntropy
 from ..model import mlp
@@ -152,6 +152,34 @@ def format_kernel(result):
         rate = "" if row["gflops"] is None else f"{row['gflops']:.1f}"
         ratio = "" if row["speedup_vs_numpy"] is None else f"{row['speedup_vs_numpy']:.2f}x"
         lines.append(f"{row['backend']:<8}{_time(row['seconds']):>12}{rate:>10}{ratio:>10}")
+    return "\n".join(lines)
+
+
+def profile_blas(batch_size=128):
+    """Every BLAS provider's GFLOP/s on the float32 products of one 784-256-128-10 step at
+    this batch size, on one BLAS thread and on every core; with the provider in use."""
+    info = blas.blas_info()
+    cases = {"1": blas.gemm_rates(batch_size, 1), "all": blas.gemm_rates(batch_size, None)}
+    return {"batch_size": batch_size, "in_use": info["provider"], "reason": info["reason"],
+            "rows": [{"threads": threads, "provider": name, **row}
+                     for threads, rates in cases.items() for name, rows in rates.items() for row in rows]}
+
+
+def format_blas(result):
+    """The profile_blas result as a text table: one column per provider and threads."""
+    columns = list(dict.fromkeys((row["provider"], row["threads"]) for row in result["rows"]))
+    products = list(dict.fromkeys(row["product"] for row in result["rows"]))
+    rate = {(row["provider"], row["threads"], row["product"]): row["gflops"] for row in result["rows"]}
+    width = max(len(product) for product in products + ["step"])
+    head = [f"{name} ({threads} thr)" for name, threads in columns]
+    lines = [f"GFLOP/s of the float32 products of a 784-256-128-10 step at batch {result['batch_size']}; "
+             f"in use: {result['in_use']} ({result['reason']})",
+             f"{'product':<{width}}" + "".join(f"{h:>20}" for h in head)]
+    for product in products:
+        lines.append(f"{product:<{width}}" + "".join(f"{rate[(*column, product)]:>20.1f}" for column in columns))
+    steps = [blas.step_rate([row for row in result["rows"] if (row["provider"], row["threads"]) == column])
+             for column in columns]
+    lines.append(f"{'step':<{width}}" + "".join(f"{step:>20.1f}" for step in steps))
     return "\n".join(lines)
 
 

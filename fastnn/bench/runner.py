@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import blas
 from .. import engine as engines
 from .. import kernels
 from ..atomic import replacing
@@ -35,7 +36,7 @@ class Progress:
 
 def _plan_size(plan, backends, with_accuracy):
     """The number of progress lines a run of the plan prints."""
-    return (1 + len(plan["kernel_shapes"]) * len(kernels.KERNELS) + len(plan["nets"]) * len(plan["modes"])
+    return (1 + len(plan["blas_cases"]) + len(plan["kernel_shapes"]) * len(kernels.KERNELS) + len(plan["nets"]) * len(plan["modes"])
             + (len(plan["modes"]) if with_accuracy else 0) + len(plan["widths"])
             + len(plan.get("many_cases", ())) + (1 if plan.get("study") else 0)
             + (1 if plan["cold_start"] and "numba" in backends else 0))
@@ -80,6 +81,22 @@ def _many_models(plan, backends, with_peers, data_dir, progress):
     return found
 
 
+def _provider_rates(plan, progress):
+    """Every provider's GFLOP/s on the products of a 784-256-128-10 step, for each (batch,
+    BLAS threads) of the plan: {"in_use": ..., "rates": [one row per case, provider and
+    product]}."""
+    info = blas.blas_info()
+    found = {"in_use": {key: info[key] for key in ("provider", "reason", "version", "kernel")}, "rates": []}
+    for batch, n_threads in plan["blas_cases"]:
+        rates = blas.gemm_rates(batch, n_threads)
+        threads = n_threads or "all"
+        found["rates"] += [{"batch": batch, "threads": threads, "provider": name, **row}
+                           for name, rows in rates.items() for row in rows]
+        progress(f"BLAS products of a 784-256-128-10 step, batch {batch}, {threads} thread(s): "
+                 + ", ".join(f"{name} {blas.step_rate(rows):.0f} GFLOP/s" for name, rows in rates.items()))
+    return found
+
+
 def run(plan="default", data_dir=None, stream=sys.stderr, backends=None, with_peers=True):
     """Run every case of a plan (a name of PLANS or a dict like them); returns the results
     as a dict ready for JSON. The training modes and the many-models cases also run the
@@ -104,6 +121,7 @@ def run(plan="default", data_dir=None, stream=sys.stderr, backends=None, with_pe
     rates = {"float32": gemm_rate(np.float32, n)}
     results["gemm_gflops"] = rates
     progress(f"sgemm {n}x{n}x{n}: {rates['float32']:.1f} GFLOP/s")
+    results["blas"] = _provider_rates(plan, progress)
 
     results["kernels"] = []
     for shape in plan["kernel_shapes"]:

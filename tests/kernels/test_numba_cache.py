@@ -25,7 +25,7 @@ for warning in caught:
 """
 
 
-def test_import_and_a_numba_fit_work_without_a_writable_cache_with_one_warning(tmp_path):
+def test_import_and_a_numba_fit_work_without_a_writable_cache_with_one_warning_per_cache(tmp_path):
     if shutil.which("unshare") is None or subprocess.run(
             ["unshare", "-m", "sh", "-c", f"mount --bind {tmp_path} {tmp_path}"], capture_output=True).returncode:
         pytest.skip("needs a private mount namespace (unshare -m) to make directories read-only")
@@ -42,4 +42,9 @@ def test_import_and_a_numba_fit_work_without_a_writable_cache_with_one_warning(t
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
     assert lines[0] == "2 False"
-    assert len(lines) == 2 and lines[1].startswith("RuntimeWarning Numba cannot cache compiled code here")
+    # and, where a second BLAS provider is installed, one of the calibration that cannot be kept
+    calibrates = len(fastnn.blas.available()) > 1
+    assert len(lines) == 2 + calibrates
+    assert lines[1].startswith("RuntimeWarning Numba cannot cache compiled code here")
+    if calibrates:
+        assert lines[2].startswith("RuntimeWarning fastnn could not keep its BLAS calibration in")
