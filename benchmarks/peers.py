@@ -10,7 +10,7 @@ the same batch order (fastnn.bench.peers says how each peer is set up):
 - throughput: training samples/s of the 784-256-128-10 ReLU MLP at batch sizes 1 (SGD
   and Adam), 32, 128 and 8192 (Adam), and of the 2-5-5-5-2 sigmoid net with online SGD,
   on random data and on the real MNIST digits (for the tiny net: the 10-point set of
-  examples/net_2232.py), with the sgemm rate measured among them;
+  examples/net_2232.py), with every BLAS provider's sgemm rate measured among them;
 - many models: 15 seeds of 784-64-32-10 ReLU (Adam 1e-3, batch 128, 5 epochs on the
   8,000 training digits) and of the 2-5-5-5-2 sigmoid net (online SGD lr 0.05, 2,000
   epochs of the 10-point set): model-updates/s of fastnn one fit after another,
@@ -33,7 +33,9 @@ a jitted step per Python call is shown as a labelled extra column, never as the 
 ratio is taken against. The real digits come from --data-dir, else $FASTNN_DATA, else
 ../shared/data; a missing set skips what needs it, with a note. Peers that are not
 installed are skipped (`pip install "fastnn[peers]"`). FASTNN_BENCH_BACKENDS=numba (a
-comma-separated list) times only the fastnn backends it names.
+comma-separated list) times only the fastnn backends it names; FASTNN_BENCH_BLAS=openblas,mkl
+times each fastnn backend on each BLAS provider named (default: the provider in use). The
+sgemm rate is the best provider's, measured in the same run.
 """
 import argparse
 import functools
@@ -45,6 +47,8 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 from fastnn import bench
+from fastnn import blas
+from fastnn.kernels import gemm
 from fastnn.bench import MANY_CASES, STUDIES, measure_many, measure_study, ordered_digits, peers, \
     repeated_ten_points, study_name
 from fastnn import engine as engines
@@ -84,11 +88,18 @@ def real_data(sizes, n, dtype, data_dir):
     return np.concatenate([X, X_test])[:n].astype(dtype), np.concatenate([y, y_test])[:n]
 
 
-def sgemm_runner(n=2048, dtype=np.float32):
-    """A run of one n x n x n GEMM through NumPy's BLAS (all cores) in dtype, and its flops."""
-    A, B = (np.random.default_rng(i).random((n, n), dtype=dtype) for i in range(2))
-    out = np.empty((n, n), dtype)
-    return (lambda: np.matmul(A, B, out=out)), 2.0 * n ** 3
+def sgemm_runners(n=2048, dtype=np.float32):
+    """{"sgemm <provider>": a run of one n x n x n GEMM in dtype on that BLAS provider (all
+    cores)} for every provider on this machine, and the GEMM's flops."""
+    products = {f"sgemm {name}": blas.Product(blas.load(name), n, n, n, dtype=dtype) for name in blas.available()}
+    return products, 2.0 * n ** 3
+
+
+def providers():
+    """The BLAS providers fastnn's columns run on: those named in $FASTNN_BENCH_BLAS
+    (comma-separated), else [None], the provider in use."""
+    named = [name.strip() for name in os.environ.get("FASTNN_BENCH_BLAS", "").split(",") if name.strip()]
+    return named or [None]
 
 
 def fastnn_backends():
@@ -100,7 +111,9 @@ def fastnn_backends():
 def frameworks(extra=False):
     """name -> single-model trainer factory (fastnn.bench.peers): fastnn's engines, each
     installed peer, and with ``extra`` the step-per-call JAX."""
-    found = {f"fastnn-{name}": functools.partial(peers.FastnnTrainer, backend=name) for name in fastnn_backends()}
+    found = {f"fastnn-{name}" + (f"/{provider}" if provider else ""):
+             functools.partial(peers.FastnnTrainer, backend=name, provider=provider)
+             for name in fastnn_backends() for provider in providers()}
     found.update(peers.installed())
     if extra and "jax" in found:
         found[EXTRA] = peers.JaxStepTrainer
@@ -114,25 +127,33 @@ def stack_frameworks():
 
 def best(rates, peer):
     """(name, value) of the highest rate among fastnn's (peer False) or the peers' columns."""
-    chosen = {k: v for k, v in rates.items() if k.startswith("fastnn") != peer and k not in ("sgemm", EXTRA)}
+    chosen = {k: v for k, v in rates.items() if k.startswith("fastnn") != peer and not k.startswith("sgemm")
+              and k != EXTRA}
     name = max(chosen, key=chosen.get)
     return name, chosen[name]
 
 
 def measure_case(case, runners, repeats, dtype=np.float32, source="random", data_dir=None):
     """Median samples/s per framework for one case, the frameworks interleaved with each
-    other and with a GEMM in dtype, whose rate (GFLOP/s) comes back under 'sgemm'."""
+    other and with a GEMM in dtype on each BLAS provider, whose rates (GFLOP/s) come back
+    under 'sgemm <provider>', the best of them under 'sgemm' and its name under
+    'sgemm_provider'."""
     name, sizes, activation, batch, optimizer, n = case
     X, y = data(sizes, n, dtype) if source == "random" else real_data(sizes, n, dtype, data_dir)
-    sgemm, sgemm_flops = sgemm_runner(dtype=dtype)
-    runs = {"sgemm": sgemm}
+    sgemms, sgemm_flops = sgemm_runners(dtype=dtype)
+    in_use = blas.in_use()
+    runs = dict(sgemms)
     for framework, make in runners.items():
         runs[framework] = make(sizes, activation, batch, optimizer, X, y).run
     # Each run once untimed (compile, allocate, warm caches), then the repeats in turn,
     # with a pause before each so that the previous framework's threads stop spinning.
     seconds = bench.measure(runs, repeats, min_time=0, pause=bench.SPIN_PAUSE)
+    gemm.install(in_use)  # as it was before the trainers of named providers ran
     rates = {framework: len(X) / s for framework, s in seconds.items()}
-    rates["sgemm"] = sgemm_flops / seconds["sgemm"] / 1e9
+    for product in sgemms:
+        rates[product] = sgemm_flops / seconds[product] / 1e9
+    best_product = max(sgemms, key=rates.get)
+    rates["sgemm"], rates["sgemm_provider"] = rates[best_product], best_product.split()[1]
     return rates
 
 
@@ -172,10 +193,11 @@ def measure_accuracy(sizes, batch, runners, repeats, dtype, data_dir):
 
 def describe(dtype):
     """What the results ran on: date, CPU, BLAS, and each framework's configuration."""
-    blas = sorted({(lib["internal_api"], lib["version"], lib["architecture"], lib["num_threads"])
-                   for lib in threadpool_info() if lib["user_api"] == "blas"})
+    libraries = sorted({(lib["internal_api"], lib["version"], lib["architecture"], lib["num_threads"])
+                        for lib in threadpool_info() if lib["user_api"] == "blas"})
+    info = blas.blas_info()
     lines = [f"{date.today()}  {bench.cpu_model()}, {os.cpu_count()} cores; {np.dtype(dtype).name}; "
-             f"NumPy/SciPy BLAS {blas}"]
+             f"BLAS libraries {libraries}; fastnn's provider {info['provider']} ({info['reason']})"]
     X, y = data([2, 3, 2], 8, dtype)
     stacks = stack_frameworks()
     for name, make in {**frameworks(extra=True), **stacks}.items():
@@ -206,11 +228,11 @@ def run_throughput(args, dtype, sources):
             (_, our_rate), (peer, peer_rate) = best(rates, False), best(rates, True)
             ratio = f"{our_rate / peer_rate:.2f}× {peer}"
             if case[1] is BIG:
-                ratio += f", {our_rate * per_sample / (rates['sgemm'] * 1e9):.0%} of sgemm"
+                ratio += f", {our_rate * per_sample / (rates['sgemm'] * 1e9):.0%} of {rates['sgemm_provider']} sgemm"
             rows.append((case[0], [f"{rates[name]:,.0f}" for name in runners]
-                         + [f"{rates['sgemm']:,.0f}", ratio]))
+                         + [f"{rates['sgemm']:,.0f} {rates['sgemm_provider']}", ratio]))
             print(f"  {case[0]}: {ratio}", flush=True)
-        print("\n" + table(f"samples/s, {source} data", list(runners) + ["sgemm GFLOP/s", "best fastnn ÷ best peer"],
+        print("\n" + table(f"samples/s, {source} data", list(runners) + ["best sgemm GFLOP/s", "best fastnn ÷ best peer"],
                            rows) + "\n", flush=True)
 
 

@@ -240,6 +240,14 @@ def _write_record(path, record):
                       stacklevel=3)
 
 
+def load(name):
+    """The provider called name, loaded and under fastnn's thread control, not installed
+    (gemm.install(provider) installs it): for code that switches between providers."""
+    provider = gemm.load(name)
+    threads.forget_blas()
+    return provider
+
+
 def _install(provider, reason, calibration=None):
     gemm.install(provider)
     threads.forget_blas()  # threadpoolctl is to see the library just loaded

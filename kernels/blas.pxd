@@ -10,9 +10,7 @@ cdef extern from *:
                                    float *, int *, float *, float *, int *);
     typedef void (*fastnn_dgemm_t)(char *, char *, int *, int *, int *, double *, double *, int *,
                                    double *, int *, double *, double *, int *);
-    typedef void (*fastnn_gemm_bf16_t)(int, int, int, int, int, int, float, const unsigned short *, int,
-                                       const unsigned short *, int, float, float *, int);
-    typedef struct { fastnn_sgemm_t sgemm; fastnn_dgemm_t dgemm; fastnn_gemm_bf16_t gemm_bf16; } fastnn_cells_t;
+    typedef struct { fastnn_sgemm_t sgemm; fastnn_dgemm_t dgemm; } fastnn_cells_t;
     static fastnn_cells_t *fastnn_cells;
     static void fastnn_bind_cells(size_t address) { fastnn_cells = (fastnn_cells_t *)address; }
     """
@@ -20,12 +18,9 @@ cdef extern from *:
                                     float*, int*, float*, float*, int*) noexcept nogil
     ctypedef void (*fastnn_dgemm_t)(char*, char*, int*, int*, int*, double*, double*, int*,
                                     double*, int*, double*, double*, int*) noexcept nogil
-    ctypedef void (*fastnn_gemm_bf16_t)(int, int, int, int, int, int, float, const unsigned short*, int,
-                                        const unsigned short*, int, float, float*, int) noexcept nogil
     ctypedef struct fastnn_cells_t:
         fastnn_sgemm_t sgemm
         fastnn_dgemm_t dgemm
-        fastnn_gemm_bf16_t gemm_bf16
     fastnn_cells_t* fastnn_cells
     void bind_cells "fastnn_bind_cells"(size_t address)
 

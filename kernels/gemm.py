@@ -1,11 +1,11 @@
 """Where every matrix product of the compiled code goes: the BLAS providers.
 
 The Cython kernels and engine (blas.pxd) and the Numba ones (numba_gemm.py) call
-sgemm/dgemm through CELLS, three function pointers in this process's memory, instead
+sgemm/dgemm through CELLS, two function pointers in this process's memory, instead
 of linking one BLAS: installing a provider writes its routines into the cells, and
 every product after it, of either backend, runs on that provider. A provider is a
 library with the Fortran ``sgemm_``/``dgemm_`` interface (the one scipy's
-``cython_blas`` exports), and optionally MKL's ``cblas_gemm_bf16bf16f32``:
+``cython_blas`` exports):
 
 - ``openblas``: the OpenBLAS scipy ships, through scipy.linalg.cython_blas (always there);
 - ``mkl``: Intel's MKL (the PyPI package ``mkl``: ``pip install fastnn[mkl]``),
@@ -24,7 +24,7 @@ from scipy.linalg import cython_blas
 
 class Cells(ctypes.Structure):
     """The routines the compiled code calls (blas.pxd declares the same struct)."""
-    _fields_ = [("sgemm", ctypes.c_void_p), ("dgemm", ctypes.c_void_p), ("gemm_bf16", ctypes.c_void_p)]
+    _fields_ = [("sgemm", ctypes.c_void_p), ("dgemm", ctypes.c_void_p)]
 
 
 CELLS = Cells()
@@ -36,13 +36,11 @@ class ProviderError(RuntimeError):
 
 
 class Provider:
-    """One BLAS library: its name, the addresses of its routines (gemm_bf16 0 where it
-    has none), the file they came from and, where the library says, the code path it runs
-    on this CPU (kernel)."""
+    """One BLAS library: its name, the addresses of its routines, the file they came from
+    and, where the library says, the code path it runs on this CPU (kernel)."""
 
-    def __init__(self, name, sgemm, dgemm, gemm_bf16, path, kernel=None):
-        self.name, self.sgemm, self.dgemm, self.gemm_bf16 = name, sgemm, dgemm, gemm_bf16
-        self.path, self.kernel = path, kernel
+    def __init__(self, name, sgemm, dgemm, path, kernel=None):
+        self.name, self.sgemm, self.dgemm, self.path, self.kernel = name, sgemm, dgemm, path, kernel
 
     def __repr__(self):
         return f"<BLAS provider {self.name!r} from {self.path}>"
@@ -62,7 +60,7 @@ def _openblas_path():
 
 def _openblas(path):
     api = cython_blas.__pyx_capi__
-    return Provider("openblas", _capsule_address(api["sgemm"]), _capsule_address(api["dgemm"]), 0, path)
+    return Provider("openblas", _capsule_address(api["sgemm"]), _capsule_address(api["dgemm"]), path)
 
 
 def _mkl_path():
@@ -78,11 +76,9 @@ def _mkl(path):
         routines = [ctypes.cast(getattr(library, name), ctypes.c_void_p).value for name in ("sgemm_", "dgemm_")]
     except (OSError, AttributeError) as error:
         raise ProviderError(f"{path}: {error}") from None
-    bf16 = getattr(library, "cblas_gemm_bf16bf16f32", None)
-    bf16 = ctypes.cast(bf16, ctypes.c_void_p).value if bf16 is not None else 0
     version = _MKLVersion()
     library.MKL_Get_Version(ctypes.byref(version))
-    return Provider("mkl", *routines, bf16, path, kernel=(version.processor or b"").decode(errors="replace"))
+    return Provider("mkl", *routines, path, kernel=(version.processor or b"").decode(errors="replace"))
 
 
 class _MKLVersion(ctypes.Structure):
@@ -120,7 +116,7 @@ def check_name(name):
 
 def install(provider):
     """Send every matrix product of the compiled code to provider from now on."""
-    CELLS.sgemm, CELLS.dgemm, CELLS.gemm_bf16 = provider.sgemm, provider.dgemm, provider.gemm_bf16 or None
+    CELLS.sgemm, CELLS.dgemm = provider.sgemm, provider.dgemm
 
 
 install(load("openblas"))

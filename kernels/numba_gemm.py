@@ -55,7 +55,7 @@ def _fortran_gemm(typingctx, trans_a, trans_b, m, n, k, A, B, out):
         real_p, int_p = real.as_pointer(), i32.as_pointer()
         function = ir.FunctionType(ir.VoidType(), [i8.as_pointer()] * 2 + [int_p] * 3
                                    + [real_p, real_p, int_p, real_p, int_p, real_p, real_p, int_p])
-        cells_type = ir.LiteralStructType([i8.as_pointer()] * 3)
+        cells_type = ir.LiteralStructType([i8.as_pointer()] * len(_CELL_OF))
         cells = builder.module.globals.get(_CELLS_SYMBOL) or ir.GlobalVariable(builder.module, cells_type,
                                                                                _CELLS_SYMBOL)
         cell = builder.gep(builder.bitcast(cells, cells_type.as_pointer()), [i32(0), i32(_CELL_OF[out.dtype])])

@@ -45,7 +45,7 @@ def counting_provider(counts):
             routine(*args)
 
         callbacks.append(_FORTRAN_GEMM(counted))
-    provider = gemm.Provider("openblas", *(ctypes.cast(c, ctypes.c_void_p).value for c in callbacks), 0, "counting")
+    provider = gemm.Provider("openblas", *(ctypes.cast(c, ctypes.c_void_p).value for c in callbacks), "counting")
     provider.callbacks = callbacks  # alive as long as the provider
     return provider
 

@@ -8,6 +8,7 @@ import pytest
 import fastnn.kernels as K
 from fastnn import datasets
 from fastnn.bench import peers
+from fastnn.kernels import gemm
 
 SIZES = [2, 8, 8, 2]
 SEEDS = [0, 1, 2]
@@ -165,3 +166,15 @@ def test_the_study_as_stacks_trains_the_sweeps_single_fits():
     spec = configurations[1]
     alone = _single_fit(SEEDS[2], X, y, SEEDS[2], 2, spec["optimizer"], spec["sizes"], spec["activation"], 32)[0]
     assert stacks.losses[1, 2] == pytest.approx(alone, rel=1e-6)
+
+
+
+def test_a_fastnn_trainer_of_a_named_provider_installs_it_before_each_run(monkeypatch):
+    X, y = blobs()
+    trainer = peers.FastnnTrainer(SIZES, "tanh", 32, "adam", X, y, provider="openblas")
+    assert "BLAS provider openblas" in trainer.config and trainer.provider.name == "openblas"
+    installed = []
+    monkeypatch.setattr(gemm, "install", installed.append)
+    trainer.run()
+    trainer.run()
+    assert installed == [trainer.provider] * 2

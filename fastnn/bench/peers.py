@@ -42,7 +42,8 @@ import warnings
 
 import numpy as np
 
-from .. import kernels
+from .. import blas, kernels
+from ..kernels import gemm
 from ..model import Stack, mlp
 from ..optim import SGD, Adam
 from ..sweeps import sweep
@@ -77,15 +78,22 @@ def _fastnn_fit(model, optimizer, X, y, batch, epochs, backend):
 
 
 class FastnnTrainer:
-    """fastnn's fit on one backend (``backend``), the engine as fit chooses it."""
+    """fastnn's fit on one backend (``backend``), the engine as fit chooses it, its products
+    on the BLAS provider in use or on the one named (``provider``, installed before each
+    run: two pointers written, so that trainers of either provider can take turns)."""
 
-    def __init__(self, sizes, activation, batch, optimizer, X, y, backend="cython", seed=0, epochs=1, lr=None):
+    def __init__(self, sizes, activation, batch, optimizer, X, y, backend="cython", seed=0, epochs=1, lr=None,
+                 provider=None):
         self.backend, self.batch, self.epochs, self.X, self.y = backend, batch, epochs, X, y
         self.model = mlp(sizes, activation=activation, dtype=X.dtype, seed=seed)
         self.optimizer = _fastnn_optimizer(optimizer, lr)
-        self.config = f"fit, {backend} engine, BLAS of SciPy/NumPy (threads as fit chooses them)"
+        self.provider = blas.load(provider) if provider else None
+        name = provider or blas.blas_info()["provider"]
+        self.config = f"fit, {backend} engine, BLAS provider {name} (threads as fit chooses them)"
 
     def run(self):
+        if self.provider is not None:
+            gemm.install(self.provider)
         _fastnn_fit(self.model, self.optimizer, self.X, self.y, self.batch, self.epochs, self.backend)
 
     def loss(self, X, y):
