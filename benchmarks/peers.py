@@ -193,7 +193,7 @@ def measure_accuracy(sizes, batch, runners, repeats, dtype, data_dir):
 
 def describe(dtype):
     """What the results ran on: date, CPU, BLAS, and each framework's configuration."""
-    libraries = sorted({(lib["internal_api"], lib["version"], lib["architecture"], lib["num_threads"])
+    libraries = sorted({(lib["internal_api"], lib["version"], str(lib.get("architecture")), lib["num_threads"])
                         for lib in threadpool_info() if lib["user_api"] == "blas"})
     info = blas.blas_info()
     lines = [f"{date.today()}  {bench.cpu_model()}, {os.cpu_count()} cores; {np.dtype(dtype).name}; "

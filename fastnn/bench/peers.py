@@ -41,12 +41,14 @@ import os
 import warnings
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from .. import blas, kernels
 from ..kernels import gemm
 from ..model import Stack, mlp
 from ..optim import SGD, Adam
 from ..sweeps import sweep
+from ..threads import available_cores
 
 LEARNING_RATES = {"sgd": 0.01, "momentum": 0.01, "adam": 1e-3}
 MOMENTUM = 0.9
@@ -80,7 +82,10 @@ def _fastnn_fit(model, optimizer, X, y, batch, epochs, backend):
 class FastnnTrainer:
     """fastnn's fit on one backend (``backend``), the engine as fit chooses it, its products
     on the BLAS provider in use or on the one named (``provider``, installed before each
-    run: two pointers written, so that trainers of either provider can take turns)."""
+    run: two pointers written, so that trainers of either provider can take turns). Each
+    run lifts the BLAS thread limits the peers leave behind (PyTorch's set_num_threads(1)
+    sets OpenMP's, which MKL's GNU threading layer follows), so that fit chooses its threads
+    as in a process of its own."""
 
     def __init__(self, sizes, activation, batch, optimizer, X, y, backend="cython", seed=0, epochs=1, lr=None,
                  provider=None):
@@ -88,13 +93,15 @@ class FastnnTrainer:
         self.model = mlp(sizes, activation=activation, dtype=X.dtype, seed=seed)
         self.optimizer = _fastnn_optimizer(optimizer, lr)
         self.provider = blas.load(provider) if provider else None
+        self.blas_libraries = ThreadpoolController().select(user_api="blas")
         name = provider or blas.blas_info()["provider"]
         self.config = f"fit, {backend} engine, BLAS provider {name} (threads as fit chooses them)"
 
     def run(self):
         if self.provider is not None:
             gemm.install(self.provider)
-        _fastnn_fit(self.model, self.optimizer, self.X, self.y, self.batch, self.epochs, self.backend)
+        with self.blas_libraries.limit(limits=available_cores()):
+            _fastnn_fit(self.model, self.optimizer, self.X, self.y, self.batch, self.epochs, self.backend)
 
     def loss(self, X, y):
         return self.model.evaluate(X, y)["loss"]
