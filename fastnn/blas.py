@@ -11,7 +11,8 @@ is, in this order of precedence:
    products of a 784-256-128-10 step at batch 128 on one thread and at batch 2,048 on
    every core, a fraction of a second) and kept in a file of fastnn's cache directory
    (``FASTNN_CACHE_DIR``, else ``$XDG_CACHE_HOME/fastnn`` or ``~/.cache/fastnn``), keyed
-   by the CPU, the core count and the libraries, so that later processes read it;
+   by the CPU, the core count and the libraries, so that later processes read it (unless
+   other processes' threads ran meanwhile: then the next process measures again);
 4. OpenBLAS, when it is the only provider that loads.
 
 A provider that is asked for and does not load (not installed, a broken library) is
@@ -174,7 +175,8 @@ def available():
 
 def calibrate(force=False):
     """Install the provider whose products are faster on this machine: the one a record of
-    this machine in cache_path() names, else the one measure() finds, remembered there.
+    this machine in cache_path() names, else the one measure() finds, remembered there
+    unless other processes' threads were running (threads.other_running_tasks).
     Returns the calibration record (None when only OpenBLAS is there: nothing to
     measure). A provider that fails to load is left out with a warning."""
     names = available()
@@ -183,7 +185,7 @@ def calibrate(force=False):
                  f"(mkl: {gemm.library_path('mkl') or 'not installed: pip install fastnn[mkl]'})")
         return None
     key, path = _machine_key({name: gemm.library_path(name) for name in names}), cache_path()
-    record = None if force else _read_record(path, key)
+    record, kept = (None if force else _read_record(path, key)), True
     if record is None:
         providers = []
         for name in names:
@@ -193,19 +195,34 @@ def calibrate(force=False):
         if len(providers) == 1:
             _install(providers[0], "the only provider that loads")
             return None
+        busy = threads.other_running_tasks() > 0
         seconds = measure(providers)
+        busy = busy or threads.other_running_tasks() > 0
         choice, shares = _pick(seconds)
         record = {"key": key, "provider": choice, "seconds": seconds, "share_of_openblas": shares,
                   "cases": [list(case) for case in CALIBRATION_CASES],
                   "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
-        _write_record(path, record)
-    chosen, share = _load_or_warn(record["provider"]), record["share_of_openblas"][record["provider"]]
-    reason = (f"calibrated on {record['when']}: its products take {share:.2f}x OpenBLAS's time "
-              f"(record in {path})")
+        kept = not busy  # a calibration that other processes' threads shared the cores with is not kept
+        if kept:
+            _write_record(path, record)
+    chosen, reason = _load_or_warn(record["provider"]), _calibration_reason(record, path if kept else None)
     if chosen is None:
         chosen, reason = gemm.load(DEFAULT), f"{record['provider']}, calibrated faster, does not load"
     _install(chosen, reason, record)
     return record
+
+
+def _calibration_reason(record, path):
+    """Why calibration installed the record's provider, and where the record is kept
+    (path None: nowhere)."""
+    shares = record["share_of_openblas"]
+    if record["provider"] == DEFAULT:
+        others = ", ".join(f"{name} {share:.2f}x" for name, share in shares.items() if name != DEFAULT)
+        verdict = f"no provider's products took at most {LEAD:.2f}x OpenBLAS's time ({others})"
+    else:
+        verdict = f"its products took {shares[record['provider']]:.2f}x OpenBLAS's time"
+    where = f"record in {path}" if path else "other processes ran meanwhile: not kept, measured again next time"
+    return f"calibrated on {record['when']}: {verdict} ({where})"
 
 
 def _load_or_warn(name):

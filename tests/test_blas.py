@@ -28,7 +28,9 @@ def restore_provider():
 
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch):
+    """An empty cache directory, on a machine where no other process runs."""
     monkeypatch.setenv("FASTNN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(blas.threads, "other_running_tasks", lambda: 0)
     return tmp_path / "cache"
 
 
@@ -139,6 +141,20 @@ def test_calibration_picks_a_provider_only_with_a_clear_lead(cache_dir, monkeypa
                                                                              "mkl": [share, 2.0 * share]})
         assert blas.calibrate(force=True)["provider"] == chosen
         assert blas.blas_info()["provider"] == chosen
+        reason = blas.blas_info()["reason"]
+        if chosen == "mkl":
+            assert "its products took 0.90x OpenBLAS's time (record in " in reason
+        else:
+            assert f"no provider's products took at most 0.95x OpenBLAS's time (mkl {share:.2f}x)" in reason
+
+
+def test_a_calibration_while_other_processes_run_is_used_but_not_kept(cache_dir, monkeypatch):
+    twin_providers(monkeypatch)
+    monkeypatch.setattr(blas.threads, "other_running_tasks", lambda: 1)
+    monkeypatch.setattr(blas, "measure", lambda providers: {"openblas": [1.0, 1.0], "mkl": [0.5, 0.5]})
+    assert blas.calibrate()["provider"] == "mkl"
+    assert blas.blas_info()["provider"] == "mkl" and "not kept, measured again next time" in blas.blas_info()["reason"]
+    assert not (cache_dir / "blas.json").exists()
 
 
 @pytest.mark.parametrize("content", ["{not json", json.dumps({"key": "another machine", "provider": "mkl"}),

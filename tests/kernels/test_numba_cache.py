@@ -42,9 +42,9 @@ def test_import_and_a_numba_fit_work_without_a_writable_cache_with_one_warning_p
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
     assert lines[0] == "2 False"
-    # and, where a second BLAS provider is installed, one of the calibration that cannot be kept
-    calibrates = len(fastnn.blas.available()) > 1
-    assert len(lines) == 2 + calibrates
     assert lines[1].startswith("RuntimeWarning Numba cannot cache compiled code here")
-    if calibrates:
-        assert lines[2].startswith("RuntimeWarning fastnn could not keep its BLAS calibration in")
+    # and, where a second BLAS provider is installed, one of the calibration that cannot be
+    # kept (none when other processes ran meanwhile: such a calibration is not kept anyway)
+    calibrates = len(fastnn.blas.available()) > 1
+    assert len(lines) - 2 <= calibrates
+    assert all(line.startswith("RuntimeWarning fastnn could not keep its BLAS calibration in") for line in lines[2:])
