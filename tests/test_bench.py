@@ -174,7 +174,7 @@ def test_run_writes_json_and_plots(tmp_path):
     results = bench.run(TINY_PLAN, stream=Stream())
     n_cases = 1 + 1 + len(K.KERNELS) + 3 + 4
     assert len(lines) == n_cases and lines[-1].startswith(f"[{n_cases}/{n_cases}] gradient cost")
-    assert "BLAS products of a 784-256-128-10 step, batch 8, 1 thread(s): openblas " in lines[1]
+    assert "BLAS products of a 784-256-128-10 step, batch 8, 1 thread: openblas " in lines[1]
     assert results["blas"]["in_use"]["provider"] == fastnn.blas_info()["provider"]
     assert {(row["provider"], row["batch"]) for row in results["blas"]["rates"]} == {
         (name, 8) for name in fastnn.blas.available()}

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info
 
 import fastnn
 import fastnn.kernels as K
@@ -274,3 +275,13 @@ def test_mkl_trains_the_model_openblas_trains(backend, dtype):
         trained[name] = model.params.copy()
     tolerance = 1e-3 if dtype == np.float32 else 1e-9
     np.testing.assert_allclose(trained["mkl"], trained["openblas"], rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.skipif(not HAS_MKL, reason="MKL is not installed (pip install fastnn[mkl])")
+@pytest.mark.parametrize("count", [1, 2])
+def test_fits_thread_limits_apply_to_mkl(count):
+    blas.set_blas("mkl")
+    path = os.path.realpath(blas.in_use().path)
+    with blas.threads.blas_threads(count):
+        mkl = [lib for lib in threadpool_info() if os.path.realpath(lib["filepath"]) == path]
+        assert mkl and mkl[0]["num_threads"] == count

@@ -92,7 +92,8 @@ def _provider_rates(plan, progress):
         threads = n_threads or "all"
         found["rates"] += [{"batch": batch, "threads": threads, "provider": name, **row}
                            for name, rows in rates.items() for row in rows]
-        progress(f"BLAS products of a 784-256-128-10 step, batch {batch}, {threads} thread(s): "
+        progress(f"BLAS products of a 784-256-128-10 step, batch {batch}, "
+                 f"{'1 thread' if n_threads == 1 else f'{threads} threads'}: "
                  + ", ".join(f"{name} {blas.step_rate(rows):.0f} GFLOP/s" for name, rows in rates.items()))
     return found
 
