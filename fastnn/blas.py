@@ -135,11 +135,12 @@ def measure(providers):
 
 
 def gemm_rates(batch, n_threads=None, repeats=5):
-    """{provider name: [{"product", "flops", "gflops"} per product]} of every provider that loads, on the products of
-    a 784-256-128-10 step at this batch size, with n_threads BLAS threads (None: every
-    core); the providers interleaved, the best of three rounds. What ``fastnn bench`` and
+    """{provider name: [{"product", "flops", "gflops"} per product]} of every provider that
+    loads (one that does not is left out with a warning), on the products of a
+    784-256-128-10 step at this batch size, with n_threads BLAS threads (None: every core);
+    the providers interleaved, the best of three rounds. What ``fastnn bench`` and
     ``fastnn profile --blas`` report."""
-    providers = [gemm.load(name) for name in available()]
+    providers = [provider for provider in map(_load_or_warn, available()) if provider is not None]
     products = {provider.name: step_products(provider, batch) for provider in providers}
     best = {name: [np.inf] * len(calls) for name, calls in products.items()}
     with threadpool_limits(limits=n_threads or threads.available_cores(), user_api="blas"):

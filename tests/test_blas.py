@@ -250,6 +250,12 @@ def test_gemm_rates_time_every_provider_on_a_steps_products():
         assert blas.step_rate(rows) > 0
 
 
+def test_gemm_rates_leave_out_a_provider_that_does_not_load(monkeypatch):
+    twin_providers(monkeypatch, loads=False)
+    with pytest.warns(RuntimeWarning, match="'mkl' does not load"):
+        assert list(blas.gemm_rates(4, 1, repeats=1)) == ["openblas"]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("transposed", [False, True])
 def test_a_timed_product_computes_the_product(dtype, transposed):
