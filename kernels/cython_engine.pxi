@@ -37,62 +37,6 @@ include "engine_batch.pxi"
 include "engine_lanes.pxi"
 
 
-cdef void _team(bint online, int t, int team, Shared* shared, double* sums, floating* partials,
-                floating[:, ::1] params, floating[:, ::1] grads, floating[:, ::1] state_a, floating[:, ::1] state_b,
-                int64_t[::1] steps, const int64_t[::1] active, floating[:, :, ::1] backup,
-                const int64_t[:, ::1] layers, const double[::1] alphas, const Hyper[::1] hyper, int optimizer,
-                int loss, const floating[:, ::1] X, const int64_t[::1] labels, const floating[:, ::1] targets,
-                const floating[::1] weights, const int64_t[:, :, ::1] orders, Py_ssize_t n_epochs,
-                Py_ssize_t batch, floating[::1] acts, floating[::1] deltas, floating[:, ::1] twork,
-                floating[::1] wwork, int64_t[::1] lwork, double[:, :, ::1] stats,
-                double[:, :, ::1] update_losses, int64_t[::1] done, int64_t[::1] failed_batch,
-                double[::1] failed_loss) noexcept nogil:
-    """Thread t of a team of team threads trains each active model k in turn, on its rows
-    of the per-model arrays; then thread 0 writes its outcome to done[k], failed_batch[k],
-    failed_loss[k] and steps[k] (abi.py)."""
-    cdef Py_ssize_t k, n = X.shape[0], n_params = params.shape[1], n_acts = acts.shape[0]
-    cdef floating* sa
-    cdef floating* sb
-    # Model k's orders, epoch e's at order + e * n; NULL trains in order.
-    cdef const int64_t* order
-    # Model k's update losses, epoch e's at losses + e * (updates per epoch); NULL records none.
-    cdef double* losses
-    cdef int phase = 0  # the thread's own phase of shared.barrier, kept from model to model
-    cdef unsigned int fp = fastnn_flush_denormals()
-    for k in range(params.shape[0]):
-        if active[k] == 0:
-            if t == 0:
-                done[k] = 0
-            continue
-        sa = &state_a[k, 0] if state_a.shape[1] > 0 else NULL
-        sb = &state_b[k, 0] if state_b.shape[1] > 0 else NULL
-        order = NULL
-        if orders.shape[0] > 0 and n_epochs > 0 and n > 0:
-            order = &orders[k if orders.shape[0] > 1 else 0, 0, 0]
-        losses = &update_losses[k, 0, 0] if update_losses.shape[1] > 0 else NULL
-        if online:
-            _online_thread(t, team, shared, &phase, sums, &params[k, 0], &grads[k, 0], sa, sb, &backup[k, 0, 0],
-                           n_params, layers, alphas, &hyper[k], optimizer, loss, steps[k], X, labels, targets,
-                           weights, order, n_epochs, &acts[0], &deltas[0], partials, n_acts, &stats[k, 0, 0],
-                           losses)
-        else:
-            _batch_thread(t, team, shared, &phase, sums, &params[k, 0], &grads[k, 0], sa, sb, &backup[k, 0, 0],
-                          n_params, layers, alphas, &hyper[k], optimizer, loss, steps[k], X, labels, targets,
-                          weights, order, n_epochs, batch, &acts[0], &deltas[0], &twork[0, 0], &wwork[0],
-                          &lwork[0], &stats[k, 0, 0], losses)
-        # Every thread is past model k (and has read shared.diverged) before thread 0
-        # records it and clears shared for model k + 1.
-        fastnn_barrier_wait(&shared.barrier, &phase, team)
-        if t == 0:
-            steps[k] = shared.steps
-            if shared.diverged:
-                done[k], failed_batch[k], failed_loss[k] = shared.epoch, shared.index, shared.value
-            else:
-                done[k], failed_batch[k], failed_loss[k] = n_epochs, 0, 0.0
-            shared.diverged = False
-    fastnn_restore_fp(fp)
-
-
 def _run(bint online, int n_threads, floating[:, ::1] params, floating[:, ::1] grads, floating[:, ::1] state_a,
          floating[:, ::1] state_b, int64_t[::1] steps, const int64_t[::1] active, floating[:, :, ::1] backup,
          const int64_t[:, ::1] layers, const double[::1] alphas, const Hyper[::1] hyper, int optimizer, int loss,
@@ -102,16 +46,24 @@ def _run(bint online, int n_threads, floating[:, ::1] params, floating[:, ::1] g
          int64_t[::1] lwork, double[:, :, ::1] stats, double[:, :, ::1] update_losses, int64_t[::1] done,
          int64_t[::1] failed_batch, double[::1] failed_loss):
     """Online or mini-batch training of the stack on n_threads threads (engine_online.pxi,
-    engine_batch.pxi; _team). One thread trains outside any OpenMP region: BLAS's threads
-    are then a first-level team of their own (in a region of one thread, MKL's GNU-threaded
-    products ran 2-4x slower)."""
+    engine_batch.pxi): the team trains each active model k in turn, on its rows of the
+    per-model arrays, then thread 0 writes its outcome to done[k], failed_batch[k],
+    failed_loss[k] and steps[k] (abi.py)."""
     cdef Shared shared
-    cdef Py_ssize_t n_models = params.shape[0], n_acts = acts.shape[0]
+    cdef Py_ssize_t n_models = params.shape[0], n_params = params.shape[1], n = X.shape[0], k = 0
+    cdef Py_ssize_t n_acts = acts.shape[0]
     # Per-thread scratch: a double each (a part of the batch's loss, of the squared
     # gradient norm), and online each thread's partial sums of every layer's outputs.
     cdef double* sums = <double*>malloc(n_threads * (sizeof(double) + (n_acts * sizeof(floating) if online else 0)))
     cdef floating* partials = <floating*>(sums + n_threads)
-    cdef int t = 0
+    cdef floating* sa = NULL
+    cdef floating* sb = NULL
+    # Model k's orders, epoch e's at order + e * n; NULL trains in order.
+    cdef const int64_t* order = NULL
+    # Model k's update losses, epoch e's at losses + e * (updates per epoch); NULL records none.
+    cdef double* losses = NULL
+    cdef int t = 0, team, phase = 0
+    cdef unsigned int fp
     if sums == NULL:
         raise MemoryError("no memory for the threads' scratch space")
     fastnn_barrier_init(&shared.barrier)
@@ -122,19 +74,43 @@ def _run(bint online, int n_threads, floating[:, ::1] params, floating[:, ::1] g
                orders, n_epochs, n_acts, stats, update_losses, done, failed_batch, failed_loss)
         return
     try:
-        if n_threads == 1:
-            with nogil:
-                _team(online, 0, 1, &shared, sums, partials, params, grads, state_a, state_b, steps, active, backup,
-                      layers, alphas, hyper, optimizer, loss, X, labels, targets, weights, orders, n_epochs, batch,
-                      acts, deltas, twork, wwork, lwork, stats, update_losses, done, failed_batch, failed_loss)
-        else:
-            with nogil, parallel(num_threads=n_threads):
-                t = threadid()
-                # the team: fewer threads than asked when OpenMP says so
-                _team(online, t, openmp.omp_get_num_threads(), &shared, sums, partials, params, grads, state_a,
-                      state_b, steps, active, backup, layers, alphas, hyper, optimizer, loss, X, labels, targets,
-                      weights, orders, n_epochs, batch, acts, deltas, twork, wwork, lwork, stats, update_losses,
-                      done, failed_batch, failed_loss)
+        with nogil, parallel(num_threads=n_threads):
+            team = openmp.omp_get_num_threads()  # fewer than asked when OpenMP says so
+            t = threadid()
+            phase = 0  # the thread's own phase of shared.barrier, kept from model to model
+            fp = fastnn_flush_denormals()
+            for k in range(n_models):
+                if active[k] == 0:
+                    if t == 0:
+                        done[k] = 0
+                    continue
+                sa = &state_a[k, 0] if state_a.shape[1] > 0 else NULL
+                sb = &state_b[k, 0] if state_b.shape[1] > 0 else NULL
+                order = NULL
+                if orders.shape[0] > 0 and n_epochs > 0 and n > 0:
+                    order = &orders[k if orders.shape[0] > 1 else 0, 0, 0]
+                losses = &update_losses[k, 0, 0] if update_losses.shape[1] > 0 else NULL
+                if online:
+                    _online_thread(t, team, &shared, &phase, sums, &params[k, 0], &grads[k, 0], sa, sb,
+                                   &backup[k, 0, 0], n_params, layers, alphas, &hyper[k], optimizer, loss, steps[k],
+                                   X, labels, targets, weights, order, n_epochs, &acts[0], &deltas[0], partials,
+                                   n_acts, &stats[k, 0, 0], losses)
+                else:
+                    _batch_thread(t, team, &shared, &phase, sums, &params[k, 0], &grads[k, 0], sa, sb,
+                                  &backup[k, 0, 0], n_params, layers, alphas, &hyper[k], optimizer, loss, steps[k],
+                                  X, labels, targets, weights, order, n_epochs, batch, &acts[0], &deltas[0],
+                                  &twork[0, 0], &wwork[0], &lwork[0], &stats[k, 0, 0], losses)
+                # Every thread is past model k (and has read shared.diverged) before thread
+                # 0 records it and clears shared for model k + 1.
+                fastnn_barrier_wait(&shared.barrier, &phase, team)
+                if t == 0:
+                    steps[k] = shared.steps
+                    if shared.diverged:
+                        done[k], failed_batch[k], failed_loss[k] = shared.epoch, shared.index, shared.value
+                    else:
+                        done[k], failed_batch[k], failed_loss[k] = n_epochs, 0, 0.0
+                    shared.diverged = False
+            fastnn_restore_fp(fp)
     finally:
         free(sums)
 
