@@ -14,6 +14,8 @@ import time
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from .kernels import gemm
+
 # Two BLAS threads pay once a step's matrix products reach this many flops: for
 # 784-256-128-10 (1.007 MFLOP per sample) from batches of 30; below it the second
 # thread's start and wait cost as much as it saves, or more (docs/engine.md).
@@ -23,10 +25,13 @@ TWO_THREAD_FLOPS = 3e7
 # 64-64-10 at batch 128 (2.6 MFLOP) 1.07x, 784-64-32-10 at batch 64 (14 MFLOP) 1.23x,
 # 784-256-128-10 at batch 16 (16 MFLOP) 1.45x (docs/engine.md).
 OWN_TWO_THREAD_FLOPS = 5e6
-# Above this many flops per step BLAS's own threads multiply faster (784-256-128-10,
-# 1.007 MFLOP per sample: batch 1024-8192 0.83-0.95x on the engine's threads, batch
-# 256-512 alike).
-OWN_THREAD_MAX_FLOPS = 1e9
+# Per BLAS provider, the flops per step above which its own threads multiply faster than
+# the engine's: OpenBLAS's from 1e9 (784-256-128-10, 1.007 MFLOP per sample: batch
+# 1024-8192 0.83-0.95x on the engine's threads, batch 256-512 alike). MKL's never do
+# (784-256-128-10 on the engine's threads: batch 1024 1.21-1.23x, 2048 1.04-1.08x, 4096
+# 1.06-1.40x, 8192 even: 0.81-1.19x, median 1.0 of eight runs; Intel Xeon,
+# docs/engine.md): providers not named here have no limit.
+OWN_THREAD_MAX_FLOPS = {"openblas": 1e9}
 # Online training on two threads (the Cython engine splits every layer between them)
 # pays once one sample's step reaches this many flops: it meets at three barriers per
 # layer and sample, ~0.1 µs each (784-64-32-10, 0.2 MFLOP: 1.35x; 100-100-100-10,
@@ -148,10 +153,11 @@ def forget_blas():
 def own_threads(module, clip_norm, model, batch):
     """Whether the engine module trains this model and batch size on threads of its own,
     with BLAS on one: the Cython engine does, online and for steps up to
-    OWN_THREAD_MAX_FLOPS, unless the gradient is clipped (its norm needs the whole
+    OWN_THREAD_MAX_FLOPS of the BLAS provider in use, unless the gradient is clipped (its norm needs the whole
     gradient first)."""
     return (getattr(module, "OWN_THREADS", False) and clip_norm is None
-            and (batch == 1 or step_flops(layer_sizes(model), batch) <= OWN_THREAD_MAX_FLOPS))
+            and (batch == 1 or step_flops(layer_sizes(model), batch)
+                 <= OWN_THREAD_MAX_FLOPS.get(gemm.installed().name, math.inf)))
 
 
 def thread_count(n_threads, model, batch, engine_threads=False):

@@ -116,7 +116,17 @@ def check_name(name):
 
 def install(provider):
     """Send every matrix product of the compiled code to provider from now on."""
+    global _installed
     CELLS.sgemm, CELLS.dgemm = provider.sgemm, provider.dgemm
+    _installed = provider
+
+
+def installed():
+    """The provider every product goes to now."""
+    return _installed
+
+
+_installed = None
 
 
 install(load("openblas"))

@@ -12,8 +12,10 @@ import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import fastnn
+from fastnn import blas
 from fastnn import engine as engines
 from fastnn import threads
+from fastnn.kernels import gemm
 from fastnn.losses import SoftmaxCrossEntropy
 
 
@@ -55,7 +57,12 @@ def test_engine_threads_policy(monkeypatch):
     if cython is not None:
         assert threads.own_threads(cython, None, big, 1) and threads.own_threads(cython, None, big, 128)
         assert not threads.own_threads(cython, 1.0, big, 1)  # clipping needs the whole gradient
-        assert not threads.own_threads(cython, None, big, 8192)  # over OWN_THREAD_MAX_FLOPS: BLAS's threads
+        # over OpenBLAS's OWN_THREAD_MAX_FLOPS: BLAS's threads; MKL's have no limit
+        openblas = blas.load("openblas")
+        monkeypatch.setattr(gemm, "installed", lambda: openblas)
+        assert not threads.own_threads(cython, None, big, 8192)
+        openblas.name = "mkl"
+        assert threads.own_threads(cython, None, big, 8192)
     assert not threads.own_threads(engines.engine_module("numba"), None, big, 1)
 
 
