@@ -43,7 +43,8 @@ STEP_PRODUCTS = ((None, 784, 256, False), (None, 256, 128, False), (None, 128, 1
                  (None, 10, 128, False), (None, 128, 256, False))
 CALIBRATION_CASES = ((128, 1), (2048, None))  # (batch, threads: None = every core)
 
-_in_use = {"provider": None, "reason": None, "calibration": None}
+# Why the provider in use (gemm.installed()) was installed, and the calibration record.
+_in_use = {"reason": None, "calibration": None}
 
 
 def cache_path():
@@ -140,7 +141,7 @@ def gemm_rates(batch, n_threads=None, repeats=5):
     784-256-128-10 step at this batch size, with n_threads BLAS threads (None: every core);
     the providers interleaved, the best of three rounds. What ``fastnn bench`` and
     ``fastnn profile --blas`` report."""
-    providers = [provider for provider in map(_load_or_warn, available()) if provider is not None]
+    providers = loadable()
     products = {provider.name: step_products(provider, batch) for provider in providers}
     best = {name: [np.inf] * len(calls) for name, calls in products.items()}
     with threadpool_limits(limits=n_threads or threads.available_cores(), user_api="blas"):
@@ -174,6 +175,13 @@ def available():
     return [name for name in gemm.PROVIDERS if gemm.library_path(name) is not None]
 
 
+def loadable(names=None):
+    """The providers called names (None: every one available()) that load, loaded; one
+    that does not is left out with a warning saying why."""
+    return [provider for provider in map(_load_or_warn, available() if names is None else names)
+            if provider is not None]
+
+
 def calibrate(force=False):
     """Install the provider whose products are faster on this machine: the one a record of
     this machine in cache_path() names, else the one measure() finds, remembered there
@@ -188,11 +196,7 @@ def calibrate(force=False):
     key, path = _machine_key({name: gemm.library_path(name) for name in names}), cache_path()
     record, kept = (None if force else _read_record(path, key)), True
     if record is None:
-        providers = []
-        for name in names:
-            provider = _load_or_warn(name)
-            if provider is not None:
-                providers.append(provider)
+        providers = loadable(names)
         if len(providers) == 1:
             _install(providers[0], "the only provider that loads")
             return None
@@ -269,7 +273,7 @@ def load(name):
 def _install(provider, reason, calibration=None):
     gemm.install(provider)
     threads.forget_blas()  # threadpoolctl is to see the library just loaded
-    _in_use.update(provider=provider, reason=reason, calibration=calibration)
+    _in_use.update(reason=reason, calibration=calibration)
 
 
 def set_blas(name, _reason="set_blas"):
@@ -313,13 +317,13 @@ def _threadpool_entry(provider):
 
 def in_use():
     """The Provider every product goes to now."""
-    return _in_use["provider"]
+    return gemm.installed()
 
 
 def blas_info():
     """The provider in use, why, its library's file, version, kernel and threads (as
     threadpoolctl sees them) and the calibration record."""
-    provider = _in_use["provider"]
+    provider = gemm.installed()
     library = _threadpool_entry(provider)
     return {"provider": provider.name, "reason": _in_use["reason"],
             "library": library.get("filepath", provider.path), "version": library.get("version"),

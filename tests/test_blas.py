@@ -22,9 +22,9 @@ _FORTRAN_GEMM = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, *[ctype
 @pytest.fixture(autouse=True)
 def restore_provider():
     """Every test leaves the provider (and why) as it found it."""
-    saved = dict(blas._in_use)
+    saved, provider = dict(blas._in_use), blas.in_use()
     yield
-    blas._install(saved["provider"], saved["reason"], saved["calibration"])
+    blas._install(provider, saved["reason"], saved["calibration"])
 
 
 @pytest.fixture
