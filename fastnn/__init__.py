@@ -21,6 +21,7 @@ from .layers import Dense, Dropout, Identity, LeakyReLU, Module, ReLU, Sigmoid, 
 from .losses import MSE, BCEWithLogits, SoftmaxCrossEntropy
 from .model import Sequential, Stack, mlp
 from .optim import SGD, Adam, CosineDecay, ExponentialDecay, StepDecay
+from .sparse import SparseRows
 from .train import EarlyStopping
 
 __version__ = "0.1.0"
@@ -53,7 +54,7 @@ def __dir__():
 __all__ = [
     "MSE", "SGD", "Adam", "BCEWithLogits", "Conv2D", "CosineDecay", "Dense", "Dropout", "EarlyStopping",
     "ExponentialDecay", "Flatten", "History", "Identity", "LeakyReLU", "MLPClassifier", "MLPRegressor", "MLPSpec", "MaxPool2D", "ModelFileError", "Module", "ReLU", "Sequential", "Sigmoid",
-    "SoftmaxCrossEntropy", "Stack", "Step", "StepDecay", "SweepResult", "Tanh", "available_backends", "blas_info", "config_info",
+    "SoftmaxCrossEntropy", "SparseRows", "Stack", "Step", "StepDecay", "SweepResult", "Tanh", "available_backends", "blas_info", "config_info",
     "get_backend", "load", "loss_and_grad", "mlp", "numerical_grad", "set_backend", "set_blas", "show_config", "sweep",
     "use_backend", "warmup", "__version__",
 ]

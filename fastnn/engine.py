@@ -23,12 +23,20 @@ from .kernels.contract import BLAS_MAX_DIM, disjoint
 from .layers import Dense, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from .losses import MSE, BCEWithLogits, SoftmaxCrossEntropy
 from .optim import SGD, Adam
+from .sparse import SparseRows
 from .validation import check_positive_int
 
 ENGINE_MODULES = {"numba": "numba_engine", "cython": "cython_engine"}
 ACTIVATIONS = (Identity, ReLU, LeakyReLU, Sigmoid, Tanh)
 LOSSES = (SoftmaxCrossEntropy, MSE, BCEWithLogits)
 WORKSPACES_KEPT = 4
+# The first layer multiplies a sparse X entry by entry (the csr_ kernels: each stored
+# entry adds its row of W) where that was measured faster than densifying each batch for
+# BLAS: on one thread, for batches of CSR_MIN_BATCH up to the engine module's
+# CSR_MAX_BATCH rows, with at most CSR_MAX_DENSITY of X's entries stored; a dense X that
+# qualifies is made sparse first (docs/engine.md has the measurements).
+CSR_MIN_BATCH = 8
+CSR_MAX_DENSITY = 0.25
 
 
 def engine_module(backend_name):
@@ -67,18 +75,21 @@ def unsupported(model, loss, optimizer):
     return None
 
 
-def plan(engine, model, loss, optimizer, verbose=0):
+def plan(engine, model, loss, optimizer, verbose=0, sparse_online=False):
     """The engine module fit should use, or None for the per-module path.
 
     engine: 'auto' (the engine when the model is supported and the selected backend
     is numba or cython; with verbose >= 1, one line on stderr says why not), True (the
-    engine or an error saying why not), False.
+    engine or an error saying why not), False. sparse_online: whether fit trains a
+    sparse X one sample at a time, which the engine's online loops do not take.
     """
     if engine is False:
         return None
     if engine not in ("auto", True):
         raise ValueError(f"engine must be 'auto', True or False; got {engine!r}")
     reason = unsupported(model, loss, optimizer)
+    if reason is None and sparse_online:
+        reason = "the engine trains a sparse X in mini-batches (batch_size >= 2), not online"
     backend = kernels.get_backend().name
     module = engine_module(backend)
     if reason is None and module is None:
@@ -175,6 +186,15 @@ def _check_shape(name, a, shape, dtype, detail=""):
                          f"{shape}; got {getattr(a, 'dtype', type(a).__name__)} of shape {np.shape(a)}")
 
 
+def _csr_pays(X, batch, module):
+    """Whether the first layer should multiply X (dense or SparseRows) by the csr_ kernels
+    at this batch size on one thread, as measured (CSR_MIN_BATCH above)."""
+    if not CSR_MIN_BATCH <= batch <= getattr(module, "CSR_MAX_BATCH", 0):
+        return False
+    stored = X.nnz if isinstance(X, SparseRows) else np.count_nonzero(X)
+    return stored <= CSR_MAX_DENSITY * X.shape[0] * X.shape[1]
+
+
 def _writable(a):
     """a itself, or a writable copy: compiled code is specialised on read-only arrays."""
     return a if a.flags.writeable else a.copy()
@@ -264,8 +284,22 @@ class Engine:
         self.threads = min(count, threads.available_cores()) if own else 1
         self.blas_threads = 1 if own else count
         self.run_epochs = module.run_online if batch == 1 else module.run_batches
-        self.X = _writable(X)
         dtype = model.dtype
+        self.sparse_product = self.threads == 1 and self.blas_threads == 1 and _csr_pays(X, batch, module)
+        if isinstance(X, SparseRows) or self.sparse_product:
+            x = X if isinstance(X, SparseRows) else SparseRows.from_dense(X)
+            if x.indptr[0] != 0:  # a slice of rows: its own arrays from position 0
+                x = SparseRows.from_scipy(x.to_scipy(), dtype)
+            self.X = np.zeros((0, x.shape[1]), dtype)
+            self.csr = tuple(_writable(a) for a in (x.values, x.indices, x.indptr))
+            most = int(np.diff(x.indptr).max())
+            self.batch_csr = [(np.zeros(batch * most, dtype), np.zeros(batch * most, np.int64),
+                               np.zeros(batch + 1, np.int64)) for _ in range(self.model_threads)]
+        else:
+            self.X = _writable(X)
+            self.csr = (np.zeros(0, dtype), np.zeros(0, np.int64), np.zeros(0, np.int64))
+            self.batch_csr = [self.csr] * self.model_threads
+        self.n_samples = len(X)
         self.loss_code = loss.engine_code(targets)
         if self.loss_code == abi.CROSS_ENTROPY:
             self.labels, self.targets = _writable(targets), np.zeros((0, model.n_outputs), dtype)
@@ -303,10 +337,21 @@ class Engine:
                     and _is_view(model.grads, grads, k * params.shape[1], params.shape[1:])):
                 raise ValueError(f"engine: model {k}'s buffers are not row {k} of the stack's")
             self._check_views(model, layers, batch)
-        n, n_in, n_out = len(self.X), int(layers[0, abi.N_IN]), int(layers[-1, abi.N_OUT])
+        n, n_in, n_out = self.n_samples, int(layers[0, abi.N_IN]), int(layers[-1, abi.N_OUT])
         if max(batch, n_out, *layers[:, abi.N_IN]) > BLAS_MAX_DIM:
             raise ValueError(f"engine: batch size and layer sizes must be at most {BLAS_MAX_DIM} (BLAS's sizes)")
-        _check_shape("X", self.X, (n, n_in), dtype)
+        values, indices, indptr = self.csr
+        sparse = len(indptr) > 0
+        _check_shape("X", self.X, (0 if sparse else n, n_in), dtype)
+        if sparse:
+            if batch == 1:
+                raise ValueError("engine: the online loops (batch 1) take a dense X")
+            _check_shape("X's indptr", indptr, (n + 1,), np.int64)
+            _check_shape("X's values", values, (int(indptr[-1]),), dtype)
+            _check_shape("X's indices", indices, values.shape, np.int64)
+            if not (indptr[0] == 0 and (np.diff(indptr) >= 0).all()
+                    and (indices.size == 0 or (indices.min() >= 0 and indices.max() < n_in))):
+                raise ValueError(f"engine: X's CSR arrays must be sorted positions and columns in [0, {n_in})")
         _check_shape("labels", self.labels, (n if self.loss_code == abi.CROSS_ENTROPY else 0,), np.int64)
         if self.labels.size and not (self.labels.min() >= 0 and self.labels.max() < n_out):
             raise ValueError(f"engine: labels must lie in [0, {n_out})")
@@ -321,7 +366,8 @@ class Engine:
         self._state()
         disjoint({"params": params, "grads": grads, "acts": work.acts, "deltas": work.deltas, "twork": work.twork,
                   "wwork": work.wwork, "lwork": work.lwork, "backup": self.backup},
-                 {"X": self.X, "labels": self.labels, "targets": self.targets, "sample weights": self.weights})
+                 {"X": self.X, "labels": self.labels, "targets": self.targets, "sample weights": self.weights,
+                  "X's values": values, "X's indices": indices, "X's indptr": indptr})
 
     @staticmethod
     def _check_views(model, layers, batch):
@@ -392,7 +438,7 @@ class Engine:
         The optimizers' step counts are updated.
         """
         group, work = self.group, self.work
-        k, n = len(group.models), len(self.X)
+        k, n = len(group.models), self.n_samples
         n_epochs = check_positive_int("n_epochs", n_epochs)
         if orders is not None:
             n_orders = k if getattr(orders, "ndim", 0) == 3 and len(orders) == k else 1
@@ -410,10 +456,12 @@ class Engine:
         done, failed_batch, failed_loss = np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros(k)
         args = (abi.Model(group.params, group.grads, state_a, state_b, work.layers, work.alphas, self._hyper(),
                           steps, active.astype(np.int64)),
-                abi.Data(self.X, self.labels, self.targets, self.weights, self.no_orders if orders is None else orders),
-                abi.Work(work.acts, work.deltas, work.twork, work.wwork, work.lwork, self.backup, stats,
-                         update_losses, done, failed_batch, failed_loss),
-                abi.Run(self.optimizer_code, self.loss_code, n_epochs, self.batch, self.threads))
+                abi.Data(self.X, self.labels, self.targets, self.weights, *self.csr,
+                         self.no_orders if orders is None else orders),
+                abi.Work(work.acts, work.deltas, work.twork, work.wwork, work.lwork, *self.batch_csr[0], self.backup,
+                         stats, update_losses, done, failed_batch, failed_loss),
+                abi.Run(self.optimizer_code, self.loss_code, n_epochs, self.batch, self.threads,
+                        int(self.sparse_product)))
         started = None if self.checked else _compiling_notice(self.run_epochs, args, group.params.dtype)
         self.checked = True
         self._run_shares(args, active)
@@ -450,7 +498,7 @@ class Engine:
         ends = [int(np.searchsorted(counts, counts[-1] * (i + 1) / shares)) + 1 for i in range(shares - 1)]
         bounds = list(zip([0, *ends], [*ends, len(active)]))
 
-        def share(lo, hi, space):
+        def share(lo, hi, space, csr):
             rows = slice(lo, hi)
             orders = data.orders[rows] if len(data.orders) > 1 else data.orders
             self.run_epochs(
@@ -459,13 +507,15 @@ class Engine:
                                active=model.active[rows]),
                 data._replace(orders=orders),
                 work._replace(acts=space.acts, deltas=space.deltas, twork=space.twork, wwork=space.wwork,
-                              lwork=space.lwork, backup=work.backup[rows], stats=work.stats[rows],
+                              lwork=space.lwork, svalues=csr[0], sindices=csr[1], sindptr=csr[2],
+                              backup=work.backup[rows], stats=work.stats[rows],
                               update_losses=work.update_losses[rows], done=work.done[rows],
                               failed_batch=work.failed_batch[rows], failed_loss=work.failed_loss[rows]),
                 run)
 
         with ThreadPoolExecutor(shares - 1) as pool:
-            others = [pool.submit(share, lo, hi, space) for (lo, hi), space in zip(bounds[1:], self.works[1:])]
-            share(*bounds[0], self.works[0])
+            others = [pool.submit(share, lo, hi, space, csr)
+                      for (lo, hi), space, csr in zip(bounds[1:], self.works[1:], self.batch_csr[1:])]
+            share(*bounds[0], self.works[0], self.batch_csr[0])
             for other in others:
                 other.result()

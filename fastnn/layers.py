@@ -13,6 +13,7 @@ import numpy as np
 from . import kernels
 from .init import as_generator, get_initializer
 from .kernels import activation_code
+from .sparse import SparseRows
 from .validation import check_positive_int
 
 
@@ -146,18 +147,30 @@ class Dense(Weighted):
     weight_shape = matrix_shape = property(lambda self: (self._in_features, self._out_features))
 
     def forward(self, x):
+        """x @ W + b; x may be SparseRows (fastnn.sparse), multiplied entry by entry."""
         # Sized without trusting x: the kernel's checks then say what is wrong with it.
         out = np.empty((len(x) if np.ndim(x) == 2 else 0, self.out_features), self.dtype)
-        kernels.get_backend().dense_forward(x, self._W, self._b, out, "identity")
+        if isinstance(x, SparseRows):
+            kernels.get_backend().csr_dense_forward(x.values, x.indices, x.indptr, self._W, self._b, out,
+                                                    "identity")
+        else:
+            kernels.get_backend().dense_forward(x, self._W, self._b, out, "identity")
         self._input = x
         return out
 
     def backward(self, grad, input_grad=True):
-        """Writes dW and db; returns grad @ W.T unless input_grad is False."""
+        """Writes dW and db; returns grad @ W.T unless input_grad is False (which a sparse
+        input needs: fit asks no gradient of a first layer's input)."""
         if self._input is None:
             raise RuntimeError("Dense.backward called before forward")
-        dX = np.empty_like(self._input) if input_grad else None
-        kernels.get_backend().dense_backward(self._input, self._W, grad, self.dW, self.db, dX)
+        x = self._input
+        if isinstance(x, SparseRows):
+            if input_grad:
+                raise ValueError("Dense.backward: no input gradient for a sparse input (pass input_grad=False)")
+            kernels.get_backend().csr_dense_backward(x.values, x.indices, x.indptr, grad, self.dW, self.db)
+            return None
+        dX = np.empty_like(x) if input_grad else None
+        kernels.get_backend().dense_backward(x, self._W, grad, self.dW, self.db, dX)
         return dX
 
     def __repr__(self):

@@ -12,6 +12,7 @@ the values in), and a Dense or Conv2D layer's sizes are read-only.
 import copy
 
 import numpy as np
+import scipy.sparse
 
 from . import grad as gradients
 from . import io as files
@@ -21,6 +22,7 @@ from .conv import Conv2D, Flatten
 from .layers import ACTIVATION_MODULES, Dense, Dropout, Module, Weighted, float_dtype
 from .losses import SoftmaxCrossEntropy, get_loss
 from .optim import get_optimizer
+from .sparse import SparseRows
 from .validation import check_features, check_images, check_sample_weight
 
 PREDICT_CHUNK = 4096
@@ -174,6 +176,9 @@ class Sequential(Module):
         the first Conv2D's channels for a model that takes images), or a clear error."""
         if self.takes_images:
             return check_images(X, self.weighted_layers[0].in_channels, self.dtype, name)
+        if (scipy.sparse.issparse(X) or isinstance(X, SparseRows)) and not isinstance(self.layers[0], Dense):
+            raise ValueError(f"a sparse {name} needs a model whose first layer is Dense; this one starts with "
+                             f"{self.layers[0]!r}")
         return check_features(X, self.n_features, self.dtype, name)
 
     def outputs(self, X):

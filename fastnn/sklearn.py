@@ -10,6 +10,7 @@ import json
 import warnings
 
 import numpy as np
+import scipy.sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
@@ -20,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from . import train
 from .io import generator_from_state, generator_state, load_as, save
 from .kernels import use_backend
+from .sparse import SparseRows
 from .layers import float_dtype
 from .model import mlp
 from .optim import SGD, Adam
@@ -109,6 +111,11 @@ class _BaseMLP(BaseEstimator):
         estimator.model_ = model
         return estimator
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # scipy.sparse X, trained without densifying it (fastnn.sparse)
+        return tags
+
     def _backend(self):
         return contextlib.nullcontext() if self.backend is None else use_backend(self.backend)
 
@@ -116,7 +123,9 @@ class _BaseMLP(BaseEstimator):
         check_params(self)
         build = "model_" not in self.__dict__ or not (partial or self.warm_start)
         dtype = float_dtype(self.dtype) if build else self.model_.dtype
-        X, y = validate_data(self, X, y, reset=build, dtype=dtype, **self._y_checks)
+        X, y = validate_data(self, X, y, reset=build, dtype=dtype, accept_sparse=True, **self._y_checks)
+        if scipy.sparse.issparse(X):
+            X = SparseRows.from_scipy(X, dtype)
         y, n_outputs = self._targets(y, build, classes)
         weight = self._sample_weight(y, sample_weight, len(X), partial)
         if weight is not None:
@@ -206,7 +215,7 @@ class _BaseMLP(BaseEstimator):
     def _outputs(self, X):
         """The model's raw outputs for X, in float64."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=self.model_.dtype)
+        X = validate_data(self, X, reset=False, dtype=self.model_.dtype, accept_sparse=True)
         with self._backend():
             return self.model_.outputs(X).astype(np.float64)
 

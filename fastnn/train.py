@@ -22,6 +22,7 @@ from .kernels.reference import LOSS_LIMIT
 from .layers import Module
 from .losses import SoftmaxCrossEntropy, get_loss
 from .optim import get_optimizer
+from .sparse import SparseRows
 from .threads import blas_threads, requested_threads
 from .validation import check_batch_size, check_fraction, check_positive_int, check_sample_weight
 
@@ -76,7 +77,8 @@ def _validation(model, loss, X, targets, weight, validation_data, validation_spl
                          "it must leave at least one on each side")
     order = rng.permutation(len(X))
     val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
-    pick = (lambda a, rows: None if a is None else np.ascontiguousarray(a[rows]))
+    pick = (lambda a, rows: None if a is None else a[rows] if isinstance(a, SparseRows)
+            else np.ascontiguousarray(a[rows]))
     return (pick(X, train), pick(targets, train), pick(weight, train)), \
         (pick(X, val), pick(targets, val), pick(weight, val))
 
@@ -84,6 +86,8 @@ def _validation(model, loss, X, targets, weight, validation_data, validation_spl
 def _detached(a, group):
     """a, or a copy where it shares memory with the models' buffers, which training writes:
     fit trains on the data as they were when it was called."""
+    if isinstance(a, SparseRows):
+        return SparseRows(_detached(a.values, group), a.indices, a.indptr, a.shape[1])
     if a is not None and (np.may_share_memory(a, group.params) or np.may_share_memory(a, group.grads)):
         return a.copy()
     return a
@@ -181,7 +185,7 @@ def _fit_group(group, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, 
     batch = min(32, len(X)) if batch_size is None else check_batch_size(batch_size, len(X))
 
     requested = requested_threads(n_threads)
-    module = engines.plan(engine, first, loss, optimizer, verbose)
+    module = engines.plan(engine, first, loss, optimizer, verbose, isinstance(X, SparseRows) and batch == 1)
 
     group.bind(optimizer)
     optimizers = group.optimizers

@@ -3,6 +3,9 @@ errors that name the argument, say what was expected and what came."""
 import warnings
 
 import numpy as np
+import scipy.sparse
+
+from .sparse import SparseRows
 
 
 def as_array(value, name):
@@ -14,7 +17,10 @@ def as_array(value, name):
 
 
 def check_features(X, n_features, dtype, name="X"):
-    """X as a C-contiguous (n_samples, n_features) array of dtype, checked for NaN/inf."""
+    """X as a C-contiguous (n_samples, n_features) array of dtype, checked for NaN/inf; a
+    scipy.sparse X as SparseRows of dtype (fastnn.sparse)."""
+    if scipy.sparse.issparse(X) or isinstance(X, SparseRows):
+        return _check_sparse(X, n_features, dtype, name)
     array = _numeric(X, f"(n_samples, {n_features})", name)
     if array.ndim != 2:
         hint = " (use X.reshape(-1, 1) for a single feature)" if array.ndim == 1 else ""
@@ -24,6 +30,19 @@ def check_features(X, n_features, dtype, name="X"):
     if n_features is not None and array.shape[1] != n_features:
         raise ValueError(f"{name} must have {n_features} features (columns); got {array.shape[1]}")
     return _finite(array, dtype, name)
+
+
+def _check_sparse(X, n_features, dtype, name):
+    """A scipy.sparse X (or SparseRows, checked before) as SparseRows of dtype."""
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features); got shape {X.shape}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} is empty: it must have at least one sample")
+    if n_features is not None and X.shape[1] != n_features:
+        raise ValueError(f"{name} must have {n_features} features (columns); got {X.shape[1]}")
+    if isinstance(X, SparseRows):
+        return X if X.dtype == dtype else SparseRows(X.values.astype(dtype), X.indices, X.indptr, X.shape[1])
+    return SparseRows.from_scipy(X, dtype, name)
 
 
 def check_images(X, n_channels, dtype, name="X"):

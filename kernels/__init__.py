@@ -22,6 +22,8 @@ KERNELS = (
     "activation_forward",
     "activation_backward",
     "dense_backward",
+    "csr_dense_forward",
+    "csr_dense_backward",
     "softmax",
     "softmax_cross_entropy",
     "softmax_cross_entropy_soft",

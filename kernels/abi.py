@@ -23,6 +23,8 @@ Data    X                   (n, n_in) training inputs
         labels              int64 (n,) for CROSS_ENTROPY, else empty
         targets             (n, n_out) for the other losses, else (0, n_out)
         weights             (n,) sample weights, or empty
+        values, indices,    a sparse X's CSR arrays (kernels/reference.py), X then (0, n_in);
+        indptr              for a dense X, empty: indptr (n + 1,) or (0,)
         orders              int64 (n_orders, n_epochs, n): each epoch's sample order;
                             n_orders 0 trains in order, 1 gives every model orders[0],
                             K gives model k orders[k]
@@ -32,6 +34,9 @@ Work    acts, deltas        flat workspaces of batch * (n_in + sum of n_out) ent
                             use them in turn)
         twork, wwork, lwork (batch, n_out), (batch,), int64 (batch,): the batch's
                             targets, sample weights and labels gathered in epoch order
+        svalues, sindices,  the batch's rows of a sparse X gathered in epoch order (CSR, the
+        sindptr             values of up to batch * the most entries of a row; sindptr (batch + 1,));
+                            empty for a dense X
         backup              (K, 3, P), out: params, state_a, state_b at model k's last epoch start
         stats               float64 (K, n_epochs, 2), out: per model and epoch, the sums
                             over batches of (mean loss, metric) times the batch's rows
@@ -45,6 +50,9 @@ Work    acts, deltas        flat workspaces of batch * (n_in + sum of n_out) ent
 Run     optimizer, loss     codes below
         n_epochs, batch     epochs to run and the batch size
         threads             the engine's own threads (the Cython engine's; Numba runs one)
+        sparse_product      for a sparse X: 1 multiplies the first layer by the csr_ kernels,
+                            0 densifies each batch into acts and multiplies by BLAS;
+                            the online loops (batch 1) take a dense X only
 
 The models train one after another, each exactly as it would train alone: model
 k's numbers do not depend on the other models. When a batch's loss is not finite
@@ -88,7 +96,7 @@ HYPER = np.dtype([
 ])
 
 Model = namedtuple("Model", "params grads state_a state_b layers alphas hyper steps active")
-Data = namedtuple("Data", "X labels targets weights orders")
-Work = namedtuple("Work", "acts deltas twork wwork lwork backup stats update_losses done failed_batch "
-                          "failed_loss")
-Run = namedtuple("Run", "optimizer loss n_epochs batch threads")
+Data = namedtuple("Data", "X labels targets weights values indices indptr orders")
+Work = namedtuple("Work", "acts deltas twork wwork lwork svalues sindices sindptr backup stats update_losses done "
+                          "failed_batch failed_loss")
+Run = namedtuple("Run", "optimizer loss n_epochs batch threads sparse_product")

@@ -195,6 +195,46 @@ def check_dense_backward(X, W, dZ, dW, db, dX=None):
     return X, W, dZ, dW, db, dX
 
 
+
+def _csr(values, indices, indptr, n_rows, n_columns, like):
+    """ValueError/TypeError unless values, indices, indptr are the CSR arrays of an (n_rows,
+    n_columns) matrix of like's dtype (reference.py's convention)."""
+    _array("values", values, 1)
+    _same_dtype(like[0], like[1], values=values)
+    _array("indices", indices, 1, dtype=LABEL_DTYPE)
+    _array("indptr", indptr, 1, dtype=LABEL_DTYPE)
+    _shape("indices", indices, values.shape)
+    _shape("indptr", indptr, (n_rows + 1,))
+    if not (indptr[0] >= 0 and indptr[-1] <= len(values) and (np.diff(indptr) >= 0).all()):
+        raise ValueError(f"indptr must be non-decreasing positions in [0, {len(values)}] (values' length)")
+    used = indices[indptr[0]:indptr[-1]]
+    if used.size and not (used.min() >= 0 and used.max() < n_columns):
+        raise ValueError(f"indices must be columns in [0, {n_columns}) (W's rows)")
+
+
+def check_csr_dense_forward(values, indices, indptr, W, b, out, activation, alpha=0.01):
+    _array("W", W, 2)
+    _array("b", b, 1)
+    _array("out", out, 2, writable=True)
+    _same_dtype("W", W, b=b, out=out)
+    _csr(values, indices, indptr, out.shape[0], W.shape[0], ("W", W))
+    _shape("b", b, (W.shape[1],))
+    _shape("out", out, (out.shape[0], W.shape[1]))
+    disjoint({"out": out}, {"values": values, "indices": indices, "indptr": indptr, "W": W, "b": b})
+    return values, indices, indptr, W, b, out, activation_code(activation), _alpha(alpha)
+
+
+def check_csr_dense_backward(values, indices, indptr, dZ, dW, db):
+    _array("dZ", dZ, 2)
+    _array("dW", dW, 2, writable=True)
+    _array("db", db, 1, writable=True)
+    _same_dtype("dZ", dZ, dW=dW, db=db)
+    _csr(values, indices, indptr, dZ.shape[0], dW.shape[0], ("dZ", dZ))
+    _shape("dW", dW, (dW.shape[0], dZ.shape[1]))
+    _shape("db", db, (dZ.shape[1],))
+    disjoint({"dW": dW, "db": db}, {"values": values, "indices": indices, "indptr": indptr, "dZ": dZ})
+    return values, indices, indptr, dZ, dW, db
+
 def check_softmax(Z, out):
     _array("Z", Z, 2)
     _array("out", out, 2, writable=True)

@@ -8,6 +8,7 @@ from libc.stdint cimport int64_t
 
 from abi cimport BCE, CROSS_ENTROPY, CROSS_ENTROPY_SOFT, IDENTITY, MSE, STEP, Hyper
 from blas cimport bind_cells, gemm
+from csr cimport csr_row_gradient, csr_row_product
 from scalar cimport (Step, _exp, activate_all, activation_gradient_all, adam_constants, adam_step, batch_loss,
                      row_max, sgd_constants, sgd_step, weight_total)
 
@@ -120,6 +121,40 @@ cdef void _dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
             gemm(dZ, False, W, True, dX)
 
 
+
+cdef void _csr_dense_forward(const floating[::1] values, const int64_t[::1] indices, const int64_t[::1] indptr,
+                             const floating[:, ::1] W, const floating[::1] b, floating[:, ::1] out,
+                             int activation, floating alpha) noexcept:
+    cdef Py_ssize_t i, j, cols = out.shape[1]
+    # No entries (values empty) leave no element 0 to point at; then no row reads one.
+    cdef const floating* v = &values[0] if values.shape[0] > 0 else NULL
+    cdef const int64_t* k = &indices[0] if indices.shape[0] > 0 else NULL
+    if cols == 0:
+        return  # no element 0 of a row to point at
+    with nogil:
+        for i in range(out.shape[0]):
+            for j in range(cols):
+                out[i, j] = b[j]
+            csr_row_product(v, k, indptr[i], indptr[i + 1], &W[0, 0], cols, &out[i, 0], 0, cols)
+            activate_all(&out[i, 0], &out[i, 0], cols, activation, alpha)
+
+
+cdef void _csr_dense_backward(const floating[::1] values, const int64_t[::1] indices, const int64_t[::1] indptr,
+                              const floating[:, ::1] dZ, floating[:, ::1] dW, floating[::1] db) noexcept:
+    cdef Py_ssize_t i, j, n_in = dW.shape[0], cols = dZ.shape[1]
+    cdef const floating* v = &values[0] if values.shape[0] > 0 else NULL
+    cdef const int64_t* k = &indices[0] if indices.shape[0] > 0 else NULL
+    with nogil:
+        dW[:, :] = 0
+        db[:] = 0
+        if cols == 0 or n_in == 0:
+            return  # no element 0 to point at
+        for i in range(dZ.shape[0]):
+            for j in range(cols):
+                db[j] += dZ[i, j]
+            csr_row_gradient(v, k, indptr[i], indptr[i + 1], &dZ[i, 0], cols, &dW[0, 0], 0, n_in)
+
+
 cdef void _softmax(const floating[:, ::1] Z, floating[:, ::1] out) noexcept:
     cdef Py_ssize_t i, j, cols = Z.shape[1]
     cdef floating zmax
@@ -227,6 +262,23 @@ def dense_backward(X, W, dZ, dW, db, dX=None):
     else:
         _dense_backward[float](X, W, dZ, dW, db, dX)
 
+
+
+def csr_dense_forward(values, indices, indptr, W, b, out, activation, alpha=0.01):
+    """out = f(X @ W + b) for the sparse X of CSR arrays values, indices, indptr."""
+    _check_activation(activation, True)
+    if _is_float64((values, W, b, out)):
+        _csr_dense_forward[double](values, indices, indptr, W, b, out, activation, alpha)
+    else:
+        _csr_dense_forward[float](values, indices, indptr, W, b, out, activation, alpha)
+
+
+def csr_dense_backward(values, indices, indptr, dZ, dW, db):
+    """dW = X.T @ dZ and db = dZ summed over rows for the sparse X of CSR arrays."""
+    if _is_float64((values, dZ, dW, db)):
+        _csr_dense_backward[double](values, indices, indptr, dZ, dW, db)
+    else:
+        _csr_dense_backward[float](values, indices, indptr, dZ, dW, db)
 
 def softmax(Z, out):
     """Row-wise softmax, shifted by the row maximum so any finite logits stay finite."""

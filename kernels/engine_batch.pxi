@@ -30,6 +30,43 @@ cdef void _forward_batch(floating* params, Layer layer, floating alpha, const fl
         activate_all(z + i * n_out + j0, z + i * n_out + j0, j1 - j0, layer.code, alpha)
 
 
+cdef void _csr_forward_batch(floating* params, Layer layer, floating alpha, const floating* values,
+                             const int64_t* indices, const int64_t* indptr, floating* z, Py_ssize_t rows,
+                             Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    """Columns j0:j1 of z = f(X @ W + b) for the first layer's sparse batch X (CSR arrays):
+    each stored entry adds its row of W."""
+    cdef Py_ssize_t i, j, n_out = layer.n_out
+    cdef const floating* b = params + layer.w + layer.n_in * n_out
+    if j1 <= j0:
+        return
+    for i in range(rows):
+        for j in range(j0, j1):
+            z[i * n_out + j] = b[j]
+        csr_row_product(values, indices, indptr[i], indptr[i + 1], params + layer.w, n_out, z + i * n_out, j0, j1)
+        activate_all(z + i * n_out + j0, z + i * n_out + j0, j1 - j0, layer.code, alpha)
+
+
+cdef void _csr_backward_share(floating* grads, Layer layer, const floating* values, const int64_t* indices,
+                              const int64_t* indptr, const floating* d, Py_ssize_t rows, Py_ssize_t k0,
+                              Py_ssize_t k1) noexcept nogil:
+    """Rows k0:k1 of the first layer's gradient [dW; db] (row n_in is db) for its sparse
+    batch X (CSR arrays): X.T @ d from the stored entries in columns k0:k1, column sums of d."""
+    cdef Py_ssize_t i, j, n_in = layer.n_in, n_out = layer.n_out
+    cdef Py_ssize_t k_end = min(k1, n_in)
+    cdef floating* db = grads + layer.w + n_in * n_out
+    if k_end > k0:
+        memset(grads + layer.w + k0 * n_out, 0, (k_end - k0) * n_out * sizeof(floating))
+        for i in range(rows):
+            csr_row_gradient(values, indices, indptr[i], indptr[i + 1], d + i * n_out, n_out, grads + layer.w, k0,
+                             k_end)
+    if k1 > n_in:
+        for j in range(n_out):
+            db[j] = 0
+        for i in range(rows):
+            for j in range(n_out):
+                db[j] += d[i * n_out + j]
+
+
 cdef void _activation_gradients(floating* d, const floating* a, Py_ssize_t n, int code,
                                 floating alpha) noexcept nogil:
     """d[:n] *= f'(z), from a = f(z)."""
@@ -68,13 +105,17 @@ cdef void _batch_thread(int t, int n_threads, Shared* shared, int* phase, double
                         int loss, long step, const floating[:, ::1] X, const int64_t[::1] labels,
                         const floating[:, ::1] targets, const floating[::1] weights, const int64_t* orders,
                         Py_ssize_t n_epochs, Py_ssize_t batch, floating* a, floating* d, floating* twork,
-                        floating* wwork, int64_t* lwork, double* stats, double* losses) noexcept nogil:
+                        floating* wwork, int64_t* lwork, const Sparse* sparse, double* stats,
+                        double* losses) noexcept nogil:
     """Thread t of n_threads of the mini-batch loop of one model of the stack (its rows: p,
     g, sa, sb, backup, hyper, orders, stats: _run); phase is the thread's phase of
     shared.barrier, sums has a slot per thread. Thread 0 also keeps the backup, computes
     the metric, writes the statistics, each batch's loss in losses (unless NULL) and the
-    optimizer steps taken."""
-    cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], last = layers.shape[0] - 1
+    optimizer steps taken. A sparse X (sparse.indptr not NULL) comes in a batch of CSR
+    arrays that thread 0 gathers, or densified into a, each thread its rows."""
+    cdef bint is_sparse = sparse.indptr != NULL
+    cdef bint csr = is_sparse and sparse.product
+    cdef Py_ssize_t n = sparse.n if is_sparse else X.shape[0], n_in = layers[0, N_IN], last = layers.shape[0] - 1
     cdef Py_ssize_t n_batches = (n + batch - 1) // batch
     cdef Py_ssize_t epoch, index, lo, rows, r0, r1, layer, k0, k1, offset
     cdef Layer top = _layer(layers, last), current
@@ -86,6 +127,9 @@ cdef void _batch_thread(int t, int n_threads, Shared* shared, int* phase, double
     cdef const int64_t* lab
     cdef const floating* tgt
     cdef const floating* wgt
+    cdef const floating* values = <const floating*>sparse.values
+    cdef const int64_t* indices = sparse.indices
+    cdef const int64_t* indptr = sparse.indptr
     cdef double value, loss_sum = 0, metric_sum = 0
     cdef bint clipped = hyper.clip_norm > 0
     cdef Step c
@@ -104,17 +148,32 @@ cdef void _batch_thread(int t, int n_threads, Shared* shared, int* phase, double
                 _gather(order, lo + r0, r1 - r0, X, labels, targets, weights, a + r0 * n_in, lwork + r0,
                         twork + r0 * n_out, wwork + r0)
                 x, lab, tgt, wgt = a, lwork, twork, wwork
-                fastnn_barrier_wait(&shared.barrier, phase, n_threads)
             else:
-                x = &X[lo, 0]
+                x = &X[lo, 0] if not is_sparse else a
                 lab = &labels[lo] if labels.shape[0] > 0 else NULL
                 tgt = &targets[lo, 0] if targets.shape[0] > 0 else NULL
                 wgt = &weights[lo] if weights.shape[0] > 0 else NULL
+            if csr:
+                if shuffled and t == 0:
+                    _gather_csr(order + lo, rows, sparse, <const floating*>sparse.values)
+                values = <const floating*>(sparse.batch_values if shuffled else sparse.values)
+                indices = sparse.batch_indices if shuffled else sparse.indices
+                indptr = sparse.batch_indptr if shuffled else sparse.indptr + lo
+            elif is_sparse:
+                _densify(order + lo if shuffled else NULL, lo, r0, r1, sparse, <const floating*>sparse.values, a,
+                         n_in)
+            if shuffled or is_sparse:
+                fastnn_barrier_wait(&shared.barrier, phase, n_threads)
             for layer in range(last + 1):
                 current = _layer(layers, layer)
-                _forward_batch(p, current, <floating>alphas[layer], x if layer == 0 else a + current.inputs,
-                               a + current.outputs, rows, _split(current.n_out, t, n_threads),
-                               _split(current.n_out, t + 1, n_threads))
+                if layer == 0 and csr:
+                    _csr_forward_batch(p, current, <floating>alphas[layer], values, indices, indptr,
+                                       a + current.outputs, rows, _split(current.n_out, t, n_threads),
+                                       _split(current.n_out, t + 1, n_threads))
+                else:
+                    _forward_batch(p, current, <floating>alphas[layer], x if layer == 0 else a + current.inputs,
+                                   a + current.outputs, rows, _split(current.n_out, t, n_threads),
+                                   _split(current.n_out, t + 1, n_threads))
                 fastnn_barrier_wait(&shared.barrier, phase, n_threads)
             sums[t] = 0
             if r1 > r0:
@@ -145,10 +204,13 @@ cdef void _batch_thread(int t, int n_threads, Shared* shared, int* phase, double
             for layer in range(last, -1, -1):
                 current = _layer(layers, layer)
                 _rows(current, t, n_threads, &k0, &k1)
-                _backward_share(p, g, current, x if layer == 0 else a + current.inputs, d + current.outputs,
-                                NULL if layer == 0 else d + current.inputs,
-                                _layer(layers, layer - 1).code if layer > 0 else IDENTITY,
-                                <floating>alphas[layer - 1] if layer > 0 else 0, rows, k0, k1)
+                if layer == 0 and csr:
+                    _csr_backward_share(g, current, values, indices, indptr, d + current.outputs, rows, k0, k1)
+                else:
+                    _backward_share(p, g, current, x if layer == 0 else a + current.inputs, d + current.outputs,
+                                    NULL if layer == 0 else d + current.inputs,
+                                    _layer(layers, layer - 1).code if layer > 0 else IDENTITY,
+                                    <floating>alphas[layer - 1] if layer > 0 else 0, rows, k0, k1)
                 if not clipped:
                     offset = current.w + k0 * current.n_out
                     _step(p + offset, g + offset, sa + offset if sa != NULL else NULL,

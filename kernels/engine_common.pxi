@@ -124,10 +124,54 @@ cdef void _gather(const int64_t* order, Py_ssize_t lo, Py_ssize_t rows, const fl
     cdef Py_ssize_t r, i, n_in = X.shape[1], n_out = targets.shape[1]
     for r in range(rows):
         i = order[lo + r]
-        memcpy(xwork + r * n_in, &X[i, 0], n_in * sizeof(floating))
+        if X.shape[0] > 0:  # else X is sparse: _gather_csr, _densify
+            memcpy(xwork + r * n_in, &X[i, 0], n_in * sizeof(floating))
         if labels.shape[0] > 0:
             lwork[r] = labels[i]
         if targets.shape[0] > 0:
             memcpy(twork + r * n_out, &targets[i, 0], n_out * sizeof(floating))
         if weights.shape[0] > 0:
             wwork[r] = weights[i]
+
+
+cdef struct Sparse:
+    # A sparse X (abi.py): its CSR arrays (indptr NULL for a dense X) of n rows; the
+    # batch's rows gathered in epoch order; whether the first layer multiplies them entry
+    # by entry (product) or they are densified into the workspace. values point at the
+    # parameters' dtype.
+    const void* values
+    const int64_t* indices
+    const int64_t* indptr
+    Py_ssize_t n
+    void* batch_values
+    int64_t* batch_indices
+    int64_t* batch_indptr
+    bint product
+
+
+cdef void _gather_csr(const int64_t* order, Py_ssize_t rows, const Sparse* sparse,
+                      const floating* values) noexcept nogil:
+    """The sparse rows order[:rows] into sparse's batch arrays (CSR from position 0);
+    values are sparse.values, in the parameters' dtype."""
+    cdef Py_ssize_t r, i, start, count, filled = 0
+    cdef floating* batch_values = <floating*>sparse.batch_values
+    sparse.batch_indptr[0] = 0
+    for r in range(rows):
+        i = order[r]
+        start, count = sparse.indptr[i], sparse.indptr[i + 1] - sparse.indptr[i]
+        memcpy(batch_values + filled, values + start, count * sizeof(floating))
+        memcpy(sparse.batch_indices + filled, sparse.indices + start, count * sizeof(int64_t))
+        filled += count
+        sparse.batch_indptr[r + 1] = filled
+
+
+cdef void _densify(const int64_t* order, Py_ssize_t lo, Py_ssize_t r0, Py_ssize_t r1, const Sparse* sparse,
+                   const floating* values, floating* x, Py_ssize_t n_in) noexcept nogil:
+    """Rows r0:r1 of the batch of samples order[:rows] (lo + r for order NULL) written
+    densely into x (rows of n_in)."""
+    cdef Py_ssize_t r, i, p
+    for r in range(r0, r1):
+        i = order[r] if order != NULL else lo + r
+        memset(x + r * n_in, 0, n_in * sizeof(floating))
+        for p in range(sparse.indptr[i], sparse.indptr[i + 1]):
+            x[r * n_in + sparse.indices[p]] += values[p]

@@ -5,6 +5,10 @@ Conventions shared by all backends (see docs/kernels.md):
 - results go into caller-provided arrays; a kernel allocates no output;
 - all float arrays of one call share a dtype, float32 or float64;
 - ``activation`` is an integer code from ``fastnn.kernels.ACTIVATIONS``;
+- a sparse X (the csr_ kernels) comes as CSR arrays: row i's entries are
+  values[p] in column indices[p] for p in indptr[i]:indptr[i + 1], with indptr
+  positions into values and indices (indptr[0] need not be 0: a slice of a
+  larger matrix's indptr selects its rows);
 - elementwise kernels accept ``out`` aliasing their input (in place);
 - losses return the (weighted) mean loss as a Python float and write its
   gradient with respect to the logits/predictions into ``grad``.
@@ -13,6 +17,7 @@ The functions here are written for clarity, not speed; they may allocate
 temporaries internally.
 """
 import numpy as np
+import scipy.sparse
 from scipy.special import expit
 
 from .abi import IDENTITY, LEAKY_RELU, RELU, SIGMOID, STEP, TANH
@@ -81,6 +86,26 @@ def dense_backward(X, W, dZ, dW, db, dX=None):
     np.sum(dZ, axis=0, out=db)
     if dX is not None:
         np.matmul(dZ, W.T, out=dX)
+
+
+def _csr_matrix(values, indices, indptr, n_columns):
+    start = indptr[0]
+    return scipy.sparse.csr_array((values[start:indptr[-1]], indices[start:indptr[-1]], indptr - start),
+                                  shape=(len(indptr) - 1, n_columns))
+
+
+def csr_dense_forward(values, indices, indptr, W, b, out, activation, alpha=0.01):
+    """out = f(X @ W + b) for the sparse X of CSR arrays values, indices, indptr."""
+    out[...] = _csr_matrix(values, indices, indptr, W.shape[0]) @ W
+    out += b
+    activation_forward(out, out, activation, alpha)
+
+
+def csr_dense_backward(values, indices, indptr, dZ, dW, db):
+    """dW = X.T @ dZ and db = dZ summed over rows for the sparse X of CSR arrays (a first
+    layer's gradient: no input gradient)."""
+    dW[...] = _csr_matrix(values, indices, indptr, dW.shape[0]).T @ dZ
+    np.sum(dZ, axis=0, out=db)
 
 
 def _log_softmax(Z):

@@ -125,7 +125,7 @@ def test_steps_allocate_nothing(engine_backend, batch, threads):
     # 1,000 more steps: not one more compiled allocation, and the Python heap's peak only
     # within the hundreds of bytes it varies by from call to call (argument typing caches)
     assert long[1] == short[1] and abs(long[0] - short[0]) < 2048
-    assert short[0] < 8000  # per call: the returned tuple, Cython's memoryview objects
+    assert short[0] < 10000  # per call: the returned tuple, Cython's memoryview objects
 
 
 @pytest.mark.parametrize("batch_size, n_threads", [(1, None), (1, 2), (4, None), (4, 2)])

@@ -31,6 +31,7 @@ from ..threads import step_flops
 from ..grad import numerical_grad
 from ..model import mlp
 from ..optim import SGD
+from ..sparse import SparseRows
 from . import peers
 from .timing import SPIN_PAUSE, Timer, gflops, measure
 
@@ -41,6 +42,8 @@ BATCHES = (1, 32, 256, 8192)
 # The default grid: every batch size on the widest layer, and the other layers at batch 256.
 DEFAULT_SHAPES = tuple((batch, 784, 256) for batch in BATCHES) + ((256, 256, 128), (256, 128, 10))
 FULL_SHAPES = tuple((batch, n_in, n_out) for n_in, n_out in LAYERS for batch in BATCHES)
+# The share of stored entries in the sparse kernels' X: the MNIST digits' (19 %).
+SPARSE_DENSITY = 0.19
 
 
 def kernel_flops(kernel, batch, n_in, n_out):
@@ -58,7 +61,9 @@ class KernelCase:
     and outputs (dense_backward computes dX too); the activation, softmax and loss
     kernels get (batch, n_out) arrays (relu; labels for softmax_cross_entropy);
     sgd_update (momentum 0.9) and adam_update get flat buffers of the layer's
-    n_in·n_out + n_out parameters.
+    n_in·n_out + n_out parameters; csr_dense_forward and csr_dense_backward get X with
+    SPARSE_DENSITY of its entries stored, as CSR arrays (their times compare with
+    dense_forward's and dense_backward's on the same shape).
     """
 
     def __init__(self, kernel, batch, n_in, n_out, dtype=np.float32, seed=0):
@@ -102,6 +107,12 @@ class KernelCase:
             return np.maximum(Z, 0), normal(batch, n_out), empty(batch, n_out), relu, 0.01
         if self.kernel == "dense_backward":
             return X, W, Z, empty(n_in, n_out), empty(n_out), empty(batch, n_in)
+        if self.kernel.startswith("csr_"):
+            rows = SparseRows.from_dense(X * (rng.random((batch, n_in)) < SPARSE_DENSITY))
+            csr = (rows.values, rows.indices, rows.indptr)
+            if self.kernel == "csr_dense_forward":
+                return *csr, W, b, empty(batch, n_out), relu, 0.01
+            return *csr, Z, empty(n_in, n_out), empty(n_out)
         if self.kernel == "softmax":
             return Z, empty(batch, n_out)
         if self.kernel == "softmax_cross_entropy":

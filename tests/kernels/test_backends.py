@@ -90,6 +90,58 @@ def test_dense_backward(backend, reference, dtype, rng, assert_close, shape, wit
         assert_close(dX, dX_ref, dtype, scale=np.sqrt(n_out))
 
 
+def csr_operands(rng, shape, dtype, density=0.3):
+    """A sparse (batch, in) X as CSR arrays whose indptr starts past 0 (a slice of a larger
+    matrix's rows), with an empty row and a duplicate entry; and X dense."""
+    batch, n_in, _ = shape
+    X = random(rng, (batch, n_in), dtype) * (rng.random((batch, n_in)) < density)
+    X[0] = 0
+    values, indices, indptr = [9.0], [0], [1]  # one entry before the rows
+    for row in X:
+        entries = [(k, row[k]) for k in np.flatnonzero(row)]
+        if entries:  # the first entry stored as two halves: duplicates add up
+            k, v = entries[0]
+            entries[:1] = [(k, v / 2), (k, v / 2)]
+        for k, v in entries:
+            indices.append(k)
+            values.append(v)
+        indptr.append(len(values))
+    return (np.array(values, dtype), np.array(indices, np.int64), np.array(indptr, np.int64)), X
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+@pytest.mark.parametrize("shape", DENSE_SHAPES)
+def test_csr_dense_forward(backend, reference, dtype, rng, assert_close, shape, activation):
+    (values, indices, indptr), X = csr_operands(rng, shape, dtype)
+    _, W, b = dense_operands(rng, shape, dtype)
+    got, want, dense = (np.empty((shape[0], shape[2]), dtype) for _ in range(3))
+    backend.csr_dense_forward(values, indices, indptr, W, b, got, activation, 0.1)
+    reference.csr_dense_forward(values, indices, indptr, W, b, want, activation, 0.1)
+    reference.dense_forward(X, W, b, dense, activation, 0.1)
+    if activation == "step":
+        clear = np.abs(X.astype(np.float64) @ W + b) > 1e-4 * np.sqrt(shape[1])
+        np.testing.assert_array_equal(got[clear], want[clear])
+        np.testing.assert_array_equal(want[clear], dense[clear])
+    else:
+        assert_close(got, want, dtype, scale=np.sqrt(shape[1]))
+        assert_close(want, dense, dtype, scale=np.sqrt(shape[1]))
+
+
+@pytest.mark.parametrize("shape", DENSE_SHAPES)
+def test_csr_dense_backward(backend, reference, dtype, rng, assert_close, shape):
+    (values, indices, indptr), X = csr_operands(rng, shape, dtype)
+    dZ = random(rng, (shape[0], shape[2]), dtype)
+    results = []
+    for kernels in (backend, reference):
+        dW, db = np.full((shape[1], shape[2]), np.nan, dtype), np.full(shape[2], np.nan, dtype)
+        kernels.csr_dense_backward(values, indices, indptr, dZ, dW, db)
+        results.append((dW, db))
+    (dW, db), (dW_ref, db_ref) = results
+    assert_close(dW, dW_ref, dtype, scale=np.sqrt(shape[0]))
+    assert_close(db, db_ref, dtype, scale=np.sqrt(shape[0]))
+    assert_close(dW_ref, X.T @ dZ, dtype, scale=np.sqrt(shape[0]))
+
+
 @pytest.mark.parametrize("in_place", [False, True], ids=["out", "in_place"])
 @pytest.mark.parametrize("shape", LOSS_SHAPES)
 def test_softmax(backend, reference, dtype, rng, assert_close, shape, in_place):

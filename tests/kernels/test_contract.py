@@ -280,3 +280,37 @@ def test_products_past_blas_sizes_are_refused(isolated, size):
     lines = done.stdout.splitlines()
     assert len(lines) == 9, done.stdout
     assert all("refused:" in line and "BLAS's 32-bit sizes" in line for line in lines), done.stdout
+
+
+def _csr(dtype=np.float64):
+    """A (3, 4) sparse X as CSR arrays, W (4, 2), b, out (3, 2)."""
+    return (np.array([1.0, 2.0, 3.0], dtype), np.array([0, 3, 1], np.int64), np.array([0, 2, 2, 3], np.int64),
+            np.ones((4, 2), dtype), np.ones(2, dtype), np.empty((3, 2), dtype))
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(indices=np.array([0, 4, 1], np.int64)), r"indices must be columns in \[0, 4\)"),
+    (dict(indices=np.array([0, -1, 1], np.int64)), r"indices must be columns in \[0, 4\)"),
+    (dict(indptr=np.array([0, 2, 1, 3], np.int64)), "indptr must be non-decreasing"),
+    (dict(indptr=np.array([0, 2, 2, 4], np.int64)), r"indptr must be non-decreasing positions in \[0, 3\]"),
+    (dict(indptr=np.array([0, 2, 3], np.int64)), r"indptr must have shape \(4,\)"),
+    (dict(indices=np.array([0, 3], np.int64)), r"indices must have shape \(3,\)"),
+    (dict(indices=np.array([0, 3, 1], np.int32)), "indices must be int64; got int32"),
+    (dict(values=np.ones(3, np.float32)), r"values must have the dtype of W \(float64\)"),
+    (dict(b=np.ones(3)), r"b must have shape \(2,\)"),
+])
+def test_csr_arrays_are_checked(any_backend, change, message):
+    args = dict(zip(("values", "indices", "indptr", "W", "b", "out"), _csr()))
+    args.update(change)
+    with pytest.raises((ValueError, TypeError), match=message):
+        any_backend.csr_dense_forward(*args.values(), "relu")
+
+
+def test_csr_backward_checks_its_outputs(any_backend):
+    values, indices, indptr, W, _, out = _csr()
+    with pytest.raises(ValueError, match=r"dW must have shape \(4, 2\)"):
+        any_backend.csr_dense_backward(values, indices, indptr, np.ones((3, 2)), np.empty((4, 3)), np.empty(2))
+    with pytest.raises(ValueError, match="dW must not overlap values"):
+        pool = np.zeros(16)
+        any_backend.csr_dense_backward(pool[:3], indices, indptr, np.ones((3, 2)), pool[:8].reshape(4, 2),
+                                       np.empty(2))

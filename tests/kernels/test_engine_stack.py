@@ -44,12 +44,13 @@ def _train(backend, models, optimizer, batch, orders, hyper, active=None, X=None
     model = abi.Model(params, np.zeros_like(params), state_a, state_b, layers, alphas, hyper,
                       np.full(k, 5, np.int64) if steps is None else steps,
                       np.ones(k, np.int64) if active is None else active)
-    data = abi.Data(X, labels, np.zeros((0, 3), dtype), weights, orders)
+    dense = (np.zeros(0, dtype), np.zeros(0, np.int64), np.zeros(0, np.int64))  # no sparse X
+    data = abi.Data(X, labels, np.zeros((0, 3), dtype), weights, *dense, orders)
     work = abi.Work(np.zeros(size, dtype), np.zeros(size, dtype), np.zeros((batch, 3), dtype), np.zeros(batch, dtype),
-                    np.zeros(batch, np.int64), np.zeros((k, 3, p), dtype), np.zeros((k, EPOCHS, 2)),
+                    np.zeros(batch, np.int64), *dense, np.zeros((k, 3, p), dtype), np.zeros((k, EPOCHS, 2)),
                     np.zeros((k, EPOCHS, -(-N // batch))), np.full(k, -1, np.int64), np.full(k, -1, np.int64),
                     np.zeros(k))
-    run = abi.Run(optimizer, abi.CROSS_ENTROPY, EPOCHS, batch, threads)
+    run = abi.Run(optimizer, abi.CROSS_ENTROPY, EPOCHS, batch, threads, 0)
     (module.run_online if batch == 1 else module.run_batches)(model, data, work, run)
     return params, state_a, state_b, model.steps, work
 

@@ -66,7 +66,7 @@ import bundle
 
 model = abi.Model(np.ones((1, 3)), np.ones((1, 3)), np.zeros((1, 3)), np.zeros((1, 0)), np.zeros((1, 6), np.int64),
                   np.zeros(1), np.zeros(1, abi.HYPER), np.full(1, 2, np.int64), np.ones(1, np.int64))
-args = (model, abi.Run(0, 0, 1, 1, 1))
+args = (model, abi.Run(0, 0, 1, 1, 1, 0))
 
 
 def run(*args):
