@@ -32,9 +32,10 @@ LOSSES = (SoftmaxCrossEntropy, MSE, BCEWithLogits)
 WORKSPACES_KEPT = 4
 # The first layer multiplies a sparse X entry by entry (the csr_ kernels: each stored
 # entry adds its row of W) where that was measured faster than densifying each batch for
-# BLAS: on one thread, for batches of CSR_MIN_BATCH up to the engine module's
-# CSR_MAX_BATCH rows, with at most CSR_MAX_DENSITY of X's entries stored; a dense X that
-# qualifies is made sparse first (docs/engine.md has the measurements).
+# BLAS: on one thread per model, for batches of CSR_MIN_BATCH up to the engine module's
+# CSR_MAX_BATCH rows (a model alone) or CSR_MAX_BATCH_STACKED (the models of a stack on
+# threads of their own), with at most CSR_MAX_DENSITY of X's entries stored; a dense X
+# that qualifies is made sparse first (docs/engine.md has the measurements).
 CSR_MIN_BATCH = 8
 CSR_MAX_DENSITY = 0.25
 
@@ -186,10 +187,12 @@ def _check_shape(name, a, shape, dtype, detail=""):
                          f"{shape}; got {getattr(a, 'dtype', type(a).__name__)} of shape {np.shape(a)}")
 
 
-def _csr_pays(X, batch, module):
+def _csr_pays(X, batch, module, n_threads, model_threads=1):
     """Whether the first layer should multiply X (dense or SparseRows) by the csr_ kernels
-    at this batch size on one thread, as measured (CSR_MIN_BATCH above)."""
-    if not CSR_MIN_BATCH <= batch <= getattr(module, "CSR_MAX_BATCH", 0):
+    at this batch size on n_threads threads (the engine's or BLAS's) per model, with
+    model_threads models training side by side, as measured (CSR_MIN_BATCH above)."""
+    limit = getattr(module, "CSR_MAX_BATCH_STACKED" if model_threads > 1 else "CSR_MAX_BATCH", 0)
+    if n_threads > 1 or not CSR_MIN_BATCH <= batch <= limit:
         return False
     stored = X.nnz if isinstance(X, SparseRows) else np.count_nonzero(X)
     return stored <= CSR_MAX_DENSITY * X.shape[0] * X.shape[1]
@@ -285,20 +288,22 @@ class Engine:
         self.blas_threads = 1 if own else count
         self.run_epochs = module.run_online if batch == 1 else module.run_batches
         dtype = model.dtype
-        self.sparse_product = self.threads == 1 and self.blas_threads == 1 and _csr_pays(X, batch, module)
+        self.sparse_product = _csr_pays(X, batch, module, max(self.threads, self.blas_threads), self.model_threads)
         if isinstance(X, SparseRows) or self.sparse_product:
             x = X if isinstance(X, SparseRows) else SparseRows.from_dense(X)
             if x.indptr[0] != 0:  # a slice of rows: its own arrays from position 0
                 x = SparseRows.from_scipy(x.to_scipy(), dtype)
             self.X = np.zeros((0, x.shape[1]), dtype)
             self.csr = tuple(_writable(a) for a in (x.values, x.indices, x.indptr))
-            most = int(np.diff(x.indptr).max())
-            self.batch_csr = [(np.zeros(batch * most, dtype), np.zeros(batch * most, np.int64),
-                               np.zeros(batch + 1, np.int64)) for _ in range(self.model_threads)]
         else:
             self.X = _writable(X)
             self.csr = (np.zeros(0, dtype), np.zeros(0, np.int64), np.zeros(0, np.int64))
-            self.batch_csr = [self.csr] * self.model_threads
+        # Each thread of models gathers its batches' rows of a sparse X for the csr_ loops
+        # into arrays of its own, sized for the batch's rows with the most entries.
+        most = batch * int(np.diff(self.csr[2]).max()) if self.sparse_product else 0
+        self.batch_csr = [(np.zeros(most, dtype), np.zeros(most, np.int64),
+                           np.zeros(batch + 1 if self.sparse_product else 0, np.int64))
+                          for _ in range(self.model_threads)]
         self.n_samples = len(X)
         self.loss_code = loss.engine_code(targets)
         if self.loss_code == abi.CROSS_ENTROPY:
@@ -352,6 +357,11 @@ class Engine:
             if not (indptr[0] == 0 and (np.diff(indptr) >= 0).all()
                     and (indices.size == 0 or (indices.min() >= 0 and indices.max() < n_in))):
                 raise ValueError(f"engine: X's CSR arrays must be sorted positions and columns in [0, {n_in})")
+        most = batch * int(np.diff(indptr).max()) if self.sparse_product else 0
+        for space in self.batch_csr:  # the csr_ loops gather each batch's rows into them
+            for name, a, shape, kind in (("values", space[0], (most,), dtype), ("indices", space[1], (most,), np.int64),
+                                         ("indptr", space[2], (batch + 1 if self.sparse_product else 0,), np.int64)):
+                _check_shape(f"workspace batch {name}", a, shape, kind)
         _check_shape("labels", self.labels, (n if self.loss_code == abi.CROSS_ENTROPY else 0,), np.int64)
         if self.labels.size and not (self.labels.min() >= 0 and self.labels.max() < n_out):
             raise ValueError(f"engine: labels must lie in [0, {n_out})")
@@ -365,7 +375,9 @@ class Engine:
             _check_shape(f"workspace {name}", a, shape, kind)
         self._state()
         disjoint({"params": params, "grads": grads, "acts": work.acts, "deltas": work.deltas, "twork": work.twork,
-                  "wwork": work.wwork, "lwork": work.lwork, "backup": self.backup},
+                  "wwork": work.wwork, "lwork": work.lwork, "backup": self.backup,
+                  **{f"batch {name} {k}": a for k, space in enumerate(self.batch_csr)
+                     for name, a in zip(("values", "indices", "indptr"), space)}},
                  {"X": self.X, "labels": self.labels, "targets": self.targets, "sample weights": self.weights,
                   "X's values": values, "X's indices": indices, "X's indptr": indptr})
 

@@ -30,10 +30,13 @@ cdef double LOSS_LIMIT = _LOSS_LIMIT
 # run_online and run_batches train on run.threads threads of their own, with BLAS on
 # one thread (fastnn/engine.py reads this).
 OWN_THREADS = True
-# The largest batch whose first layer fastnn/engine.py multiplies entry by entry when X
-# is sparse enough, on one thread (measured on the MNIST digits: batch 8 1.25x, 16 1.11x,
-# 32 0.99x; on two threads it was slower at every batch size).
+# The largest batches whose first layer fastnn/engine.py multiplies entry by entry when X
+# is sparse enough, on one thread: a model alone, and each of a stack's models on threads
+# of their own (measured on the MNIST digits, docs/engine.md: alone, batch 8 1.33x, 16
+# 1.15x, 32 1.03x; stacked, batch 8 1.92x, 32 1.46x, 64 1.18x, 128 1.09x; on the engine's
+# two threads slower at every batch size).
 CSR_MAX_BATCH = 16
+CSR_MAX_BATCH_STACKED = 64
 
 include "engine_threads.pxi"
 include "engine_common.pxi"

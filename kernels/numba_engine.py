@@ -40,9 +40,12 @@ from .abi import (ACTIVATION, CROSS_ENTROPY, CROSS_ENTROPY_SOFT, IDENTITY, IN_OF
 from .reference import LOSS_LIMIT
 
 _OPTIONS = dict(cache=CACHE, nogil=True, error_model="numpy")
-# The largest batch whose first layer fastnn/engine.py multiplies entry by entry when X
-# is sparse enough, on one thread (measured on the MNIST digits: batch 8 1.17x, 16 0.97x).
+# The largest batches whose first layer fastnn/engine.py multiplies entry by entry when X
+# is sparse enough, on one thread: a model alone, and each of a stack's models on threads
+# of their own (measured on the MNIST digits, docs/engine.md: alone, batch 8 1.23x, 16
+# 1.04x, 32 0.87x; stacked, batch 8 1.41x, 16 1.21x, 32 0.97x).
 CSR_MAX_BATCH = 8
+CSR_MAX_BATCH_STACKED = 16
 
 
 @njit(**_OPTIONS)
@@ -159,29 +162,29 @@ def _gather(order, lo, rows, X, labels, targets, weights, xwork, lwork, twork, w
 
 @njit(inline="always", **_OPTIONS)
 def _sparse_batch(order, lo, rows, data, work, x, densify):
-    """A sparse X's batch of samples order[lo:lo + rows] (lo:lo + rows when order is empty)
-    as CSR arrays (values, indices, indptr): the data's own in order, else gathered into
-    the work's; with densify, written into x (rows, n_in) as well."""
+    """A sparse X's batch of samples order[lo:lo + rows] (lo:lo + rows when order is empty):
+    with densify, written densely into x (rows, n_in); else as CSR arrays (values,
+    indices, indptr), the data's own in order, else gathered into the work's."""
     values, indices, indptr = data.values, data.indices, data.indptr
-    if order.shape[0] > 0:
-        n_entries = 0
-        work.sindptr[0] = 0
-        for r in range(rows):
-            i = order[lo + r]
-            for p in range(indptr[i], indptr[i + 1]):
-                work.svalues[n_entries] = values[p]
-                work.sindices[n_entries] = indices[p]
-                n_entries += 1
-            work.sindptr[r + 1] = n_entries
-        values, indices, indptr = work.svalues, work.sindices, work.sindptr[:rows + 1]
-    else:
-        indptr = indptr[lo:lo + rows + 1]
     if densify:
         x[:, :] = 0
         for r in range(rows):
-            for p in range(indptr[r], indptr[r + 1]):
+            i = order[lo + r] if order.shape[0] > 0 else lo + r
+            for p in range(indptr[i], indptr[i + 1]):
                 x[r, indices[p]] += values[p]
-    return values, indices, indptr
+        return values, indices, indptr
+    if order.shape[0] == 0:
+        return values, indices, indptr[lo:lo + rows + 1]
+    n_entries = 0
+    work.sindptr[0] = 0
+    for r in range(rows):
+        i = order[lo + r]
+        for p in range(indptr[i], indptr[i + 1]):
+            work.svalues[n_entries] = values[p]
+            work.sindices[n_entries] = indices[p]
+            n_entries += 1
+        work.sindptr[r + 1] = n_entries
+    return work.svalues, work.sindices, work.sindptr[:rows + 1]
 
 
 @njit(inline="always", **_OPTIONS)

@@ -96,7 +96,7 @@ def test_fit_on_sparse_equals_fit_on_dense(engine_backend, monkeypatch, path, ba
     X, y = sparse_data()
     fits = []
     for data, entry_by_entry in ((X, False), (scipy.sparse.csr_array(X), csr)):
-        monkeypatch.setattr(engines, "_csr_pays", lambda X, batch, module: entry_by_entry)
+        monkeypatch.setattr(engines, "_csr_pays", lambda *args: entry_by_entry)
         model = fastnn.mlp([30, 16, 4], seed=0, dtype=np.float64)
         history = model.fit(data, y, epochs=3, batch_size=batch_size, seed=1, shuffle=shuffle, engine=engine,
                             n_threads=1, verbose=0)
@@ -110,12 +110,17 @@ def test_engine_multiplies_sparse_first_layers_only_where_measured_faster(engine
     X, _ = sparse_data(density=0.15)
     if module.CSR_MAX_BATCH < engines.CSR_MIN_BATCH:
         pytest.skip("this engine never multiplies entry by entry")
-    assert engines._csr_pays(X, engines.CSR_MIN_BATCH, module)
-    assert engines._csr_pays(SparseRows.from_dense(X), module.CSR_MAX_BATCH, module)
-    assert not engines._csr_pays(X, module.CSR_MAX_BATCH + 1, module)
-    assert not engines._csr_pays(X, engines.CSR_MIN_BATCH - 1, module)
+    assert engines._csr_pays(X, engines.CSR_MIN_BATCH, module, 1)
+    assert engines._csr_pays(SparseRows.from_dense(X), module.CSR_MAX_BATCH, module, 1)
+    assert not engines._csr_pays(X, engines.CSR_MIN_BATCH, module, 2)
+    assert not engines._csr_pays(X, module.CSR_MAX_BATCH + 1, module, 1)
+    assert not engines._csr_pays(X, engines.CSR_MIN_BATCH - 1, module, 1)
     crowded, _ = sparse_data(density=0.6)
-    assert not engines._csr_pays(crowded, engines.CSR_MIN_BATCH, module)
+    assert not engines._csr_pays(crowded, engines.CSR_MIN_BATCH, module, 1)
+    # The models of a stack on threads of their own: up to the stacked limit.
+    assert module.CSR_MAX_BATCH_STACKED >= module.CSR_MAX_BATCH
+    assert engines._csr_pays(X, module.CSR_MAX_BATCH_STACKED, module, 1, 2)
+    assert not engines._csr_pays(X, module.CSR_MAX_BATCH_STACKED + 1, module, 1, 2)
 
 
 def test_stack_and_validation_on_sparse_inputs(engine_backend):
@@ -123,8 +128,11 @@ def test_stack_and_validation_on_sparse_inputs(engine_backend):
     Xs = scipy.sparse.csr_array(X)
     stack = fastnn.Stack([fastnn.mlp([30, 8, 4], seed=s, dtype=np.float64) for s in range(3)])
     dense = fastnn.Stack([fastnn.mlp([30, 8, 4], seed=s, dtype=np.float64) for s in range(3)])
-    for models, data in ((stack, Xs), (dense, X)):
-        models.fit(data, y, epochs=2, batch_size=8, seed=[1, 2, 3], validation_data=(data, y), verbose=0)
+    # The stack's models on threads of their own go entry by entry; the reference is the
+    # per-module path on the dense X.
+    for models, data, engine in ((stack, Xs, "auto"), (dense, X, False)):
+        models.fit(data, y, epochs=2, batch_size=8, seed=[1, 2, 3], validation_data=(data, y), verbose=0,
+                   engine=engine)
     for a, b in zip(stack, dense):
         np.testing.assert_allclose(a.params, b.params, rtol=1e-10, atol=1e-12)
         assert a.history.val_loss == pytest.approx(b.history.val_loss, rel=1e-10)
