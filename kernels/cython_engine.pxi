@@ -33,9 +33,10 @@ OWN_THREADS = True
 # The largest batches whose first layer fastnn/engine.py multiplies entry by entry when X
 # is sparse enough, on one thread: a model alone, and each of a stack's models on threads
 # of their own (measured on the MNIST digits, docs/engine.md: alone, batch 8 1.33x, 16
-# 1.15x, 32 1.03x; stacked, batch 8 1.92x, 32 1.46x, 64 1.18x, 128 1.09x; on the engine's
-# two threads slower at every batch size).
-CSR_MAX_BATCH = 16
+# 1.15x, 32 1.03x, and 1.18x at 32 beside a second such process, as in a sweep; stacked,
+# batch 8 1.92x, 32 1.46x, 64 1.18x, 128 1.09x; on the engine's two threads slower at every
+# batch size).
+CSR_MAX_BATCH = 32
 CSR_MAX_BATCH_STACKED = 64
 
 include "engine_threads.pxi"

@@ -43,8 +43,9 @@ _OPTIONS = dict(cache=CACHE, nogil=True, error_model="numpy")
 # The largest batches whose first layer fastnn/engine.py multiplies entry by entry when X
 # is sparse enough, on one thread: a model alone, and each of a stack's models on threads
 # of their own (measured on the MNIST digits, docs/engine.md: alone, batch 8 1.23x, 16
-# 1.04x, 32 0.87x; stacked, batch 8 1.41x, 16 1.21x, 32 0.97x).
-CSR_MAX_BATCH = 8
+# 1.04x, and 1.21x at 16 beside a second such process, as in a sweep, 32 0.87x; stacked,
+# batch 8 1.41x, 16 1.21x, 32 0.97x).
+CSR_MAX_BATCH = 16
 CSR_MAX_BATCH_STACKED = 16
 
 
