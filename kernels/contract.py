@@ -195,7 +195,6 @@ def check_dense_backward(X, W, dZ, dW, db, dX=None):
     return X, W, dZ, dW, db, dX
 
 
-
 def _csr(values, indices, indptr, n_rows, n_columns, like):
     """ValueError/TypeError unless values, indices, indptr are the CSR arrays of an (n_rows,
     n_columns) matrix of like's dtype (reference.py's convention)."""

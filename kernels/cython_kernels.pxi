@@ -106,20 +106,24 @@ cdef void _dense_forward(const floating[:, ::1] X, const floating[:, ::1] W,
             activate_all(&out[i, 0], &out[i, 0], cols, activation, alpha)
 
 
+cdef void _column_sums(const floating[:, ::1] dZ, floating[::1] db) noexcept nogil:
+    """db = dZ summed over rows, row by row in its dtype (as np.sum(dZ, axis=0))."""
+    cdef Py_ssize_t i, j
+    db[:] = 0
+    for i in range(dZ.shape[0]):
+        for j in range(dZ.shape[1]):
+            db[j] += dZ[i, j]
+
+
 cdef void _dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
                           const floating[:, ::1] dZ, floating[:, ::1] dW,
                           floating[::1] db, floating[:, ::1] dX) noexcept:
-    cdef Py_ssize_t i, j
     cdef bint want_dX = dX is not None
     with nogil:
         gemm(X, True, dZ, False, dW)
-        db[:] = 0
-        for i in range(dZ.shape[0]):
-            for j in range(dZ.shape[1]):
-                db[j] += dZ[i, j]
+        _column_sums(dZ, db)
         if want_dX:
             gemm(dZ, False, W, True, dX)
-
 
 
 cdef void _csr_dense_forward(const floating[::1] values, const int64_t[::1] indices, const int64_t[::1] indptr,
@@ -141,17 +145,15 @@ cdef void _csr_dense_forward(const floating[::1] values, const int64_t[::1] indi
 
 cdef void _csr_dense_backward(const floating[::1] values, const int64_t[::1] indices, const int64_t[::1] indptr,
                               const floating[:, ::1] dZ, floating[:, ::1] dW, floating[::1] db) noexcept:
-    cdef Py_ssize_t i, j, n_in = dW.shape[0], cols = dZ.shape[1]
+    cdef Py_ssize_t i, n_in = dW.shape[0], cols = dZ.shape[1]
     cdef const floating* v = &values[0] if values.shape[0] > 0 else NULL
     cdef const int64_t* k = &indices[0] if indices.shape[0] > 0 else NULL
     with nogil:
         dW[:, :] = 0
-        db[:] = 0
+        _column_sums(dZ, db)
         if cols == 0 or n_in == 0:
             return  # no element 0 to point at
         for i in range(dZ.shape[0]):
-            for j in range(cols):
-                db[j] += dZ[i, j]
             csr_row_gradient(v, k, indptr[i], indptr[i + 1], &dZ[i, 0], cols, &dW[0, 0], 0, n_in)
 
 
@@ -263,7 +265,6 @@ def dense_backward(X, W, dZ, dW, db, dX=None):
         _dense_backward[float](X, W, dZ, dW, db, dX)
 
 
-
 def csr_dense_forward(values, indices, indptr, W, b, out, activation, alpha=0.01):
     """out = f(X @ W + b) for the sparse X of CSR arrays values, indices, indptr."""
     _check_activation(activation, True)
@@ -279,6 +280,7 @@ def csr_dense_backward(values, indices, indptr, dZ, dW, db):
         _csr_dense_backward[double](values, indices, indptr, dZ, dW, db)
     else:
         _csr_dense_backward[float](values, indices, indptr, dZ, dW, db)
+
 
 def softmax(Z, out):
     """Row-wise softmax, shifted by the row maximum so any finite logits stay finite."""

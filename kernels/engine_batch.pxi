@@ -51,7 +51,7 @@ cdef void _csr_backward_share(floating* grads, Layer layer, const floating* valu
                               Py_ssize_t k1) noexcept nogil:
     """Rows k0:k1 of the first layer's gradient [dW; db] (row n_in is db) for its sparse
     batch X (CSR arrays): X.T @ d from the stored entries in columns k0:k1, column sums of d."""
-    cdef Py_ssize_t i, j, n_in = layer.n_in, n_out = layer.n_out
+    cdef Py_ssize_t i, n_in = layer.n_in, n_out = layer.n_out
     cdef Py_ssize_t k_end = min(k1, n_in)
     cdef floating* db = grads + layer.w + n_in * n_out
     if k_end > k0:
@@ -60,11 +60,17 @@ cdef void _csr_backward_share(floating* grads, Layer layer, const floating* valu
             csr_row_gradient(values, indices, indptr[i], indptr[i + 1], d + i * n_out, n_out, grads + layer.w, k0,
                              k_end)
     if k1 > n_in:
+        _bias_gradient(db, d, rows, n_out)
+
+
+cdef void _bias_gradient(floating* db, const floating* d, Py_ssize_t rows, Py_ssize_t n_out) noexcept nogil:
+    """db = column sums of d (rows x n_out), added row by row."""
+    cdef Py_ssize_t i, j
+    for j in range(n_out):
+        db[j] = 0
+    for i in range(rows):
         for j in range(n_out):
-            db[j] = 0
-        for i in range(rows):
-            for j in range(n_out):
-                db[j] += d[i * n_out + j]
+            db[j] += d[i * n_out + j]
 
 
 cdef void _activation_gradients(floating* d, const floating* a, Py_ssize_t n, int code,
@@ -91,11 +97,7 @@ cdef void _backward_share(floating* params, floating* grads, Layer layer, const 
                 _activation_gradients(d_prev + i * n_in + k0, a + i * n_in + k0, k_end - k0, prev_code, prev_alpha)
         gemm_ptr(True, False, k_end - k0, n_out, rows, a + k0, n_in, d, n_out, grads + layer.w + k0 * n_out, n_out)
     if k1 > n_in:
-        for j in range(n_out):
-            db[j] = 0
-        for i in range(rows):
-            for j in range(n_out):
-                db[j] += d[i * n_out + j]
+        _bias_gradient(db, d, rows, n_out)
 
 
 

@@ -110,6 +110,15 @@ def dense_forward(X, W, b, out, activation, alpha=0.01):
     _forward(out, b, out, activation, alpha)
 
 
+@njit(inline="always", **_OPTIONS)
+def _column_sums(dZ, db):
+    """db = dZ summed over rows, row by row in its dtype (dense_backward says why)."""
+    db[:] = 0
+    for i in range(dZ.shape[0]):
+        for j in range(dZ.shape[1]):
+            db[j] += dZ[i, j]
+
+
 @njit(**_OPTIONS)
 def dense_backward(X, W, dZ, dW, db, dX=None):
     """dW = X.T @ dZ, db = column sums of dZ, dX = dZ @ W.T unless dX is None.
@@ -119,33 +128,29 @@ def dense_backward(X, W, dZ, dW, db, dX=None):
     cannot be vectorised (5-50x slower).
     """
     gemm(X, True, dZ, False, dW)
-    db[:] = 0
-    for i in range(dZ.shape[0]):
-        for j in range(dZ.shape[1]):
-            db[j] += dZ[i, j]
+    _column_sums(dZ, db)
     if dX is not None:
         gemm(dZ, False, W, True, dX)
 
 
-
 @njit(inline="always", **_OPTIONS)
-def csr_row_product(values, indices, start, end, W, out, i, j0, j1):
-    """out[i, j0:j1] = sum over p in start:end of values[p] * W[indices[p], j0:j1]: the
-    stored entries of a sparse row, four per pass over the output row (a pass reads and
-    writes it once; one entry per pass made batch 32 of the digits 1.6x slower)."""
-    for j in range(j0, j1):
+def _csr_row_product(values, indices, start, end, W, out, i):
+    """out[i] = sum over p in start:end of values[p] * W[indices[p]]: the stored entries of
+    a sparse row, four per pass over the output row (a pass reads and writes it once; one
+    entry per pass made batch 32 of the digits 1.6x slower)."""
+    for j in range(out.shape[1]):  # element by element: a row view would cost reference counting
         out[i, j] = 0
     p = start
     while p + 4 <= end:
         v0, v1, v2, v3 = values[p], values[p + 1], values[p + 2], values[p + 3]
         r0, r1, r2, r3 = np.uint64(indices[p]), np.uint64(indices[p + 1]), np.uint64(indices[p + 2]), \
             np.uint64(indices[p + 3])
-        for j in range(j0, j1):
+        for j in range(out.shape[1]):
             out[i, j] += v0 * W[r0, j] + v1 * W[r1, j] + v2 * W[r2, j] + v3 * W[r3, j]
         p += 4
     for q in range(p, end):
         v, r = values[q], np.uint64(indices[q])
-        for j in range(j0, j1):
+        for j in range(out.shape[1]):
             out[i, j] += v * W[r, j]
 
 
@@ -154,7 +159,7 @@ def csr_dense_forward(values, indices, indptr, W, b, out, activation, alpha=0.01
     """out = f(X @ W + b) for the CSR rows X: each stored entry adds its value times its
     row of W (the zeros cost nothing), then one pass adds b and applies f."""
     for i in range(out.shape[0]):
-        csr_row_product(values, indices, indptr[i], indptr[i + 1], W, out, i, 0, out.shape[1])
+        _csr_row_product(values, indices, indptr[i], indptr[i + 1], W, out, i)
     _forward(out, b, out, activation, alpha)
 
 
@@ -163,14 +168,13 @@ def csr_dense_backward(values, indices, indptr, dZ, dW, db):
     """dW = X.T @ dZ and db = column sums of dZ for the CSR rows X: each stored entry adds
     its value times its row of dZ to its row of dW."""
     dW[:, :] = 0
-    db[:] = 0
+    _column_sums(dZ, db)
     for i in range(dZ.shape[0]):
-        for j in range(dZ.shape[1]):
-            db[j] += dZ[i, j]
         for p in range(indptr[i], indptr[i + 1]):
             value, row = values[p], np.uint64(indices[p])  # unsigned: no wraparound check in the loop
             for j in range(dZ.shape[1]):
                 dW[row, j] += value * dZ[i, j]
+
 
 @njit(**_OPTIONS)
 def softmax(Z, out):
