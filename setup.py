@@ -26,9 +26,14 @@ if os.environ.get("FASTNN_MARCH_NATIVE") == "1":
 compile_args += ["-fassociative-math", "-fno-signed-zeros"]
 builds = {"cython_kernels": compile_args, "cython_engine": compile_args}
 avx2_args = compile_args + ["-mavx2", "-mfma"]
-if platform.machine().lower() in ("x86_64", "amd64"):
+x86 = platform.machine().lower() in ("x86_64", "amd64")
+if x86:
     builds["cython_kernels_avx2"] = avx2_args
     builds["cython_engine_avx2"] = avx2_args
+    # bf16 products (kernels/bf16_gemm.h): its AVX-512 functions carry target attributes,
+    # so the module builds for any x86-64 and checks the CPU before it is used.
+    builds["bf16"] = compile_args
+headers = {"bf16": ["kernels/bf16_gemm.h"]}
 
 checks = os.environ.get("FASTNN_CYTHON_CHECKS") == "1"
 
@@ -36,6 +41,8 @@ extensions = [
     Extension(
         f"fastnn.kernels.{name}",
         [f"kernels/{name}.pyx"],
+        include_dirs=["kernels"],
+        depends=headers.get(name, []),
         extra_compile_args=args,
         extra_link_args=["-fopenmp"],
     )

@@ -44,7 +44,7 @@ class _BaseMLP(BaseEstimator):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
                  beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, dtype="float32", backend=None,
-                 init=None, n_threads=None):
+                 init=None, n_threads=None, precision=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -69,6 +69,7 @@ class _BaseMLP(BaseEstimator):
         self.backend = backend
         self.init = init
         self.n_threads = n_threads
+        self.precision = precision
 
     def fit(self, X, y, sample_weight=None):
         """Train on X, y for up to max_iter epochs (see the training rules); returns self."""
@@ -144,7 +145,7 @@ class _BaseMLP(BaseEstimator):
                                 epochs=1 if partial else self.max_iter, batch_size=batch, shuffle=self.shuffle,
                                 seed=self._rng, sample_weight=weight, validation_data=validation,
                                 early_stopping=stopper, verbose=int(bool(self.verbose)),
-                                n_threads=self.n_threads)
+                                n_threads=self.n_threads, precision=self.precision)
         self._record(history, len(X), stopper if validation is not None else None)
         if not partial and history.stop_reason == "completed":
             warnings.warn(f"maximum iterations (max_iter={self.max_iter}) reached and the optimization "
@@ -243,14 +244,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
                  beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, dtype="float32", backend=None,
-                 init=None, n_threads=None, class_weight=None):
+                 init=None, n_threads=None, precision=None, class_weight=None):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate_init=learning_rate_init, max_iter=max_iter, shuffle=shuffle,
             random_state=random_state, tol=tol, verbose=verbose, warm_start=warm_start, momentum=momentum,
             nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
-            n_iter_no_change=n_iter_no_change, dtype=dtype, backend=backend, init=init, n_threads=n_threads)
+            n_iter_no_change=n_iter_no_change, dtype=dtype, backend=backend, init=init, n_threads=n_threads,
+            precision=precision)
         self.class_weight = class_weight
 
     def partial_fit(self, X, y, sample_weight=None, classes=None):

@@ -6,6 +6,7 @@ import numbers
 import numpy as np
 
 from .layers import float_dtype
+from .validation import check_precision
 
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 SOLVERS = ("sgd", "adam")
@@ -79,6 +80,9 @@ PARAMETERS = """
     n_threads : int or None, default=None
         Threads fit trains on (None: FASTNN_NUM_THREADS, else fastnn's choice by the
         size of a step and the cores this process may use).
+    precision : None or 'bf16', default=None
+        'bf16': the matrix products of fit round their operands to bf16 and sum in
+        float32 (float32 models on CPUs with AVX512-BF16; see fastnn.fit).
 """
 
 RULES = """
@@ -177,6 +181,7 @@ def check_params(estimator):
             isinstance(batch, (bool, str)) or not isinstance(batch, numbers.Integral) or batch < 1):
         raise ValueError(f"batch_size must be 'auto', 'full' or a positive integer; got {batch!r}")
     try:
-        float_dtype(estimator.dtype)
+        dtype = float_dtype(estimator.dtype)
     except TypeError:
         raise TypeError(f"dtype must be float32 or float64; got {estimator.dtype!r}") from None
+    check_precision(estimator.precision, dtype)

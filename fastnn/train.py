@@ -18,13 +18,14 @@ from .grad import forward_backward
 from .history import History
 from .init import as_generator
 from .kernels.contract import finite_number
+from .kernels.gemm import bf16_products
 from .kernels.reference import LOSS_LIMIT
 from .layers import Module
 from .losses import SoftmaxCrossEntropy, get_loss
 from .optim import get_optimizer
 from .sparse import SparseRows
-from .threads import blas_threads, requested_threads
-from .validation import check_batch_size, check_fraction, check_positive_int, check_sample_weight
+from .threads import blas_threads, requested_threads, thread_count
+from .validation import check_batch_size, check_fraction, check_positive_int, check_precision, check_sample_weight
 
 
 class EarlyStopping:
@@ -101,7 +102,8 @@ def _clip_by_global_norm(grads, max_norm):
 
 def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *, shuffle=True, seed=None,
         sample_weight=None, validation_data=None, validation_split=0.0, early_stopping=None,
-        clip_norm=None, callbacks=(), verbose=1, lr=None, engine="auto", n_threads=None, loss_every=None):
+        clip_norm=None, callbacks=(), verbose=1, lr=None, engine="auto", n_threads=None, loss_every=None,
+        precision=None):
     """Train ``model`` in place and return a History.
 
     loss: a Loss, its class or name (default: softmax cross-entropy, or the model's last loss).
@@ -131,6 +133,12 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
     loss_every: N records history.update_loss, the mean training loss of every N updates
     (1: every update's), for curves finer than an epoch; None (the default) records none,
     and the compiled loop then does no work for it.
+    precision: None (products in the model's dtype) or 'bf16', mixed precision for float32
+    models on CPUs with AVX512-BF16: every matrix product of the step (the validation
+    predictions too) rounds its operands to bf16 and sums in float32; weights, optimizer
+    state, bias, activations, loss and update stay float32. Online steps (batch 1) multiply
+    vectors, not matrices, and stay float32. While such a fit runs, the float32 products of
+    every thread of the process are bf16 ones.
 
     A loss that is not finite or exceeds kernels.reference.LOSS_LIMIT (1e18) stops training
     with a RuntimeWarning and history.diverged = True; the model keeps the current weights
@@ -146,15 +154,17 @@ def fit(model, X, y, loss=None, optimizer="adam", epochs=10, batch_size=None, *,
     group = model if stacked else engines.OneModel(model)
     histories = _fit_group(group, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, sample_weight,
                            validation_data, validation_split, early_stopping, clip_norm, callbacks, verbose, lr,
-                           engine, n_threads, loss_every)
+                           engine, n_threads, loss_every, precision)
     return histories if stacked else histories[0]
 
 
 def _fit_group(group, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, sample_weight, validation_data,
-               validation_split, early_stopping, clip_norm, callbacks, verbose, lr, engine, n_threads, loss_every):
+               validation_split, early_stopping, clip_norm, callbacks, verbose, lr, engine, n_threads, loss_every,
+               precision):
     """fit for the K models of group (OneModel or a Stack); returns their Histories."""
     models = group.models
     first, k = models[0], len(models)
+    precision = check_precision(precision, first.dtype)
     rngs = _generators(seed, k, not isinstance(group, engines.OneModel))
     loss = get_loss(loss or group.loss or SoftmaxCrossEntropy())
     epochs = check_positive_int("epochs", epochs)
@@ -201,6 +211,9 @@ def _fit_group(group, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, 
     if module is not None:
         runner = engines.Engine(module, group, loss, X, targets, weight, batch, clip_norm, requested)
         threads = blas_threads(runner.blas_threads)
+    products = contextlib.nullcontext()
+    if precision == "bf16" and batch > 1:  # online steps multiply vectors: float32, as in the engine
+        products = bf16_products(runner.blas_threads if runner else thread_count(requested, first, batch))
     # Epochs run one at a time when Python has work after each (validation, callbacks,
     # early stopping, a schedule) or on the per-module path; otherwise the engine
     # trains chunks of epochs sized to last about CHUNK_SECONDS.
@@ -215,7 +228,7 @@ def _fit_group(group, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, 
     # What a chunk holds per epoch: shuffled indices, and the update losses when recorded.
     entries = max(n * len(rngs), k * -(-n // batch) if loss_every is not None else 0)
     try:
-        with threads or contextlib.nullcontext(), watching_interrupts():
+        with threads or contextlib.nullcontext(), products, watching_interrupts():
             while done < epochs and active.any():
                 count = min(chunk, epochs - done)
                 with deferred_interrupt():

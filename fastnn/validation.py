@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 import scipy.sparse
 
+from .kernels import gemm
 from .sparse import SparseRows
 
 
@@ -131,3 +132,18 @@ def check_int_pair(name, value, minimum):
         raise ValueError(f"{name} must be an integer >= {minimum} or a pair (height, width) of them; "
                          f"got {value!r}")
     return int(pair[0]), int(pair[1])
+
+
+def check_precision(precision, dtype):
+    """precision, refused with a reason where the model or the machine cannot train in it."""
+    if precision is None:
+        return None
+    if precision != "bf16":
+        raise ValueError(f"precision must be None or 'bf16'; got {precision!r}")
+    if dtype != np.float32:
+        raise ValueError(f"precision='bf16' trains float32 models (float32 weights, bf16 products); "
+                         f"this model is {np.dtype(dtype).name}")
+    reason = gemm.bf16_unsupported()
+    if reason is not None:
+        raise RuntimeError(f"precision='bf16' needs native bf16 products: {reason}")
+    return precision

@@ -12,14 +12,24 @@ library with the Fortran ``sgemm_``/``dgemm_`` interface (the one scipy's
   ``libmkl_rt`` loaded at run time.
 
 Which provider fastnn uses is fastnn.blas's choice; this module only loads and installs.
+
+``bf16_products`` puts fastnn's own bf16 sgemm (kernels/bf16_gemm.h: bf16 operands,
+float32 sums, on AVX512-BF16) into the sgemm cell for the length of a block.
 """
+import contextlib
 import ctypes
 import ctypes.util
 import glob
 import os
 import sys
+import threading
 
 from scipy.linalg import cython_blas
+
+try:
+    from . import bf16
+except ImportError:  # a build for another architecture than x86-64
+    bf16 = None
 
 
 class Cells(ctypes.Structure):
@@ -115,10 +125,14 @@ def check_name(name):
 
 
 def install(provider):
-    """Send every matrix product of the compiled code to provider from now on."""
+    """Send every matrix product of the compiled code to provider from now on (the float32
+    ones after the bf16_products blocks running now end)."""
     global _installed
-    CELLS.sgemm, CELLS.dgemm = provider.sgemm, provider.dgemm
-    _installed = provider
+    with _bf16_lock:
+        CELLS.dgemm = provider.dgemm
+        if not _bf16_blocks:
+            CELLS.sgemm = provider.sgemm
+        _installed = provider
 
 
 def installed():
@@ -127,6 +141,42 @@ def installed():
 
 
 _installed = None
+
+
+def bf16_unsupported():
+    """Why this machine cannot multiply in bf16 (None when it can)."""
+    if bf16 is None:
+        return "fastnn's bf16 products are built for x86-64 only"
+    if not bf16.supported():
+        return "this CPU lacks AVX512-BF16 (lscpu flag avx512_bf16)"
+    return None
+
+
+@contextlib.contextmanager
+def bf16_products(threads=1):
+    """Within the block, every float32 product of the compiled code in this process (of
+    every thread, as PyTorch's fp32_precision switch is) rounds its operands to bf16 and
+    sums in float32, on ``threads`` threads where a call comes from outside a team.
+    RuntimeError where bf16_unsupported() says why not."""
+    global _bf16_blocks
+    reason = bf16_unsupported()
+    if reason is not None:
+        raise RuntimeError(f"bf16 products are not available: {reason}")
+    with _bf16_lock:
+        bf16.set_threads(threads)
+        CELLS.sgemm = bf16.sgemm_address()
+        _bf16_blocks += 1
+    try:
+        yield
+    finally:
+        with _bf16_lock:
+            _bf16_blocks -= 1
+            if not _bf16_blocks:
+                CELLS.sgemm = _installed.sgemm
+
+
+_bf16_lock = threading.Lock()
+_bf16_blocks = 0
 
 
 install(load("openblas"))
