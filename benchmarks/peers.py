@@ -1,7 +1,7 @@
 """fastnn against PyTorch, JAX and scikit-learn, each run the way its experts run it.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/peers.py [--repeats 5]
-        [--dtype float64] [--data random|mnist|both] [--only throughput many accuracy study]
+        [--dtype float64] [--data random|mnist|both] [--only throughput bf16 many accuracy study]
         [--study full|quick]
 
 Three sections by default, every framework training the same net from the same initial weights in
@@ -21,6 +21,10 @@ the same batch order (fastnn.bench.peers says how each peer is set up):
   the 8,000/2,000 split of the real digits (the 8,000 in one seeded order, the same every
   epoch): training seconds and epochs until the test accuracy reaches 96% (evaluation
   timed apart; compilation done before, in a warm-up run);
+- bf16: the 784-256-128-10 Adam cases at batch 32, 128 and 8192 with fit's
+  precision='bf16' against fastnn float32, PyTorch float32 and PyTorch with its switch that
+  sends float32 products through bf16 (torch.backends.mkldnn.matmul.fp32_precision),
+  float32 runs only, on CPUs with AVX512-BF16 (elsewhere skipped, with a note);
 - study (opt-in, minutes: --only study): 240 trainings, 16 configurations x 15 seeds of
   784-width-32-10 (activation relu/tanh/sigmoid, batch 8-256, width 16-128, SGD/momentum/
   Adam; fastnn.bench.cases.study_configurations), 10 epochs of the 8,000 digits: one
@@ -241,6 +245,41 @@ def run_throughput(args, dtype, sources):
                            rows) + "\n", flush=True)
 
 
+BF16_CASES = ("batch 32, Adam", "batch 128, Adam", "batch 8192, Adam")
+
+
+def run_bf16(args, dtype, sources):
+    reason = gemm.bf16_unsupported() or (dtype != np.float32 and "bf16 products are for float32 models")
+    if reason:
+        print(f"note: no bf16 section ({reason})\n")
+        return
+    runners = {}
+    for name in fastnn_backends():
+        runners[f"fastnn-{name}"] = functools.partial(peers.FastnnTrainer, backend=name)
+        runners[f"fastnn-{name} bf16"] = functools.partial(peers.FastnnTrainer, backend=name, precision="bf16")
+    runners.update({name: make for name, make in peers.installed().items() if name.startswith("pytorch")})
+    runners.update(peers.installed_bf16())
+
+    def top(rates, fastnn, bf16):
+        chosen = {k: v for k, v in rates.items() if k in runners and k.startswith("fastnn") == fastnn
+                  and k.endswith(" bf16") == bf16}
+        return max(chosen.values()) if chosen else float("nan")
+
+    for source in sources:
+        rows = []
+        for case in CASES:
+            if case[0] not in BF16_CASES or (args.cases and not any(part in case[0] for part in args.cases)):
+                continue
+            rates = measure_case(case, runners, args.repeats, dtype, source, args.data_dir)
+            ours = top(rates, True, True)
+            ratio = (f"{ours / top(rates, True, False):.2f}× fastnn float32, "
+                     f"{ours / top(rates, False, True):.2f}× PyTorch bf16, {ours / top(rates, False, False):.2f}× PyTorch")
+            rows.append((case[0], [f"{rates[name]:,.0f}" for name in runners] + [ratio]))
+            print(f"  {case[0]} bf16: {ratio}", flush=True)
+        print("\n" + table(f"samples/s, bf16 products, {source} data", list(runners) + ["best fastnn bf16 ÷"],
+                           rows) + "\n", flush=True)
+
+
 def run_many(args, dtype, have_digits):
     runners = stack_frameworks()
     rows = []
@@ -294,8 +333,8 @@ def main(argv=None):
     parser.add_argument("--data", choices=["random", "mnist", "both"], default="both")
     parser.add_argument("--data-dir", default=bench.default_data_dir(),
                         help="directory with the MNIST t10k IDX files (default: $FASTNN_DATA, else ../shared/data)")
-    parser.add_argument("--only", nargs="*", choices=["throughput", "many", "accuracy", "study"],
-                        default=["throughput", "many", "accuracy"],
+    parser.add_argument("--only", nargs="*", choices=["throughput", "bf16", "many", "accuracy", "study"],
+                        default=["throughput", "bf16", "many", "accuracy"],
                         help="sections to run (default: all but study, the long configuration study)")
     parser.add_argument("--study", choices=list(STUDIES), default="full",
                         help="the configuration study's size (with --only study; default: %(default)s)")
@@ -308,9 +347,11 @@ def main(argv=None):
         have_digits = False
         print(f"note: no MNIST digits ({error}); only random data\n")
     print(describe(dtype) + f"\n{args.repeats} repeats, medians\n", flush=True)
+    sources = {"random": ["random"], "mnist": ["mnist"], "both": ["random", "mnist"]}[args.data]
     if "throughput" in args.only:
-        sources = {"random": ["random"], "mnist": ["mnist"], "both": ["random", "mnist"]}[args.data]
         run_throughput(args, dtype, [s for s in sources if s == "random" or have_digits])
+    if "bf16" in args.only:
+        run_bf16(args, dtype, [s for s in sources if s == "random" or have_digits])
     if "many" in args.only:
         run_many(args, dtype, have_digits)
     if have_digits and "accuracy" in args.only:

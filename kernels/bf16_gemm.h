@@ -9,8 +9,9 @@
    The loops are GotoBLAS's: a KC-deep slab of op(B) is packed into NR-column slivers,
    an MC x KC block of op(A) into MR-row slivers, both as bf16 pairs along k (the last
    pair of an odd k and the rows and columns past the edges padded with zeros), and a
-   32 x 12 micro-kernel keeps 24 vectors of sums in registers. Column blocks of C go to
-   fastnn_bf16_threads OpenMP threads when the call comes from outside a team. */
+   32 x 12 micro-kernel keeps 24 vectors of sums in registers. A call from outside an
+   OpenMP team splits the longer side of C between fastnn_bf16_threads threads. Operands
+   below the smallest normal float32 count as zero (the bf16 instructions' rule). */
 #include <immintrin.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -176,20 +177,23 @@ static void fastnn_bf16_sgemm(char *transa, char *transb, int *m, int *n, int *k
     int by_rows = M >= N, side = by_rows ? M : N, unit = by_rows ? FASTNN_MR : FASTNN_NR;
     int share = FASTNN_ROUND_UP((side + threads - 1) / threads, unit);
     threads = (side + share - 1) / share;
-    long a_words = (long)FASTNN_MC * (FASTNN_KC / 2), b_words = (long)FASTNN_NC * (FASTNN_KC / 2);
     #pragma omp parallel num_threads(threads) if (threads > 1)
     {
-        static __thread uint32_t *scratch = NULL;
-        if (scratch == NULL)
-            scratch = aligned_alloc(64, (size_t)(a_words + b_words) * 4);
         int t = omp_get_thread_num(), from = t * share, to = from + share < side ? from + share : side;
         int i0 = by_rows ? from : 0, i1 = by_rows ? to : M, j0 = by_rows ? 0 : from, j1 = by_rows ? N : to;
-        if (scratch != NULL)
+        /* each thread's packed blocks, as large as its part of C needs: nothing is kept
+           between calls (teams nested in another are new threads at every call) */
+        long pairs = ((K < FASTNN_KC ? K : FASTNN_KC) + 1) / 2;
+        long a_words = FASTNN_ROUND_UP(i1 - i0 < FASTNN_MC ? i1 - i0 : FASTNN_MC, FASTNN_MR) * pairs;
+        long b_words = FASTNN_ROUND_UP(j1 - j0 < FASTNN_NC ? j1 - j0 : FASTNN_NC, FASTNN_NR) * pairs;
+        uint32_t *packed = malloc((size_t)(a_words + b_words) * 4);
+        if (packed != NULL)
             fastnn_bf16_block(ta, tb, i0, i1, j0, j1, K, *alpha, A, *lda, B, *ldb, *beta, C, *ldc,
-                              scratch, scratch + a_words);
+                              packed, packed + a_words);
         else  /* no memory to pack into: NaN, which stops training as a divergence does */
             for (long j = j0; j < j1; j++)
                 for (long i = i0; i < i1; i++)
                     C[i + j * *ldc] = __builtin_nanf("");
+        free(packed);
     }
 }

@@ -71,10 +71,11 @@ def _fastnn_optimizer(optimizer, lr):
     return Adam(lr) if optimizer == "adam" else SGD(lr, momentum=MOMENTUM if optimizer == "momentum" else 0.0)
 
 
-def _fastnn_fit(model, optimizer, X, y, batch, epochs, backend):
+def _fastnn_fit(model, optimizer, X, y, batch, epochs, backend, precision=None):
     """fit in order; a diverged fit would time a partial one, so it is an error."""
     with kernels.use_backend(backend):
-        history = model.fit(X, y, optimizer=optimizer, epochs=epochs, batch_size=batch, shuffle=False, verbose=0)
+        history = model.fit(X, y, optimizer=optimizer, epochs=epochs, batch_size=batch, shuffle=False, verbose=0,
+                            precision=precision)
     if history.diverged:
         raise RuntimeError("training diverged; the timing would be of a partial run")
 
@@ -85,23 +86,26 @@ class FastnnTrainer:
     run: two pointers written, so that trainers of either provider can take turns). Each
     run lifts the BLAS thread limits the peers leave behind (PyTorch's set_num_threads(1)
     sets OpenMP's, which MKL's GNU threading layer follows), so that fit chooses its threads
-    as in a process of its own."""
+    as in a process of its own. precision='bf16': fit's bf16 products."""
 
     def __init__(self, sizes, activation, batch, optimizer, X, y, backend="cython", seed=0, epochs=1, lr=None,
-                 provider=None):
+                 provider=None, precision=None):
         self.backend, self.batch, self.epochs, self.X, self.y = backend, batch, epochs, X, y
+        self.precision = precision
         self.model = mlp(sizes, activation=activation, dtype=X.dtype, seed=seed)
         self.optimizer = _fastnn_optimizer(optimizer, lr)
         self.provider = blas.load(provider) if provider else None
         self.blas_libraries = ThreadpoolController().select(user_api="blas")
         name = provider or blas.blas_info()["provider"]
-        self.config = f"fit, {backend} engine, BLAS provider {name} (threads as fit chooses them)"
+        self.config = f"fit, {backend} engine, BLAS provider {name} (threads as fit chooses them)" + (
+            f", precision={precision!r}" if precision else "")
 
     def run(self):
         if self.provider is not None:
             gemm.install(self.provider)
         with self.blas_libraries.limit(limits=available_cores()):
-            _fastnn_fit(self.model, self.optimizer, self.X, self.y, self.batch, self.epochs, self.backend)
+            _fastnn_fit(self.model, self.optimizer, self.X, self.y, self.batch, self.epochs, self.backend,
+                        self.precision)
 
     def loss(self, X, y):
         return self.model.evaluate(X, y)["loss"]
@@ -238,17 +242,19 @@ class StudyStacks:
 class _TorchNet:
     """What the PyTorch trainers share: the activation, the optimizer, batches, threads."""
 
-    def _setup(self, activation, batch, optimizer, X, y, threads, epochs, lr):
+    def _setup(self, activation, batch, optimizer, X, y, threads, epochs, lr, fp32_precision="none"):
         import torch
 
         self.torch, self.threads, self.epochs = torch, threads or os.cpu_count(), epochs
+        self.fp32_precision = fp32_precision
         self.act = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}[activation]
         self.lr = LEARNING_RATES[optimizer] if lr is None else lr
         self.optimizer_name = optimizer
         Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
         self.batches = [(Xt[lo:hi], yt[lo:hi]) for lo, hi in _batches(len(X), batch)]
         blas = "MKL" if torch.backends.mkl.is_available() else "OpenBLAS or other"
-        self.config = f"torch {torch.__version__}, {self.threads} thread{'s' * (self.threads > 1)}, {blas}"
+        self.config = f"torch {torch.__version__}, {self.threads} thread{'s' * (self.threads > 1)}, {blas}" + (
+            f", mkldnn.matmul.fp32_precision={fp32_precision!r}" if fp32_precision != "none" else "")
 
     def _optimizer(self, parameters):
         torch = self.torch
@@ -258,11 +264,16 @@ class _TorchNet:
 
     def run(self):
         self.torch.set_num_threads(self.threads)
-        for _ in range(self.epochs):
-            for x, t in self.batches:
-                self.optimizer.zero_grad(set_to_none=True)
-                self._loss(x, t).backward()
-                self.optimizer.step()
+        switch = self.torch.backends.mkldnn.matmul
+        before, switch.fp32_precision = switch.fp32_precision, self.fp32_precision
+        try:
+            for _ in range(self.epochs):
+                for x, t in self.batches:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self._loss(x, t).backward()
+                    self.optimizer.step()
+        finally:
+            switch.fp32_precision = before
 
     def loss(self, X, y):
         with self.torch.no_grad():
@@ -275,10 +286,13 @@ class _TorchNet:
 
 
 class TorchTrainer(_TorchNet):
-    """torch.nn.Sequential of Linear layers, a torch.optim optimizer, ``threads`` threads."""
+    """torch.nn.Sequential of Linear layers, a torch.optim optimizer, ``threads`` threads;
+    fp32_precision='bf16' sets PyTorch's switch that sends float32 products through bf16
+    (oneDNN) while it trains."""
 
-    def __init__(self, sizes, activation, batch, optimizer, X, y, threads=None, seed=0, epochs=1, lr=None):
-        self._setup(activation, batch, optimizer, X, y, threads, epochs, lr)
+    def __init__(self, sizes, activation, batch, optimizer, X, y, threads=None, seed=0, epochs=1, lr=None,
+                 fp32_precision="none"):
+        self._setup(activation, batch, optimizer, X, y, threads, epochs, lr, fp32_precision)
         torch = self.torch
         act = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid}[activation]
         layers = []
@@ -494,6 +508,9 @@ PEERS = {
     "jax": ("jax", JaxTrainer),
     "scikit-learn": ("sklearn", SklearnTrainer),
 }
+# The bf16 peers: PyTorch with its float32 products through bf16.
+BF16_PEERS = {f"pytorch-{n}t bf16": ("torch", functools.partial(TorchTrainer, threads=n, fp32_precision="bf16"))
+              for n in _torch_threads()}
 # The many-models peers, taking seeds=[...].
 STACK_PEERS = {
     **{f"pytorch-{n}t bmm": ("torch", functools.partial(TorchStackTrainer, threads=n)) for n in _torch_threads()},
@@ -508,6 +525,11 @@ def _importable(peers):
 def installed():
     """{peer name: trainer factory} for the single-model peers this Python can import."""
     return _importable(PEERS)
+
+
+def installed_bf16():
+    """{peer name: trainer factory} for the bf16 peers this Python can import."""
+    return _importable(BF16_PEERS)
 
 
 def installed_stacks():
