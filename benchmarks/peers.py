@@ -248,17 +248,23 @@ def run_throughput(args, dtype, sources):
 BF16_CASES = ("batch 32, Adam", "batch 128, Adam", "batch 8192, Adam")
 
 
+def bf16_frameworks():
+    """name -> trainer factory of the bf16 section: each fastnn engine in float32 and with
+    precision='bf16', PyTorch in float32 and with its bf16 switch."""
+    found = {}
+    for name in fastnn_backends():
+        found[f"fastnn-{name}"] = functools.partial(peers.FastnnTrainer, backend=name)
+        found[f"fastnn-{name} bf16"] = functools.partial(peers.FastnnTrainer, backend=name, precision="bf16")
+    found.update({name: make for name, make in peers.installed().items() if name.startswith("pytorch")})
+    return {**found, **peers.installed_bf16()}
+
+
 def run_bf16(args, dtype, sources):
     reason = gemm.bf16_unsupported() or (dtype != np.float32 and "bf16 products are for float32 models")
     if reason:
         print(f"note: no bf16 section ({reason})\n")
         return
-    runners = {}
-    for name in fastnn_backends():
-        runners[f"fastnn-{name}"] = functools.partial(peers.FastnnTrainer, backend=name)
-        runners[f"fastnn-{name} bf16"] = functools.partial(peers.FastnnTrainer, backend=name, precision="bf16")
-    runners.update({name: make for name, make in peers.installed().items() if name.startswith("pytorch")})
-    runners.update(peers.installed_bf16())
+    runners = bf16_frameworks()
 
     def top(rates, fastnn, bf16):
         chosen = {k: v for k, v in rates.items() if k in runners and k.startswith("fastnn") == fastnn

@@ -1,6 +1,6 @@
 """The peers comparison (benchmarks/peers.py) as pytest-benchmark groups: every
 throughput case on random and on the real digits, the many-models cases and the time to
-96% test accuracy, for fastnn's engines and each installed peer set up as its experts
+96% test accuracy, fit(precision='bf16') against float32 and PyTorch's bf16 switch, for fastnn's engines and each installed peer set up as its experts
 run it (fastnn.bench.peers). Peers that are not installed, and the real digits when absent,
 are skipped with a reason. The rate lands in extra_info.
 
@@ -19,12 +19,13 @@ import pytest
 
 from fastnn import bench
 from fastnn.bench import peers as peers_module
-from fastnn.bench.peers import PEERS, STACK_PEERS
+from fastnn.bench.peers import BF16_PEERS, PEERS, STACK_PEERS
+from fastnn.kernels import gemm
 
 sys.path.insert(0, str(Path(__file__).parent))
 import peers  # noqa: E402
 
-MODULES = {name: module for name, (module, _) in {**PEERS, **STACK_PEERS}.items()}
+MODULES = {name: module for name, (module, _) in {**PEERS, **STACK_PEERS, **BF16_PEERS}.items()}
 
 
 def available(framework, found):
@@ -56,6 +57,33 @@ def test_peers(benchmark, case, framework, source):
     run = make(sizes, activation, batch, optimizer, X, y).run
     run()  # compile, allocate, warm caches
     benchmark.group = f"peers: {name}, {source} data"
+    benchmark.extra_info.update(framework=framework, samples=len(X), cpu=bench.cpu_model())
+    benchmark.pedantic(run, rounds=5, iterations=1)
+    if benchmark.stats is not None:
+        benchmark.extra_info["samples_per_second"] = len(X) / benchmark.stats.stats.median
+
+
+BF16_CASES = [case for case in peers.CASES if case[0] in peers.BF16_CASES]
+
+
+@pytest.mark.skipif(gemm.bf16_unsupported() is not None, reason=f"no bf16 products: {gemm.bf16_unsupported()}")
+@pytest.mark.parametrize("source", ["random", "mnist"])
+@pytest.mark.parametrize("framework", [f"fastnn-{backend}{precision}" for backend in ("numba", "cython")
+                                       for precision in ("", " bf16")]
+                         + [name for name in PEERS if name.startswith("pytorch")] + list(BF16_PEERS))
+@pytest.mark.parametrize("case", BF16_CASES, ids=[case[0] for case in BF16_CASES])
+def test_bf16(benchmark, case, framework, source):
+    """fit(precision='bf16') against float32 and against PyTorch with its bf16 switch."""
+    make = available(framework, peers.bf16_frameworks())
+    name, sizes, activation, batch, optimizer, n = case
+    if source == "random":
+        X, y = peers.data(sizes, n)
+    else:
+        real_digits()
+        X, y = peers.real_data(sizes, n, np.float32, bench.default_data_dir())
+    run = make(sizes, activation, batch, optimizer, X, y).run
+    run()
+    benchmark.group = f"bf16: {name}, {source} data"
     benchmark.extra_info.update(framework=framework, samples=len(X), cpu=bench.cpu_model())
     benchmark.pedantic(run, rounds=5, iterations=1)
     if benchmark.stats is not None:

@@ -18,6 +18,7 @@ is, in this order of precedence:
 A provider that is asked for and does not load (not installed, a broken library) is
 replaced by OpenBLAS with a warning that says why.
 """
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -137,14 +138,16 @@ def measure(providers):
 
 def gemm_rates(batch, n_threads=None, repeats=5):
     """{provider name: [{"product", "flops", "gflops"} per product]} of every provider that
-    loads (one that does not is left out with a warning), on the products of a
-    784-256-128-10 step at this batch size, with n_threads BLAS threads (None: every core);
-    the providers interleaved, the best of three rounds. What ``fastnn bench`` and
-    ``fastnn profile --blas`` report."""
-    providers = loadable()
+    loads (one that does not is left out with a warning) and, where the CPU has them, of
+    fastnn's bf16 products (as 'bf16'), on the products of a 784-256-128-10 step at this
+    batch size, with n_threads BLAS threads (None: every core); the providers interleaved,
+    the best of three rounds. What ``fastnn bench`` and ``fastnn profile --blas`` report."""
+    providers = loadable() + [provider for provider in [gemm.bf16_provider()] if provider is not None]
     products = {provider.name: step_products(provider, batch) for provider in providers}
     best = {name: [np.inf] * len(calls) for name, calls in products.items()}
-    with threadpool_limits(limits=n_threads or threads.available_cores(), user_api="blas"):
+    count = n_threads or threads.available_cores()
+    with threadpool_limits(limits=count, user_api="blas"), \
+            (gemm.bf16_products(count) if "bf16" in products else contextlib.nullcontext()):
         for round_ in range(4):  # the first round warms up
             for name, calls in products.items():
                 for i, call in enumerate(calls):
@@ -173,6 +176,12 @@ def _pick(seconds):
 def available():
     """The names of the providers whose library is on this machine (not loaded to tell)."""
     return [name for name in gemm.PROVIDERS if gemm.library_path(name) is not None]
+
+
+def rated():
+    """The names gemm_rates reports on this machine: every available provider, and 'bf16'
+    where the CPU has fastnn's bf16 products."""
+    return available() + (["bf16"] if gemm.bf16_unsupported() is None else [])
 
 
 def loadable(names=None):

@@ -152,6 +152,15 @@ def bf16_unsupported():
     return None
 
 
+def bf16_provider():
+    """The bf16 sgemm as a Provider called 'bf16' (its dgemm OpenBLAS's), to time beside
+    the BLAS providers; None where bf16_unsupported() says why not."""
+    if bf16_unsupported() is not None:
+        return None
+    return Provider("bf16", bf16.sgemm_address(), load("openblas").dgemm, bf16.__file__,
+                    kernel="bf16 operands, float32 sums (AVX512-BF16)")
+
+
 @contextlib.contextmanager
 def bf16_products(threads=1):
     """Within the block, every float32 product of the compiled code in this process (of

@@ -177,7 +177,7 @@ def test_run_writes_json_and_plots(tmp_path):
     assert "BLAS products of a 784-256-128-10 step, batch 8, 1 thread: openblas " in lines[1]
     assert results["blas"]["in_use"]["provider"] == fastnn.blas_info()["provider"]
     assert {(row["provider"], row["batch"]) for row in results["blas"]["rates"]} == {
-        (name, 8) for name in fastnn.blas.available()}
+        (name, 8) for name in fastnn.blas.rated()}
     assert len(results["kernels"]) == len(K.KERNELS) * len(BACKENDS)
     frameworks = BACKENDS + list(peers.installed())  # scikit-learn at least: a dependency
     assert "scikit-learn" in frameworks and results["frameworks"] == frameworks

@@ -244,7 +244,7 @@ def test_show_config_names_the_provider_and_why():
 
 def test_gemm_rates_time_every_provider_on_a_steps_products():
     rates = blas.gemm_rates(8, 1, repeats=1)
-    assert set(rates) == set(blas.available())
+    assert list(rates) == blas.rated()
     for rows in rates.values():
         assert [row["product"] for row in rows][0] == "8x784 @ 784x256"
         assert len(rows) == len(blas.STEP_PRODUCTS) and all(row["gflops"] > 0 for row in rows)
@@ -254,7 +254,7 @@ def test_gemm_rates_time_every_provider_on_a_steps_products():
 def test_gemm_rates_leave_out_a_provider_that_does_not_load(monkeypatch):
     twin_providers(monkeypatch, loads=False)
     with pytest.warns(RuntimeWarning, match="'mkl' does not load"):
-        assert list(blas.gemm_rates(4, 1, repeats=1)) == ["openblas"]
+        assert [name for name in blas.gemm_rates(4, 1, repeats=1) if name != "bf16"] == ["openblas"]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])

@@ -94,6 +94,27 @@ def test_fastnn_sweep_trains_each_model_as_its_single_fit():
     np.testing.assert_allclose(swept.losses, singles.loss(X, y), rtol=1e-6)
 
 
+@pytest.mark.skipif(gemm.bf16_unsupported() is not None, reason="no bf16 products on this CPU")
+def test_the_bf16_trainers_train_in_bf16():
+    """fastnn's trainer with precision='bf16' and PyTorch's with its bf16 switch, which it
+    sets only while it trains."""
+    X, y = blobs()
+    ours = peers.FastnnTrainer(SIZES, "tanh", 32, "adam", X, y, epochs=3, precision="bf16")
+    plain = peers.FastnnTrainer(SIZES, "tanh", 32, "adam", X, y, epochs=3)
+    ours.run()
+    plain.run()
+    assert ours.loss(X, y) == pytest.approx(plain.loss(X, y), rel=0.05) and ours.loss(X, y) != plain.loss(X, y)
+    assert "precision='bf16'" in ours.config
+    if "pytorch-1t bf16" in peers.installed_bf16():
+        import torch
+
+        theirs = peers.installed_bf16()["pytorch-1t bf16"](SIZES, "tanh", 32, "adam", X, y, epochs=3)
+        first = theirs.loss(X, y)
+        theirs.run()
+        assert theirs.loss(X, y) < first and "fp32_precision='bf16'" in theirs.config
+        assert torch.backends.mkldnn.matmul.fp32_precision == "none"
+
+
 def test_installed_lists_importable_peers():
     assert "scikit-learn" in peers.installed()  # a dependency of fastnn
     assert set(peers.installed()) <= set(peers.PEERS)

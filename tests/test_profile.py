@@ -94,7 +94,7 @@ def test_profile_command_blas_json(capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["batch_size"] == 4 and result["in_use"] == fastnn.blas_info()["provider"]
     assert {(row["provider"], row["threads"]) for row in result["rows"]} == {
-        (name, threads) for name in fastnn.blas.available() for threads in ("1", "all")}
+        (name, threads) for name in fastnn.blas.rated() for threads in ("1", "all")}
 
 
 @pytest.mark.parametrize("args, message", [
