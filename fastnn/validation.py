@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import scipy.sparse
 
-from .kernels import gemm
+from .kernels import gemm, get_backend
 from .sparse import SparseRows
 
 
@@ -146,4 +146,7 @@ def check_precision(precision, dtype):
     reason = gemm.bf16_unsupported()
     if reason is not None:
         raise RuntimeError(f"precision='bf16' needs native bf16 products: {reason}")
+    if get_backend().name == "numpy":
+        raise ValueError("precision='bf16' needs a compiled backend (cython or numba): the numpy backend's "
+                         "products are NumPy's float32 ones")
     return precision

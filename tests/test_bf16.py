@@ -177,6 +177,13 @@ def test_bad_precision_is_refused_before_training():
     np.testing.assert_array_equal(model.params, params)
 
 
+@needs_bf16
+def test_the_numpy_backend_is_refused():
+    X = np.zeros((10, 3), np.float32)
+    with fastnn.use_backend("numpy"), pytest.raises(ValueError, match="needs a compiled backend"):
+        fastnn.mlp([3, 4, 2], seed=0).fit(X, np.zeros(10, int), epochs=1, precision="bf16")
+
+
 def test_a_cpu_without_bf16_gets_a_clear_error(monkeypatch):
     monkeypatch.setattr(gemm, "bf16_unsupported", lambda: "this CPU lacks AVX512-BF16 (lscpu flag avx512_bf16)")
     X = np.zeros((10, 3), np.float32)
