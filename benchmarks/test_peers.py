@@ -47,7 +47,11 @@ def real_digits():
 @pytest.mark.parametrize("framework", ["fastnn-numba", "fastnn-cython", *PEERS, peers.EXTRA])
 @pytest.mark.parametrize("case", peers.CASES, ids=[case[0] for case in peers.CASES])
 def test_peers(benchmark, case, framework, source):
-    make = available(framework, peers.frameworks(extra=True))
+    throughput(benchmark, "peers", case, framework, available(framework, peers.frameworks(extra=True)), source)
+
+
+def throughput(benchmark, group, case, framework, make, source):
+    """Time one epoch of a throughput case on random data or the real digits."""
     name, sizes, activation, batch, optimizer, n = case
     if source == "random":
         X, y = peers.data(sizes, n)
@@ -56,7 +60,7 @@ def test_peers(benchmark, case, framework, source):
         X, y = peers.real_data(sizes, n, np.float32, bench.default_data_dir())
     run = make(sizes, activation, batch, optimizer, X, y).run
     run()  # compile, allocate, warm caches
-    benchmark.group = f"peers: {name}, {source} data"
+    benchmark.group = f"{group}: {name}, {source} data"
     benchmark.extra_info.update(framework=framework, samples=len(X), cpu=bench.cpu_model())
     benchmark.pedantic(run, rounds=5, iterations=1)
     if benchmark.stats is not None:
@@ -74,20 +78,7 @@ BF16_CASES = [case for case in peers.CASES if case[0] in peers.BF16_CASES]
 @pytest.mark.parametrize("case", BF16_CASES, ids=[case[0] for case in BF16_CASES])
 def test_bf16(benchmark, case, framework, source):
     """fit(precision='bf16') against float32 and against PyTorch with its bf16 switch."""
-    make = available(framework, peers.bf16_frameworks())
-    name, sizes, activation, batch, optimizer, n = case
-    if source == "random":
-        X, y = peers.data(sizes, n)
-    else:
-        real_digits()
-        X, y = peers.real_data(sizes, n, np.float32, bench.default_data_dir())
-    run = make(sizes, activation, batch, optimizer, X, y).run
-    run()
-    benchmark.group = f"bf16: {name}, {source} data"
-    benchmark.extra_info.update(framework=framework, samples=len(X), cpu=bench.cpu_model())
-    benchmark.pedantic(run, rounds=5, iterations=1)
-    if benchmark.stats is not None:
-        benchmark.extra_info["samples_per_second"] = len(X) / benchmark.stats.stats.median
+    throughput(benchmark, "bf16", case, framework, available(framework, peers.bf16_frameworks()), source)
 
 
 STACKS = [f"fastnn-{backend} stack, {order} order" for backend in ("numba", "cython")

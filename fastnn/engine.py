@@ -19,7 +19,7 @@ import numpy as np
 
 from . import kernels, threads
 from .kernels import abi
-from .kernels.contract import BLAS_MAX_DIM, disjoint
+from .engine_layout import check_layout, check_shape, is_view
 from .layers import Dense, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from .losses import MSE, BCEWithLogits, SoftmaxCrossEntropy
 from .optim import SGD, Adam
@@ -170,23 +170,6 @@ def workspace(model, batch, n_models=1):
     return kept[key]
 
 
-def _is_view(view, buffer, start, shape):
-    """Whether view is the C-contiguous (shape) block of the flat buffer from index start."""
-    address = buffer.__array_interface__["data"][0] + start * buffer.itemsize
-    return (isinstance(view, np.ndarray) and view.shape == shape and view.dtype == buffer.dtype
-            and view.flags.c_contiguous and view.__array_interface__["data"][0] == address)
-
-
-def _check_shape(name, a, shape, dtype, detail=""):
-    """ValueError unless a is a writable C-contiguous array of this shape and dtype; the
-    message names it by name and detail (joined only then: run checks on every call)."""
-    if not (isinstance(a, np.ndarray) and a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
-            and a.flags.writeable):
-        name = f"{name} {detail}".strip()
-        raise ValueError(f"engine: {name} must be a writable C-contiguous {np.dtype(dtype)} array of shape "
-                         f"{shape}; got {getattr(a, 'dtype', type(a).__name__)} of shape {np.shape(a)}")
-
-
 def _csr_pays(X, batch, module, n_threads, model_threads=1):
     """Whether the first layer should multiply X (dense or SparseRows) by the csr_ kernels
     at this batch size on n_threads threads (the engine's or BLAS's) per model, with
@@ -319,89 +302,8 @@ class Engine:
         self.backup = self.work.backup
         self.no_orders = np.zeros((0, 0, 0), np.int64)
         self.checked = False  # whether run asked if its first call compiles
-        self._check_layout()
-
-    def _check_layout(self):
-        """ValueError unless the arrays agree on the layout the compiled loops trust: each
-        model's buffers are its row of the stack's, each Dense layer's W, b, dW, db are the
-        views of those the layer table points at, the table covers the buffers exactly, X
-        has the first layer's inputs and the targets the last layer's outputs, the
-        workspace has the table's sizes, every size fits BLAS, and nothing the loops write
-        overlaps another array. Run once per fit, before any compiled code."""
-        group, work, batch = self.group, self.work, self.batch
-        params, grads, dtype = group.params, group.grads, group.params.dtype
-        layers = work.layers
-        _check_shape("params", params, params.shape, dtype)
-        _check_shape("grads", grads, params.shape, dtype)
-        if params.ndim != 2 or len(group.models) != len(params) or len(group.optimizers) != len(params):
-            raise ValueError(f"engine: a stack of {len(group.models)} models needs params of shape (models, "
-                             f"parameters) and an optimizer per model; got {params.shape} and "
-                             f"{len(group.optimizers)} optimizers")
-        for k, model in enumerate(group.models):
-            if not (_is_view(model.params, params, k * params.shape[1], params.shape[1:])
-                    and _is_view(model.grads, grads, k * params.shape[1], params.shape[1:])):
-                raise ValueError(f"engine: model {k}'s buffers are not row {k} of the stack's")
-            self._check_views(model, layers, batch)
-        n, n_in, n_out = self.n_samples, int(layers[0, abi.N_IN]), int(layers[-1, abi.N_OUT])
-        if max(batch, n_out, *layers[:, abi.N_IN]) > BLAS_MAX_DIM:
-            raise ValueError(f"engine: batch size and layer sizes must be at most {BLAS_MAX_DIM} (BLAS's sizes)")
-        values, indices, indptr = self.csr
-        sparse = len(indptr) > 0
-        _check_shape("X", self.X, (0 if sparse else n, n_in), dtype)
-        if sparse:
-            if batch == 1:
-                raise ValueError("engine: the online loops (batch 1) take a dense X")
-            _check_shape("X's indptr", indptr, (n + 1,), np.int64)
-            _check_shape("X's values", values, (int(indptr[-1]),), dtype)
-            _check_shape("X's indices", indices, values.shape, np.int64)
-            if not (indptr[0] == 0 and (np.diff(indptr) >= 0).all()
-                    and (indices.size == 0 or (indices.min() >= 0 and indices.max() < n_in))):
-                raise ValueError(f"engine: X's CSR arrays must be sorted positions and columns in [0, {n_in})")
-        most = batch * int(np.diff(indptr).max()) if self.sparse_product else 0
-        for space in self.batch_csr:  # the csr_ loops gather each batch's rows into them
-            for name, a, shape, kind in (("values", space[0], (most,), dtype), ("indices", space[1], (most,), np.int64),
-                                         ("indptr", space[2], (batch + 1 if self.sparse_product else 0,), np.int64)):
-                _check_shape(f"workspace batch {name}", a, shape, kind)
-        _check_shape("labels", self.labels, (n if self.loss_code == abi.CROSS_ENTROPY else 0,), np.int64)
-        if self.labels.size and not (self.labels.min() >= 0 and self.labels.max() < n_out):
-            raise ValueError(f"engine: labels must lie in [0, {n_out})")
-        _check_shape("targets", self.targets, (0 if self.loss_code == abi.CROSS_ENTROPY else n, n_out), dtype)
-        _check_shape("sample weights", self.weights, (n if self.weights.size else 0,), dtype)
-        size = int(layers[-1, abi.OUT_OFFSET]) + batch * n_out
-        for name, a, shape, kind in (("acts", work.acts, (size,), dtype), ("deltas", work.deltas, (size,), dtype),
-                                     ("twork", work.twork, (batch, n_out), dtype), ("wwork", work.wwork, (batch,), dtype),
-                                     ("lwork", work.lwork, (batch,), np.int64),
-                                     ("backup", self.backup, (len(params), 3, params.shape[1]), dtype)):
-            _check_shape(f"workspace {name}", a, shape, kind)
+        check_layout(self)
         self._state()
-        disjoint({"params": params, "grads": grads, "acts": work.acts, "deltas": work.deltas, "twork": work.twork,
-                  "wwork": work.wwork, "lwork": work.lwork, "backup": self.backup,
-                  **{f"batch {name} {k}": a for k, space in enumerate(self.batch_csr)
-                     for name, a in zip(("values", "indices", "indptr"), space)}},
-                 {"X": self.X, "labels": self.labels, "targets": self.targets, "sample weights": self.weights,
-                  "X's values": values, "X's indices": indices, "X's indptr": indptr})
-
-    @staticmethod
-    def _check_views(model, layers, batch):
-        """ValueError unless the model's Dense layers are the views of its flat buffers that
-        the layer table points at, and the table covers them exactly."""
-        end = inputs = 0
-        width = int(layers[0, abi.N_IN])
-        for i, layer in enumerate(model.dense_layers):
-            w, n_in, n_out, _, in_offset, out_offset = (int(v) for v in layers[i])
-            if (w, n_in, in_offset, out_offset) != (end, width, inputs, inputs + batch * n_in):
-                raise ValueError(f"engine: layer {i} of the layer table does not follow layer {i - 1}")
-            end, width, inputs = w + n_in * n_out + n_out, n_out, out_offset
-            for name, view, buffer, start, shape in (
-                    ("W", layer.W, model.params, w, (n_in, n_out)),
-                    ("b", layer.b, model.params, w + n_in * n_out, (n_out,)),
-                    ("dW", layer.dW, model.grads, w, (n_in, n_out)),
-                    ("db", layer.db, model.grads, w + n_in * n_out, (n_out,))):
-                if not _is_view(view, buffer, start, shape):
-                    raise ValueError(f"engine: {name} of {layer!r} (Dense layer {i}) is not its view of the "
-                                     "model's flat buffers; the model was changed after it was built")
-        if end != model.n_params:
-            raise ValueError(f"engine: the layer table does not cover the model's {model.n_params} parameters")
 
     def _hyper(self):
         """The optimizers' hyper-parameters as a record array of abi.HYPER, one per model."""
@@ -425,11 +327,11 @@ class Engine:
         state = []
         for name in opt.state_names:
             buffer = group.state.get(name)
-            _check_shape("optimizer state", buffer, params.shape, params.dtype, name)
+            check_shape("optimizer state", buffer, params.shape, params.dtype, name)
             for k, optimizer in enumerate(group.optimizers):
                 own = optimizer.state.get(name)
-                _check_shape("optimizer state", own, params.shape[1:], params.dtype, name)
-                if not _is_view(own, buffer, k * params.shape[1], params.shape[1:]):
+                check_shape("optimizer state", own, params.shape[1:], params.dtype, name)
+                if not is_view(own, buffer, k * params.shape[1], params.shape[1:]):
                     raise ValueError(f"engine: optimizer state {name} of model {k} is not row {k} of the stack's")
             for other in written:
                 if np.may_share_memory(buffer, other):
@@ -454,7 +356,7 @@ class Engine:
         n_epochs = check_positive_int("n_epochs", n_epochs)
         if orders is not None:
             n_orders = k if getattr(orders, "ndim", 0) == 3 and len(orders) == k else 1
-            _check_shape("orders", orders, (n_orders, n_epochs, n), np.int64)
+            check_shape("orders", orders, (n_orders, n_epochs, n), np.int64)
             if not (orders.min() >= 0 and orders.max() < n):
                 raise ValueError(f"engine: orders must hold sample indices in [0, {n})")
         active = np.ones(k, bool) if active is None else np.asarray(active, bool)

@@ -8,6 +8,7 @@ import pytest
 import fastnn.kernels as K
 from fastnn import datasets
 from fastnn.bench import peers
+from fastnn.bench import trainers as fastnn_trainers
 from fastnn.kernels import gemm
 
 SIZES = [2, 8, 8, 2]
@@ -131,8 +132,8 @@ def test_every_framework_starts_from_fastnn_initial_weights():
 
 
 def _single_fit(seed, X, y, shuffle_seed, epochs, optimizer="adam", sizes=SIZES, activation="tanh", batch=16):
-    model = peers.mlp(sizes, activation=activation, seed=seed)
-    return model.fit(X, y, optimizer=peers._fastnn_optimizer(optimizer, None), epochs=epochs, batch_size=batch,
+    model = fastnn_trainers.mlp(sizes, activation=activation, seed=seed)
+    return model.fit(X, y, optimizer=fastnn_trainers._fastnn_optimizer(optimizer, None), epochs=epochs, batch_size=batch,
                      seed=shuffle_seed, verbose=0).loss[-1], model
 
 

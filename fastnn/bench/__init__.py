@@ -6,7 +6,7 @@
 - machine: what a result ran on;
 - plans: how much a run measures;
 - runner: ``fastnn bench``, results.json; plots: its PNG plots;
-- peers: the same training in PyTorch, JAX and scikit-learn;
+- peers: the same training in PyTorch, JAX and scikit-learn; trainers: fastnn's own;
 - profile: ``fastnn profile``.
 
 The names below are those of the pytest-benchmark suites in benchmarks/ and of the CLI.
