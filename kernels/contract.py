@@ -78,19 +78,41 @@ def _same_array(a, b):
     return a.shape == b.shape and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
 
 
+def _byte_bounds(a):
+    """[first, last) byte addresses of a's elements (np.may_share_memory's test)."""
+    start = end = a.__array_interface__["data"][0]
+    if a.flags.c_contiguous:
+        return start, start + a.nbytes
+    for extent, stride in zip(a.shape, a.strides):
+        if stride < 0:
+            start += (extent - 1) * stride
+        else:
+            end += (extent - 1) * stride
+    return start, end + a.itemsize
+
+
 def disjoint(outputs, inputs, in_place=()):
     """ValueError unless every output (name -> array, None skipped) shares no memory with
     any other argument: a kernel reads its inputs while it writes, so an overlap gives a
     wrong result. The pairs (output, input) of in_place may instead be the very same
-    array: those kernels are written to work in place. The arrays are C-contiguous, so
-    their memory bounds (np.may_share_memory, cheap) are exactly the memory they use."""
-    outputs = {name: a for name, a in outputs.items() if a is not None}
-    inputs = {name: a for name, a in inputs.items() if a is not None}
-    names = list(outputs)
-    for i, out in enumerate(names):
-        for other, b in {**inputs, **{name: outputs[name] for name in names[i + 1:]}}.items():
+    array: those kernels are written to work in place. Overlap is judged by the arrays'
+    memory bounds, as np.may_share_memory does (for C-contiguous arrays, exactly the
+    memory they use); the arrays are sorted by where they start, so that each is compared
+    with the few that start before it ends rather than with all the others."""
+    arguments = [(name, a, True) for name, a in outputs.items() if a is not None]
+    arguments += [(name, a, False) for name, a in inputs.items() if a is not None]
+    spans = sorted((_byte_bounds(a) + (order,) for order, (_, a, _) in enumerate(arguments) if a.size),
+                   key=lambda span: span[0])
+    for i, (_, end, first) in enumerate(spans):
+        for start, _, second in spans[i + 1:]:
+            if start >= end:
+                break
+            # outputs come first in arguments: the earlier of the two is an output unless both are inputs
+            (out, a, written), (other, b, _) = (arguments[k] for k in sorted((first, second)))
+            if not written:
+                continue  # two inputs may share memory
             allowed = (out, other) in in_place
-            if np.may_share_memory(outputs[out], b) and not (allowed and _same_array(outputs[out], b)):
+            if not (allowed and _same_array(a, b)):
                 hint = " unless it is the very same array (in place)" if allowed else ""
                 raise ValueError(f"{out} must not overlap {other}{hint}")
 

@@ -2,6 +2,8 @@
 import numpy as np
 import pytest
 
+from fastnn.kernels import contract
+
 
 def dense(dtype=np.float64, batch=4, n_in=3, n_out=2):
     return (np.ones((batch, n_in), dtype), np.ones((n_in, n_out), dtype),
@@ -314,3 +316,29 @@ def test_csr_backward_checks_its_outputs(any_backend):
         pool = np.zeros(16)
         any_backend.csr_dense_backward(pool[:3], indices, indptr, np.ones((3, 2)), pool[:8].reshape(4, 2),
                                        np.empty(2))
+
+
+def test_disjoint_finds_every_overlap_that_may_share_memory_finds():
+    """The sorted sweep of disjoint against the test of every pair, on random views of one
+    buffer (reversed and strided ones too): an output overlapping anything is refused."""
+    rng = np.random.default_rng(0)
+    buffer = np.zeros(400)
+    for _ in range(300):
+        views = []
+        for _ in range(rng.integers(2, 7)):
+            lo = int(rng.integers(0, 390))
+            hi = int(rng.integers(lo, 400))
+            step = int(rng.choice([1, 2, -1]))
+            views.append(buffer[lo:hi:step] if step > 0 else buffer[lo:hi][::-1])
+        n_out = int(rng.integers(1, len(views) + 1))
+        outputs = {f"out{i}": v for i, v in enumerate(views[:n_out])}
+        inputs = {f"in{i}": v for i, v in enumerate(views[n_out:])}
+        names = list(outputs) + list(inputs)
+        arrays = {**outputs, **inputs}
+        expected = any(np.may_share_memory(arrays[a], arrays[b])
+                       for i, a in enumerate(names) for b in names[i + 1:] if a in outputs or b in outputs)
+        if expected:
+            with pytest.raises(ValueError, match="must not overlap"):
+                contract.disjoint(outputs, inputs)
+        else:
+            contract.disjoint(outputs, inputs)
