@@ -10,6 +10,7 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 from . import kernels
+from .kernels import gemm
 from .blas import blas_info
 from .engine import Engine, OneModel, engine_module
 from .losses import SoftmaxCrossEntropy
@@ -75,6 +76,7 @@ def config_info():
         "backend_selected": kernels.get_backend().name,
         "FASTNN_BACKEND": os.environ.get("FASTNN_BACKEND"),
         "blas": blas_info(),
+        "bf16_products": gemm.bf16_unsupported() or "available (AVX512-BF16): fit(..., precision='bf16')",
         "threadpools": libraries,
         "cython_openmp": _cython_openmp(),
         "cython_kernels": _cython_kernels(),
@@ -101,6 +103,7 @@ def show_config(file=None):
     lines.append(f"BLAS provider:      {blas['provider']} {blas['version']}, kernel {blas['kernel']}, "
                  f"{blas['threads']} threads ({blas['reason']})")
     lines.append(f"    {blas['library']}; providers on this machine: {', '.join(blas['available'])}")
+    lines.append(f"bf16 products:      {info['bf16_products']}")
     lines.append("native thread pools (threadpoolctl):")
     for lib in info["threadpools"]:
         lines.append(
