@@ -28,9 +28,11 @@ static int fastnn_bf16_threads = 1;
 
 static void fastnn_bf16_set_threads(int count) { fastnn_bf16_threads = count; }
 
+/* Whether the CPU has every instruction set the functions below are compiled for. */
 static int fastnn_cpu_has_bf16(void) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+        && __builtin_cpu_supports("avx512bf16");
 }
 
 /* Round the float32 bit pattern x to bf16 (nearest, ties to even), left in the high half. */
