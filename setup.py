@@ -26,8 +26,7 @@ if os.environ.get("FASTNN_MARCH_NATIVE") == "1":
 compile_args += ["-fassociative-math", "-fno-signed-zeros"]
 builds = {"cython_kernels": compile_args, "cython_engine": compile_args}
 avx2_args = compile_args + ["-mavx2", "-mfma"]
-x86 = platform.machine().lower() in ("x86_64", "amd64")
-if x86:
+if platform.machine().lower() in ("x86_64", "amd64"):
     builds["cython_kernels_avx2"] = avx2_args
     builds["cython_engine_avx2"] = avx2_args
     # bf16 products (kernels/bf16_gemm.h): its AVX-512 functions carry target attributes,

@@ -225,13 +225,18 @@ def table(title, columns, rows):
     return "\n".join(lines)
 
 
+def selected(args, name):
+    """Whether the throughput case called name is among those --cases asks for."""
+    return not args.cases or any(part in name for part in args.cases)
+
+
 def run_throughput(args, dtype, sources):
     runners = frameworks(extra=True)
     per_sample = step_flops(BIG)
     for source in sources:
         rows = []
         for case in CASES:
-            if args.cases and not any(part in case[0] for part in args.cases):
+            if not selected(args, case[0]):
                 continue
             rates = measure_case(case, runners, args.repeats, dtype, source, args.data_dir)
             (_, our_rate), (peer, peer_rate) = best(rates, False), best(rates, True)
@@ -249,13 +254,12 @@ BF16_CASES = ("batch 32, Adam", "batch 128, Adam", "batch 8192, Adam")
 
 
 def bf16_frameworks():
-    """name -> trainer factory of the bf16 section: each fastnn engine in float32 and with
-    precision='bf16', PyTorch in float32 and with its bf16 switch."""
-    found = {}
-    for name in fastnn_backends():
-        found[f"fastnn-{name}"] = functools.partial(peers.FastnnTrainer, backend=name)
-        found[f"fastnn-{name} bf16"] = functools.partial(peers.FastnnTrainer, backend=name, precision="bf16")
-    found.update({name: make for name, make in peers.installed().items() if name.startswith("pytorch")})
+    """name -> trainer factory of the bf16 section: fastnn's and PyTorch's trainers of
+    frameworks(), and each fastnn engine with precision='bf16' and PyTorch with its bf16
+    switch."""
+    found = {name: make for name, make in frameworks().items() if name.startswith(("fastnn", "pytorch"))}
+    found.update({f"fastnn-{name} bf16": functools.partial(peers.FastnnTrainer, backend=name, precision="bf16")
+                  for name in fastnn_backends()})
     return {**found, **peers.installed_bf16()}
 
 
@@ -274,7 +278,7 @@ def run_bf16(args, dtype, sources):
     for source in sources:
         rows = []
         for case in CASES:
-            if case[0] not in BF16_CASES or (args.cases and not any(part in case[0] for part in args.cases)):
+            if case[0] not in BF16_CASES or not selected(args, case[0]):
                 continue
             rates = measure_case(case, runners, args.repeats, dtype, source, args.data_dir)
             ours = top(rates, True, True)
