@@ -76,12 +76,12 @@ def check_layout(engine):
                                  ("lwork", work.lwork, (batch,), np.int64),
                                  ("backup", engine.backup, (len(params), 3, params.shape[1]), dtype)):
         check_shape(f"workspace {name}", a, shape, kind)
-        disjoint({"params": params, "grads": grads, "acts": work.acts, "deltas": work.deltas, "twork": work.twork,
-              "wwork": work.wwork, "lwork": work.lwork, "backup": engine.backup,
-              **{f"batch {name} {k}": a for k, space in enumerate(engine.batch_csr)
-                 for name, a in zip(("values", "indices", "indptr"), space)}},
-             {"X": engine.X, "labels": engine.labels, "targets": engine.targets, "sample weights": engine.weights,
-              "X's values": values, "X's indices": indices, "X's indptr": indptr})
+    disjoint({"params": params, "grads": grads, "acts": work.acts, "deltas": work.deltas, "twork": work.twork,
+             "wwork": work.wwork, "lwork": work.lwork, "backup": engine.backup,
+             **{f"batch {name} {k}": a for k, space in enumerate(engine.batch_csr)
+                for name, a in zip(("values", "indices", "indptr"), space)}},
+         {"X": engine.X, "labels": engine.labels, "targets": engine.targets, "sample weights": engine.weights,
+          "X's values": values, "X's indices": indices, "X's indptr": indptr})
 
 
 def _check_views(model, layers, batch):
