@@ -111,7 +111,12 @@ def _run(bint online, int n_threads, floating[:, ::1] params, floating[:, ::1] g
                 if orders.shape[0] > 0 and n_epochs > 0 and n > 0:
                     order = &orders[k if orders.shape[0] > 1 else 0, 0, 0]
                 losses = &update_losses[k, 0, 0] if update_losses.shape[1] > 0 else NULL
-                if online:
+                if online and team == 1:  # the same loop, compiled with its barriers gone
+                    _online_thread(0, 1, &shared, &phase, sums, &params[k, 0], &grads[k, 0], sa, sb,
+                                   &backup[k, 0, 0], n_params, layers, alphas, &hyper[k], optimizer, loss, steps[k],
+                                   X, labels, targets, weights, order, n_epochs, &acts[0], &deltas[0], partials,
+                                   n_acts, &stats[k, 0, 0], losses)
+                elif online:
                     _online_thread(t, team, &shared, &phase, sums, &params[k, 0], &grads[k, 0], sa, sb,
                                    &backup[k, 0, 0], n_params, layers, alphas, &hyper[k], optimizer, loss, steps[k],
                                    X, labels, targets, weights, order, n_epochs, &acts[0], &deltas[0], partials,

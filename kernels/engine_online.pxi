@@ -97,7 +97,7 @@ cdef void _backward_rows(floating* params, floating* grads, floating* state_a, f
                 adam_step(&params[offset + j], ak * d[j], &state_a[offset + j], &state_b[offset + j], c)
 
 
-cdef void _online_thread(int t, int n_threads, Shared* shared, int* phase, double* sums, floating* p,
+cdef inline void _online_thread(int t, int n_threads, Shared* shared, int* phase, double* sums, floating* p,
                          floating* g, floating* sa, floating* sb, floating* backup, Py_ssize_t n_params,
                          const int64_t[:, ::1] layers, const double[::1] alphas, const Hyper* hyper, int optimizer,
                          int loss, long step, const floating[:, ::1] X, const int64_t[::1] labels,
