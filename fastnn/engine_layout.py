@@ -3,14 +3,13 @@ Engine hands them, checked once per fit before any compiled code runs."""
 import numpy as np
 
 from .kernels import abi
-from .kernels.contract import BLAS_MAX_DIM, disjoint
+from .kernels.contract import BLAS_MAX_DIM, address, disjoint
 
 
 def is_view(view, buffer, start, shape):
     """Whether view is the C-contiguous (shape) block of the flat buffer from index start."""
-    address = buffer.__array_interface__["data"][0] + start * buffer.itemsize
     return (isinstance(view, np.ndarray) and view.shape == shape and view.dtype == buffer.dtype
-            and view.flags.c_contiguous and view.__array_interface__["data"][0] == address)
+            and view.flags.c_contiguous and address(view) == address(buffer) + start * buffer.itemsize)
 
 
 def check_shape(name, a, shape, dtype, detail=""):

@@ -7,6 +7,8 @@ overlaps another argument raises ValueError/TypeError naming the argument
 instead of producing garbage or crashing. Each ``check_<kernel>`` takes the
 kernel's arguments and returns them normalised (activation names -> codes).
 """
+import ctypes
+
 import numpy as np
 
 from .abi import ACTIVATIONS, STEP
@@ -73,14 +75,24 @@ def blas_sizes(**arrays):
                              f"{BLAS_MAX_DIM} (BLAS's 32-bit sizes)")
 
 
+def address(a):
+    """The address of array a's data. ctypes reads it from a writable C-contiguous array's
+    buffer five times faster than numpy's __array_interface__ builds its dict (a kernel
+    call or a fit asks for tens of addresses); other arrays take the dict."""
+    flags = a.flags
+    if a.size and flags.c_contiguous and flags.writeable:
+        return ctypes.addressof(ctypes.c_char.from_buffer(a))
+    return a.__array_interface__["data"][0]
+
+
 def _same_array(a, b):
     """Whether a and b are the very same memory (both C-contiguous, of one dtype)."""
-    return a.shape == b.shape and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+    return a.shape == b.shape and address(a) == address(b)
 
 
 def _byte_bounds(a):
     """[first, last) byte addresses of a's elements (np.may_share_memory's test)."""
-    start = end = a.__array_interface__["data"][0]
+    start = end = address(a)
     if a.flags.c_contiguous:
         return start, start + a.nbytes
     for extent, stride in zip(a.shape, a.strides):

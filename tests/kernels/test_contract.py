@@ -342,3 +342,11 @@ def test_disjoint_finds_every_overlap_that_may_share_memory_finds():
                 contract.disjoint(outputs, inputs)
         else:
             contract.disjoint(outputs, inputs)
+
+
+def test_address_is_where_the_data_starts():
+    base = np.zeros((6, 8))
+    readonly = base[1:3].copy()
+    readonly.flags.writeable = False
+    for a in (base, base[2:4], base[1, 3:], base[:, 1], readonly, base[:0], base.astype(">f8")):
+        assert contract.address(a) == a.__array_interface__["data"][0]
