@@ -10,7 +10,7 @@ from abi cimport BCE, CROSS_ENTROPY, CROSS_ENTROPY_SOFT, IDENTITY, MSE, STEP, Hy
 from blas cimport bind_cells, gemm
 from csr cimport csr_row_gradient, csr_row_product
 from scalar cimport (Step, _exp, activate_all, activation_gradient_all, adam_constants, adam_step, batch_loss,
-                     row_max, sgd_constants, sgd_step, weight_total)
+                     row_max, sgd_constants, sgd_steps, weight_total)
 
 # Every matrix product goes to the provider installed in gemm.py's cells.
 from fastnn.kernels.gemm import CELLS_ADDRESS
@@ -198,13 +198,13 @@ cdef double _loss(int loss, const floating[:, ::1] Z, const int64_t[::1] labels,
 
 cdef void _sgd_update(floating[::1] params, const floating[::1] grad, floating[::1] velocity,
                       double lr, double momentum, bint nesterov, double weight_decay) noexcept:
-    cdef Py_ssize_t i, n = params.shape[0]
+    cdef Py_ssize_t n = params.shape[0]
     cdef Hyper hyper
     hyper.lr, hyper.momentum, hyper.nesterov, hyper.weight_decay = lr, momentum, nesterov, weight_decay
     cdef Step c = sgd_constants(&hyper)
-    with nogil:
-        for i in range(n):
-            sgd_step(&params[i], grad[i], &velocity[i], c)
+    if n > 0:
+        with nogil:
+            sgd_steps(&params[0], &grad[0], &velocity[0], n, c)
 
 
 cdef void _adam_update(floating[::1] params, const floating[::1] grad, floating[::1] m,

@@ -63,8 +63,7 @@ cdef void _step(floating* params, const floating* grads, floating* state_a, floa
     or Adam's m; state_b Adam's v)."""
     cdef Py_ssize_t k
     if optimizer == SGD:
-        for k in range(n):
-            sgd_step(&params[k], grads[k], &state_a[k], c)
+        sgd_steps(params, grads, state_a, n, c)
     else:
         for k in range(n):
             adam_step(&params[k], grads[k], &state_a[k], &state_b[k], c)

@@ -311,6 +311,23 @@ cdef inline void sgd_step(floating* p, floating g, floating* velocity, Step c) n
     descend(p, g, <floating>c.lr)
 
 
+cdef inline void _sgd_run(floating* p, const floating* g, floating* velocity, Py_ssize_t n,
+                          Step c) noexcept nogil:
+    cdef Py_ssize_t k
+    for k in range(n):
+        sgd_step(&p[k], g[k], &velocity[k], c)
+
+
+cdef inline void sgd_steps(floating* p, const floating* g, floating* velocity, Py_ssize_t n, Step c) noexcept nogil:
+    """sgd_step over p[:n]. The mode is tested here, once: each call below inlines the loop
+    where its tests are decided, and it vectorises (tested inside, the loop stays scalar:
+    6x slower)."""
+    if c.momentum == 0 and c.weight_decay == 0: _sgd_run(p, g, velocity, n, c)
+    elif c.momentum == 0: _sgd_run(p, g, velocity, n, c)
+    elif c.nesterov: _sgd_run(p, g, velocity, n, c)
+    else: _sgd_run(p, g, velocity, n, c)
+
+
 cdef inline void adam_step(floating* p, floating g, floating* m, floating* v, Step c) noexcept nogil:
     """p, m, v (IN/OUT) with gradient g: Adam (AdamW when decoupled),
     lr / (1 - beta1^t) * m / (sqrt(v) / s + eps) written with one division, as
