@@ -17,7 +17,7 @@ from abi cimport (ADAM, BCE, CROSS_ENTROPY, CROSS_ENTROPY_SOFT, IDENTITY, LEAKY_
 from blas cimport bind_cells, gemm_ptr
 from csr cimport csr_row_gradient, csr_row_product
 from scalar cimport (Step, activate, activate_all, activation_gradient, activation_gradient_all, adam_constants,
-                     adam_step, batch_loss, descend, metric_row, sgd_constants, sgd_step, sgd_steps,
+                     adam_step, batch_loss, descend, metric_row, sgd_constants, sgd_steps,
                      weight_total)
 
 # Every matrix product goes to the provider installed in gemm.py's cells.

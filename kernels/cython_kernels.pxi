@@ -204,7 +204,7 @@ cdef void _sgd_update(floating[::1] params, const floating[::1] grad, floating[:
     cdef Step c = sgd_constants(&hyper)
     if n > 0:
         with nogil:
-            sgd_steps(&params[0], &grad[0], &velocity[0], n, c)
+            sgd_steps(&params[0], &grad[0], 1, &velocity[0], n, c)
 
 
 cdef void _adam_update(floating[::1] params, const floating[::1] grad, floating[::1] m,

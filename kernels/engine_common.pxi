@@ -63,10 +63,29 @@ cdef void _step(floating* params, const floating* grads, floating* state_a, floa
     or Adam's m; state_b Adam's v)."""
     cdef Py_ssize_t k
     if optimizer == SGD:
-        sgd_steps(params, grads, state_a, n, c)
+        sgd_steps(params, grads, 1, state_a, n, c)
     else:
         for k in range(n):
             adam_step(&params[k], grads[k], &state_a[k], &state_b[k], c)
+
+
+cdef void _rows_step(int t, int n_threads, const int64_t[:, ::1] layers, floating* p, const floating* g,
+                     floating* sa, floating* sb, int optimizer, Step c) noexcept nogil:
+    """The optimizer step of thread t's rows of every layer with their gradient in g. One
+    thread's rows are all the parameters, stepped as one block (the layers lie end to end)."""
+    cdef Py_ssize_t layer, k0, k1, offset, end
+    cdef Layer current = _layer(layers, layers.shape[0] - 1)
+    if n_threads == 1:
+        offset, end = _layer(layers, 0).w, current.w + (current.n_in + 1) * current.n_out
+        _step(p + offset, g + offset, sa + offset if sa != NULL else NULL, sb + offset if sb != NULL else NULL,
+              end - offset, optimizer, c)
+        return
+    for layer in range(layers.shape[0]):
+        current = _layer(layers, layer)
+        _rows(current, t, n_threads, &k0, &k1)
+        offset, end = current.w + k0 * current.n_out, current.w + k1 * current.n_out
+        _step(p + offset, g + offset, sa + offset if sa != NULL else NULL, sb + offset if sb != NULL else NULL,
+              end - offset, optimizer, c)
 
 
 cdef void _clipped_step(int t, int n_threads, Shared* shared, int* phase, double* sums,
@@ -76,7 +95,7 @@ cdef void _clipped_step(int t, int n_threads, Shared* shared, int* phase, double
     every layer scaled so that the gradient's global norm is at most clip_norm, then
     stepped. The threads add up their sums of squares in sums (a slot each) and meet
     again before the next forward pass reads the parameters."""
-    cdef Py_ssize_t layer, k, k0, k1, offset, size
+    cdef Py_ssize_t layer, k, k0, k1
     cdef double norm = 0
     cdef floating scale
     cdef Layer current
@@ -93,15 +112,13 @@ cdef void _clipped_step(int t, int n_threads, Shared* shared, int* phase, double
         norm += sums[u]
     norm = sqrt(norm)
     scale = <floating>(clip_norm / norm) if norm > clip_norm else 1
-    for layer in range(layers.shape[0]):
-        current = _layer(layers, layer)
-        _rows(current, t, n_threads, &k0, &k1)
-        offset, size = current.w + k0 * current.n_out, (k1 - k0) * current.n_out
-        if scale != 1:
-            for k in range(offset, offset + size):
+    if scale != 1:
+        for layer in range(layers.shape[0]):
+            current = _layer(layers, layer)
+            _rows(current, t, n_threads, &k0, &k1)
+            for k in range(current.w + k0 * current.n_out, current.w + k1 * current.n_out):
                 g[k] *= scale
-        _step(p + offset, g + offset, sa + offset if sa != NULL else NULL, sb + offset if sb != NULL else NULL,
-              size, optimizer, c)
+    _rows_step(t, n_threads, layers, p, g, sa, sb, optimizer, c)
     fastnn_barrier_wait(&shared.barrier, phase, n_threads)
 
 
