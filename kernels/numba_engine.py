@@ -18,6 +18,7 @@ loops flush denormals to zero in their thread while they run (numba_fp.py).
 """
 import numpy as np
 from numba import njit
+from numba._dispatcher import compute_fingerprint
 
 from .numba_cache import CACHE
 from .numba_fp import flush_denormals, restore_fp
@@ -434,6 +435,8 @@ def _flushing_denormals(run):
 
     run_flushing.__name__, run_flushing.__doc__ = run.__name__.lstrip("_"), run.__doc__
     run_flushing.compiled = run
+    # The key of the argument types that Numba's dispatcher computes in C on every call.
+    run_flushing.types_key = compute_fingerprint
     return run_flushing
 
 

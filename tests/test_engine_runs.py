@@ -208,3 +208,18 @@ def test_an_unwritable_numba_cache_dir_still_trains(tmp_path):
                           timeout=600)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "2"
+
+
+def test_a_repeated_numba_fit_does_not_type_its_arguments_in_python(monkeypatch):
+    """compiles remembers the argument types it has checked: typing them in Python took
+    as long as a small fit trains."""
+    X, y = data(12)
+    dispatcher = engines.engine_module("numba").run_batches.compiled
+    typed = []
+    original = dispatcher.typeof_pyval
+    with fastnn.use_backend("numba"):
+        model = fastnn.mlp([3, 4, 3], seed=0)
+        model.fit(X, y, epochs=1, batch_size=4, verbose=0)
+        monkeypatch.setattr(dispatcher, "typeof_pyval", lambda value: typed.append(value) or original(value))
+        model.fit(X, y, epochs=1, batch_size=4, verbose=0)
+    assert typed == []
