@@ -200,10 +200,11 @@ def compiles(run, args):
     if dispatcher is None:
         return False
     try:
-        key = (run.__name__, run.types_key(args)) if hasattr(run, "types_key") else None
-        if key in _seen_types:
-            return False
-        if key is not None:
+        types_key = getattr(run, "types_key", None)
+        if types_key is not None:
+            key = (run.__name__, types_key(args))
+            if key in _seen_types:
+                return False
             _seen_types.add(key)
         signature = tuple(dispatcher.typeof_pyval(a) for a in args)
         if signature in dispatcher.overloads:

@@ -18,7 +18,11 @@ loops flush denormals to zero in their thread while they run (numba_fp.py).
 """
 import numpy as np
 from numba import njit
-from numba._dispatcher import compute_fingerprint
+
+try:  # Numba's own key of argument types (internal: absent, fastnn.engine.compiles types in Python)
+    from numba._dispatcher import compute_fingerprint
+except ImportError:
+    compute_fingerprint = None
 
 from .numba_cache import CACHE
 from .numba_fp import flush_denormals, restore_fp
@@ -436,7 +440,8 @@ def _flushing_denormals(run):
     run_flushing.__name__, run_flushing.__doc__ = run.__name__.lstrip("_"), run.__doc__
     run_flushing.compiled = run
     # The key of the argument types that Numba's dispatcher computes in C on every call.
-    run_flushing.types_key = compute_fingerprint
+    if compute_fingerprint is not None:
+        run_flushing.types_key = compute_fingerprint
     return run_flushing
 
 
