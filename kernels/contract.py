@@ -103,30 +103,51 @@ def _byte_bounds(a):
     return start, end + a.itemsize
 
 
+# Up to this many (output, other) pairs, disjoint asks np.may_share_memory of each pair (a
+# kernel call: a few pairs, ~0.3 us each); above it, it sorts the arrays by address and
+# compares each with the few that start before it ends (the engine's layout: ~20 arrays).
+PAIRWISE_MAX = 24
+
+
 def disjoint(outputs, inputs, in_place=()):
     """ValueError unless every output (name -> array, None skipped) shares no memory with
     any other argument: a kernel reads its inputs while it writes, so an overlap gives a
     wrong result. The pairs (output, input) of in_place may instead be the very same
     array: those kernels are written to work in place. Overlap is judged by the arrays'
     memory bounds, as np.may_share_memory does (for C-contiguous arrays, exactly the
-    memory they use); the arrays are sorted by where they start, so that each is compared
-    with the few that start before it ends rather than with all the others."""
-    arguments = [(name, a, True) for name, a in outputs.items() if a is not None]
-    arguments += [(name, a, False) for name, a in inputs.items() if a is not None]
-    spans = sorted((_byte_bounds(a) + (order,) for order, (_, a, _) in enumerate(arguments) if a.size),
+    memory they use)."""
+    written = [(name, a) for name, a in outputs.items() if a is not None]
+    read = [(name, a) for name, a in inputs.items() if a is not None]
+    pairs = len(written) * (len(read) + (len(written) - 1) / 2)
+    overlaps = _pairwise_overlaps if pairs <= PAIRWISE_MAX else _sorted_overlaps
+    for (out, a), (other, b) in overlaps(written, read):
+        allowed = (out, other) in in_place
+        if not (allowed and _same_array(a, b)):
+            hint = " unless it is the very same array (in place)" if allowed else ""
+            raise ValueError(f"{out} must not overlap {other}{hint}")
+
+
+def _pairwise_overlaps(written, read):
+    """The pairs ((name, output), (name, other)) whose memory bounds overlap, each pair tested."""
+    for i, (out, a) in enumerate(written):
+        for other, b in read + written[i + 1:]:
+            if np.may_share_memory(a, b):
+                yield (out, a), (other, b)
+
+
+def _sorted_overlaps(written, read):
+    """What _pairwise_overlaps yields (in another order), by a sweep over the arrays sorted by
+    their first byte."""
+    arguments = written + read
+    spans = sorted((_byte_bounds(a) + (order,) for order, (_, a) in enumerate(arguments) if a.size),
                    key=lambda span: span[0])
     for i, (_, end, first) in enumerate(spans):
         for start, _, second in spans[i + 1:]:
             if start >= end:
                 break
-            # outputs come first in arguments: the earlier of the two is an output unless both are inputs
-            (out, a, written), (other, b, _) = (arguments[k] for k in sorted((first, second)))
-            if not written:
-                continue  # two inputs may share memory
-            allowed = (out, other) in in_place
-            if not (allowed and _same_array(a, b)):
-                hint = " unless it is the very same array (in place)" if allowed else ""
-                raise ValueError(f"{out} must not overlap {other}{hint}")
+            first_order, second_order = sorted((first, second))
+            if first_order < len(written):  # two inputs may share memory
+                yield arguments[first_order], arguments[second_order]
 
 
 def _alpha(alpha):

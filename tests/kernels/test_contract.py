@@ -318,30 +318,33 @@ def test_csr_backward_checks_its_outputs(any_backend):
                                        np.empty(2))
 
 
-def test_disjoint_finds_every_overlap_that_may_share_memory_finds():
-    """The sorted sweep of disjoint against the test of every pair, on random views of one
-    buffer (reversed and strided ones too): an output overlapping anything is refused."""
+@pytest.mark.parametrize("overlaps", [contract._pairwise_overlaps, contract._sorted_overlaps])
+def test_both_overlap_searches_find_the_pairs_may_share_memory_finds(overlaps):
+    """Each way disjoint looks for overlaps (every pair; the sweep over sorted addresses)
+    against np.may_share_memory on every pair, on random views of one buffer (reversed,
+    strided and empty ones too): the same (output, other) pairs, and disjoint refuses
+    exactly the calls that have one."""
     rng = np.random.default_rng(0)
     buffer = np.zeros(400)
     for _ in range(300):
         views = []
-        for _ in range(rng.integers(2, 7)):
+        for _ in range(rng.integers(2, 13)):
             lo = int(rng.integers(0, 390))
             hi = int(rng.integers(lo, 400))
             step = int(rng.choice([1, 2, -1]))
             views.append(buffer[lo:hi:step] if step > 0 else buffer[lo:hi][::-1])
         n_out = int(rng.integers(1, len(views) + 1))
-        outputs = {f"out{i}": v for i, v in enumerate(views[:n_out])}
-        inputs = {f"in{i}": v for i, v in enumerate(views[n_out:])}
-        names = list(outputs) + list(inputs)
-        arrays = {**outputs, **inputs}
-        expected = any(np.may_share_memory(arrays[a], arrays[b])
-                       for i, a in enumerate(names) for b in names[i + 1:] if a in outputs or b in outputs)
+        written = [(f"out{i}", v) for i, v in enumerate(views[:n_out])]
+        read = [(f"in{i}", v) for i, v in enumerate(views[n_out:])]
+        arguments = written + read
+        expected = {(out, other) for i, (out, a) in enumerate(written) for other, b in arguments[i + 1:]
+                    if np.may_share_memory(a, b)}
+        assert {(out, other) for (out, _), (other, _) in overlaps(written, read)} == expected
         if expected:
             with pytest.raises(ValueError, match="must not overlap"):
-                contract.disjoint(outputs, inputs)
+                contract.disjoint(dict(written), dict(read))
         else:
-            contract.disjoint(outputs, inputs)
+            contract.disjoint(dict(written), dict(read))
 
 
 def test_address_is_where_the_data_starts():
