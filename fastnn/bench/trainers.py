@@ -6,14 +6,13 @@ import functools
 import os
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 from .. import blas, kernels
 from ..kernels import gemm
 from ..model import Stack, mlp
 from ..optim import SGD, Adam
 from ..sweeps import sweep
-from ..threads import available_cores
+from ..threads import available_cores, blas_limit
 
 LEARNING_RATES = {"sgd": 0.01, "momentum": 0.01, "adam": 1e-3}
 MOMENTUM = 0.9
@@ -60,7 +59,6 @@ class FastnnTrainer:
         self.model = mlp(sizes, activation=activation, dtype=X.dtype, seed=seed)
         self.optimizer = _fastnn_optimizer(optimizer, lr)
         self.provider = blas.load(provider) if provider else None
-        self.blas_libraries = ThreadpoolController().select(user_api="blas")
         name = provider or blas.blas_info()["provider"]
         self.config = f"fit, {backend} engine, BLAS provider {name} (threads as fit chooses them)" + (
             f", precision={precision!r}" if precision else "")
@@ -68,7 +66,7 @@ class FastnnTrainer:
     def run(self):
         if self.provider is not None:
             gemm.install(self.provider)
-        with self.blas_libraries.limit(limits=available_cores()):
+        with blas_limit(available_cores()):
             _fastnn_fit(self.model, self.optimizer, self.X, self.y, self.batch, self.epochs, self.backend,
                         self.precision)
 
