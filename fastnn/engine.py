@@ -136,6 +136,7 @@ class Workspace:
         self.wwork = np.zeros(batch, dtype)
         self.lwork = np.zeros(batch, np.int64)
         self.backup = np.zeros((n_models, 3, model.n_params), dtype)
+        self.checked_views = []  # the arrays whose views check_layout last passed (engine_layout.py)
 
 
 def _activation_codes(model):

@@ -39,11 +39,14 @@ def check_layout(engine):
         raise ValueError(f"engine: a stack of {len(group.models)} models needs params of shape (models, "
                          f"parameters) and an optimizer per model; got {params.shape} and "
                          f"{len(group.optimizers)} optimizers")
-    for k, model in enumerate(group.models):
-        if not (is_view(model.params, params, k * params.shape[1], params.shape[1:])
-                and is_view(model.grads, grads, k * params.shape[1], params.shape[1:])):
-            raise ValueError(f"engine: model {k}'s buffers are not row {k} of the stack's")
-        _check_views(model, layers, batch)
+    arrays = [params, grads] + [a for model in group.models for a in _model_arrays(model)]
+    if not _as_checked(arrays, work.checked_views):
+        for k, model in enumerate(group.models):
+            if not (is_view(model.params, params, k * params.shape[1], params.shape[1:])
+                    and is_view(model.grads, grads, k * params.shape[1], params.shape[1:])):
+                raise ValueError(f"engine: model {k}'s buffers are not row {k} of the stack's")
+            _check_views(model, layers, batch)
+        work.checked_views = [(a, a.shape, a.strides, a.dtype) for a in arrays]
     n, n_in, n_out = engine.n_samples, int(layers[0, abi.N_IN]), int(layers[-1, abi.N_OUT])
     if max(batch, n_out, *layers[:, abi.N_IN]) > BLAS_MAX_DIM:
         raise ValueError(f"engine: batch size and layer sizes must be at most {BLAS_MAX_DIM} (BLAS's sizes)")
@@ -81,6 +84,26 @@ def check_layout(engine):
                 for name, a in zip(("values", "indices", "indptr"), space)}},
          {"X": engine.X, "labels": engine.labels, "targets": engine.targets, "sample weights": engine.weights,
           "X's values": values, "X's indices": indices, "X's indptr": indptr})
+
+
+def _model_arrays(model):
+    """The arrays of a model that the layer table points into: its flat buffers, then each
+    Dense layer's W, b, dW and db."""
+    arrays = [model.params, model.grads]
+    for layer in model.dense_layers:
+        arrays += (layer.W, layer.b, layer.dW, layer.db)
+    return arrays
+
+
+def _as_checked(arrays, checked):
+    """Whether arrays are the very arrays of checked ((array, shape, strides, dtype) of the
+    last fit whose view checks they passed), each with the same shape, strides and dtype:
+    an array's data never moves (checked holds them alive, so no other array can take
+    their place), so the view checks would pass again. Fits one after another on one model
+    skip them."""
+    return len(arrays) == len(checked) and all(
+        a is b and a.shape == shape and a.strides == strides and a.dtype == dtype
+        for a, (b, shape, strides, dtype) in zip(arrays, checked))
 
 
 def _check_views(model, layers, batch):

@@ -311,6 +311,24 @@ def test_a_layer_bound_to_other_buffers_is_refused(engine_backend):
         model.fit(X, y, epochs=1, verbose=0, engine=True)
 
 
+def test_a_change_after_a_fit_is_refused_at_the_next(engine_backend):
+    """The layout check remembers the arrays a fit's check passed and skips the view checks
+    while they are the same; a layer re-bound, or a view reshaped in place, after a fit
+    that passed is refused at the next fit all the same."""
+    X, y = data(8, n_classes=2)
+    model = fastnn.mlp([3, 4, 2], seed=0)
+    model.fit(X, y, epochs=1, verbose=0, engine=True)
+    model.fit(X, y, epochs=1, verbose=0, engine=True)  # the same arrays: passes again
+    model.layers[2].bind(np.zeros(10, np.float32), np.zeros(10, np.float32))
+    with pytest.raises(ValueError, match=r"engine: W of Dense\(4, 2\) \(Dense layer 1\) is not its view"):
+        model.fit(X, y, epochs=1, verbose=0, engine=True)
+    model = fastnn.mlp([3, 4, 2], seed=0)
+    model.fit(X, y, epochs=1, verbose=0, engine=True)
+    model.layers[0].W.shape = (4, 3)
+    with pytest.raises(ValueError, match=r"engine: W of Dense\(3, 4\) \(Dense layer 0\) is not its view"):
+        model.fit(X, y, epochs=1, verbose=0, engine=True)
+
+
 def test_workspaces_follow_the_activations(engine_backend):
     """A LeakyReLU slope changed between fits is the slope the engine trains with (its
     workspace is keyed by the layer table, slopes included)."""
