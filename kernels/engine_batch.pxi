@@ -16,10 +16,23 @@
 # barrier returns at once and BLAS may run threads of its own.
 
 
+cdef inline Py_ssize_t _runs(Py_ssize_t rows, Py_ssize_t width, Py_ssize_t j0, Py_ssize_t j1,
+                             Py_ssize_t* length) noexcept nogil:
+    """Columns j0:j1 of a rows x width block as runs of contiguous elements, run i at row i:
+    one run of rows * width elements when they are every column, else a run of j1 - j0 per
+    row. Returns the number of runs and sets length. (A tiny net's layers are a few
+    columns wide: a loop per row spent more on starting its vector loop than in it.)"""
+    if j1 - j0 == width:
+        length[0] = rows * width
+        return 1
+    length[0] = j1 - j0
+    return rows
+
+
 cdef void _forward_batch(floating* params, Layer layer, floating alpha, const floating* a,
                          floating* z, Py_ssize_t rows, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
     """Columns j0:j1 of z = f(a @ W + b) for rows rows: one GEMM, then bias and activation."""
-    cdef Py_ssize_t i, j, n_out = layer.n_out
+    cdef Py_ssize_t i, j, length, n_out = layer.n_out
     cdef const floating* b = params + layer.w + layer.n_in * n_out
     if j1 <= j0:
         return
@@ -27,7 +40,8 @@ cdef void _forward_batch(floating* params, Layer layer, floating alpha, const fl
     for i in range(rows):
         for j in range(j0, j1):
             z[i * n_out + j] += b[j]
-        activate_all(z + i * n_out + j0, z + i * n_out + j0, j1 - j0, layer.code, alpha)
+    for i in range(_runs(rows, n_out, j0, j1, &length)):
+        activate_all(z + i * n_out + j0, z + i * n_out + j0, length, layer.code, alpha)
 
 
 cdef void _csr_forward_batch(floating* params, Layer layer, floating alpha, const floating* values,
@@ -86,15 +100,15 @@ cdef void _backward_share(floating* params, floating* grads, Layer layer, const 
     of ``rows`` rows, from d = d(loss)/dz (z = a @ W + b, before the activation): columns
     k0:k1 of d_prev = (d @ W.T) * f'(a) unless d_prev is NULL (f the previous layer's
     activation, a = f(its z)), and the gradient of those rows: a.T @ d, column sums of d."""
-    cdef Py_ssize_t i, j, n_in = layer.n_in, n_out = layer.n_out
+    cdef Py_ssize_t i, length, n_in = layer.n_in, n_out = layer.n_out
     cdef Py_ssize_t k_end = min(k1, n_in)
     cdef floating* db = grads + layer.w + n_in * n_out
     if k_end > k0:
         if d_prev != NULL:
             gemm_ptr(False, True, rows, k_end - k0, n_out, d, n_out, params + layer.w + k0 * n_out, n_out,
                      d_prev + k0, n_in)
-            for i in range(rows):
-                _activation_gradients(d_prev + i * n_in + k0, a + i * n_in + k0, k_end - k0, prev_code, prev_alpha)
+            for i in range(_runs(rows, n_in, k0, k_end, &length)):
+                _activation_gradients(d_prev + i * n_in + k0, a + i * n_in + k0, length, prev_code, prev_alpha)
         gemm_ptr(True, False, k_end - k0, n_out, rows, a + k0, n_in, d, n_out, grads + layer.w + k0 * n_out, n_out)
     if k1 > n_in:
         _bias_gradient(db, d, rows, n_out)
