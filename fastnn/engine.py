@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import kernels, threads
+from . import aligned, kernels, threads
 from .kernels import abi
 from .engine_layout import check_layout, check_shape, is_view
 from .layers import Dense, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
@@ -130,12 +130,12 @@ class Workspace:
         dtype = model.dtype
         self.layers, self.alphas = layers, alphas
         size = int(layers[-1, abi.OUT_OFFSET] + batch * layers[-1, abi.N_OUT])
-        self.acts = np.zeros(size, dtype)
-        self.deltas = np.zeros(size, dtype)
+        self.acts = aligned.zeros(size, dtype)
+        self.deltas = aligned.zeros(size, dtype)
         self.twork = np.zeros((batch, model.n_outputs), dtype)
         self.wwork = np.zeros(batch, dtype)
         self.lwork = np.zeros(batch, np.int64)
-        self.backup = np.zeros((n_models, 3, model.n_params), dtype)
+        self.backup = aligned.zeros((n_models, 3, model.n_params), dtype)
         self.checked_views = []  # the arrays whose views check_layout last passed (engine_layout.py)
 
 

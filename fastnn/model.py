@@ -14,6 +14,7 @@ import copy
 import numpy as np
 import scipy.sparse
 
+from . import aligned
 from . import grad as gradients
 from . import io as files
 from . import train as training
@@ -56,8 +57,8 @@ class Sequential(Module):
         # The layers' current arrays, copied into the new buffer once it is bound (binding
         # makes new views; the old arrays stay as they are): no other copy of the model.
         initial = [(layer.W, layer.b) for layer in weighted]
-        self._params = np.empty(n_params, dtype)
-        self._grads = np.zeros(n_params, dtype)
+        self._params = aligned.zeros(n_params, dtype)
+        self._grads = aligned.zeros(n_params, dtype)
         self._bind_layers()
         for layer, (weights, bias) in zip(weighted, initial):
             layer.W[...], layer.b[...] = weights, bias
@@ -115,8 +116,10 @@ class Sequential(Module):
         return self._params.dtype
 
     def __setstate__(self, state):
-        """Unpickle, then re-bind the layers: pickle copies each view on its own."""
+        """Unpickle, then re-bind the layers: pickle copies each view on its own (and
+        aligns nothing: the buffers are copied onto cache lines)."""
         self.__dict__.update(state)
+        self._params, self._grads = aligned.copy(self._params), aligned.copy(self._grads)
         self._bind_layers()
 
     @property
@@ -283,8 +286,8 @@ class Stack:
                 raise ValueError(f"the models of a Stack must share one architecture and dtype; models[{i}] is "
                                  f"{model!r} ({model.dtype}), models[0] {models[0]!r} ({models[0].dtype})")
         self.models = [copy.deepcopy(model) for model in models]
-        self.params = np.empty((len(models), models[0].n_params), models[0].dtype)
-        self.grads = np.zeros_like(self.params)
+        self.params = aligned.zeros((len(models), models[0].n_params), models[0].dtype)
+        self.grads = aligned.zeros(self.params.shape, self.params.dtype)
         for model, params, grads in zip(self.models, self.params, self.grads):
             model._share(params, grads)
             model.optimizer = None
@@ -317,7 +320,7 @@ class Stack:
         optimizer = get_optimizer(optimizer)
         if optimizer is not self.optimizer or self.optimizers is None:
             optimizers = optimizer.for_models(len(self))
-            state = {name: np.zeros_like(self.params) for name in optimizer.state_names}
+            state = {name: aligned.zeros(self.params.shape, self.params.dtype) for name in optimizer.state_names}
             for k, (model, each) in enumerate(zip(self.models, optimizers)):
                 each.state = {name: buffer[k] for name, buffer in state.items()}
                 each.steps = each.epochs = 0

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from . import kernels
+from . import aligned, kernels
 from .atomic import deferred_interrupt
 from .kernels.contract import finite_number
 
@@ -76,7 +76,7 @@ class Optimizer:
         fits = all(self.state.get(name) is not None and self.state[name].shape == (n_params,)
                    and self.state[name].dtype == dtype for name in self.state_names)
         if not fits:
-            self.state = {name: np.zeros(n_params, dtype) for name in self.state_names}
+            self.state = {name: aligned.zeros(n_params, dtype) for name in self.state_names}
             self.steps = self.epochs = 0
 
     def start_epoch(self, count=1):
