@@ -39,12 +39,13 @@ def check_layout(engine):
         raise ValueError(f"engine: a stack of {len(group.models)} models needs params of shape (models, "
                          f"parameters) and an optimizer per model; got {params.shape} and "
                          f"{len(group.optimizers)} optimizers")
-    arrays = [params, grads] + [a for model in group.models for a in _model_arrays(model)]
+    for k, model in enumerate(group.models):
+        if not (is_view(model.params, params, k * params.shape[1], params.shape[1:])
+                and is_view(model.grads, grads, k * params.shape[1], params.shape[1:])):
+            raise ValueError(f"engine: model {k}'s buffers are not row {k} of the stack's")
+    arrays = [a for model in group.models for a in _model_arrays(model)]
     if not _as_checked(arrays, work.checked_views):
-        for k, model in enumerate(group.models):
-            if not (is_view(model.params, params, k * params.shape[1], params.shape[1:])
-                    and is_view(model.grads, grads, k * params.shape[1], params.shape[1:])):
-                raise ValueError(f"engine: model {k}'s buffers are not row {k} of the stack's")
+        for model in group.models:
             _check_views(model, layers, batch)
         work.checked_views = [(a, a.shape, a.strides, a.dtype) for a in arrays]
     n, n_in, n_out = engine.n_samples, int(layers[0, abi.N_IN]), int(layers[-1, abi.N_OUT])
