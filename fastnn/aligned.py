@@ -5,7 +5,8 @@ put them: a matrix product over rows that start mid-line loads each vector acros
 lines. fastnn allocates the buffers it trains on (parameters, gradients, optimizer state,
 the engine's workspaces) here: a 1 x 784 x 256 float32 product took 11 us on a weight
 matrix at 16 bytes past a line and 5 us on one at a line (Intel Xeon, AVX-512), and which
-of the two a run got depended on the allocator.
+of the two a run got depended on the allocator. Only the start is aligned: a layer's W
+starts where the previous layers' parameters end, and a stack's row k at k * P elements.
 """
 import math
 
