@@ -43,12 +43,17 @@ def get_initializer(init):
     raise ValueError(f"init must be one of {sorted(INITIALIZERS)} or a callable; got {init!r}")
 
 
-def as_generator(seed):
-    """A numpy Generator from a seed, None (fresh entropy) or a Generator."""
-    if isinstance(seed, np.random.Generator):
-        return seed
+def check_seed(seed):
+    """seed, unless it is not a non-negative int, None or a numpy Generator (ValueError,
+    TypeError): what as_generator takes, checked without making a Generator."""
     if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed < 0:
         raise ValueError(f"seed must be a non-negative int, None or a numpy.random.Generator; got {seed}")
-    if seed is None or isinstance(seed, (int, np.integer)):
-        return np.random.default_rng(seed)
+    if seed is None or isinstance(seed, (int, np.integer, np.random.Generator)):
+        return seed
     raise TypeError(f"seed must be an int, None or a numpy.random.Generator; got {type(seed).__name__}")
+
+
+def as_generator(seed):
+    """A numpy Generator from a seed, None (fresh entropy) or a Generator."""
+    seed = check_seed(seed)
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)

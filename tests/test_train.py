@@ -228,6 +228,9 @@ def test_accepts_float64_fortran_and_strided_x(rng):
     ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"clip_norm": "big"}, TypeError, "clip_norm must be a number; got 'big'"),
     ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"lr": "fast"}, TypeError, "lr must be a number; got 'fast'"),
     ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"seed": -1}, ValueError, "seed must be a non-negative int.*got -1"),
+    # a fit that neither shuffles nor splits makes no Generator, and checks the seed all the same
+    ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"seed": -1, "shuffle": False}, ValueError, "seed must be a non-negative"),
+    ([[0.0, 1.0]] * 4, [0, 1, 0, 1], {"seed": "x", "shuffle": False}, TypeError, "seed must be an int, None"),
     ([[0.0, 1.0]] * 4, [0, 1, 0, 1e30], {}, ValueError, r"labels must lie in \[0, 2\).*to 1e\+30"),
     ([[0.0, 1.0]] * 4, np.full(4, 2**64 - 1, np.uint64), {}, ValueError,
      r"labels must lie in \[0, 2\).*18446744073709551615 to 18446744073709551615"),
