@@ -38,6 +38,7 @@ WORKSPACES_KEPT = 4
 # that qualifies is made sparse first (docs/engine.md has the measurements).
 CSR_MIN_BATCH = 8
 CSR_MAX_DENSITY = 0.25
+DENSITY_SAMPLE = 65536
 
 
 def engine_module(backend_name):
@@ -178,8 +179,20 @@ def _csr_pays(X, batch, module, n_threads, model_threads=1):
     limit = getattr(module, "CSR_MAX_BATCH_STACKED" if model_threads > 1 else "CSR_MAX_BATCH", 0)
     if n_threads > 1 or not CSR_MIN_BATCH <= batch <= limit:
         return False
-    stored = X.nnz if isinstance(X, SparseRows) else np.count_nonzero(X)
-    return stored <= CSR_MAX_DENSITY * X.shape[0] * X.shape[1]
+    return _stored_fraction(X) <= CSR_MAX_DENSITY
+
+
+def _stored_fraction(X):
+    """The fraction of X's entries stored (SparseRows) or nonzero (dense X: counted on about
+    DENSITY_SAMPLE entries of evenly spaced rows, which tell a density from CSR_MAX_DENSITY
+    as well as all of them; counting all 8192 x 784 took 4-10 ms a fit)."""
+    n_rows, n_cols = X.shape
+    if n_rows == 0 or n_cols == 0:
+        return 0.0
+    if isinstance(X, SparseRows):
+        return X.nnz / (n_rows * n_cols)
+    rows = X[::max(1, n_rows * n_cols // DENSITY_SAMPLE)]
+    return np.count_nonzero(rows) / rows.size
 
 
 def _writable(a):

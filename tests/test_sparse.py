@@ -123,6 +123,15 @@ def test_engine_multiplies_sparse_first_layers_only_where_measured_faster(engine
     assert not engines._csr_pays(X, module.CSR_MAX_BATCH_STACKED + 1, module, 1, 2)
 
 
+@pytest.mark.parametrize("density", [0.1, 0.25, 0.6])
+def test_the_density_of_a_large_dense_X_is_read_from_evenly_spaced_rows(density):
+    X, _ = sparse_data(n=5000, n_in=80, density=density)
+    assert X.size > 4 * engines.DENSITY_SAMPLE
+    assert engines._stored_fraction(X) == pytest.approx(np.count_nonzero(X) / X.size, abs=0.01)
+    assert engines._stored_fraction(SparseRows.from_dense(X)) == np.count_nonzero(X) / X.size
+    assert engines._stored_fraction(X[:0]) == 0.0
+
+
 def test_stack_and_validation_on_sparse_inputs(engine_backend):
     X, y = sparse_data()
     Xs = scipy.sparse.csr_array(X)
