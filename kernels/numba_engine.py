@@ -52,6 +52,11 @@ _OPTIONS = dict(cache=CACHE, nogil=True, error_model="numpy")
 # batch 8 1.41x, 16 1.21x, 32 0.97x).
 CSR_MAX_BATCH = 16
 CSR_MAX_BATCH_STACKED = 16
+# A mini-batch step applies the optimizer layer by layer, as each gradient is done, from
+# this many bytes of parameters; below, in one pass after the last. By layer against one
+# pass (one thread, Intel Xeon): 784-256-128-10 float32 batch 8 1.04x, float64 batch 16
+# 1.03x, batch 32 Adam 1.02x, SGD 1.00x; 784-64-32-10 batch 8 1.01x; 2-5-5-5-2 batch 8 0.97x.
+BY_LAYER_BYTES = 16384
 
 
 @njit(**_OPTIONS)
@@ -272,6 +277,12 @@ def _batches_one(params, grads, state_a, state_b, hyper, step, layers, alphas, d
                 update_losses[epoch, index] = value
             loss_sum += value * rows
             metric_sum += _metric(loss, a, lab, tgt)
+            step += 1
+            # Without clipping (which needs the whole gradient) each layer steps as soon as
+            # its dW and its dX (from the old W) are done: W, dW and the state are still in
+            # cache, and the first layer's W, which the next batch reads first, is written
+            # last. Parameters of fewer than BY_LAYER_BYTES stay in cache anyway.
+            by_layer = not hyper.clip_norm > 0 and params.shape[0] * params.itemsize >= BY_LAYER_BYTES
             for layer in range(last, -1, -1):
                 delta = _outputs(deltas, layers, layer, rows)
                 code = layers[layer, ACTIVATION]
@@ -287,8 +298,13 @@ def _batches_one(params, grads, state_a, state_b, hyper, step, layers, alphas, d
                 else:
                     dense_backward(_inputs(acts, layers, layer, rows), W, delta, dW, db,
                                    _inputs(deltas, layers, layer, rows))
-            step += 1
-            _update(params, grads, state_a, state_b, hyper, run.optimizer, step)
+                if by_layer:  # W and b, then the next layer's: one slice (an empty state stays empty)
+                    lo_p = layers[layer, W_OFFSET]
+                    hi_p = lo_p + (layers[layer, N_IN] + 1) * layers[layer, N_OUT]
+                    _update(params[lo_p:hi_p], grads[lo_p:hi_p], state_a[lo_p:hi_p], state_b[lo_p:hi_p], hyper,
+                            run.optimizer, step)
+            if not by_layer:
+                _update(params, grads, state_a, state_b, hyper, run.optimizer, step)
         stats[epoch, 0] = loss_sum
         stats[epoch, 1] = metric_sum
     return run.n_epochs, 0, step, 0.0

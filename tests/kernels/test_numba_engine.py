@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import fastnn
+from fastnn.kernels import numba_engine
 
 OPTIMIZERS = {
     "adam": lambda: fastnn.Adam(0.01),
@@ -20,24 +21,30 @@ OPTIMIZERS = {
 }
 # (samples, batch_size, epochs): 10 optimizer steps each, the mini-batches' last one short.
 MODES = {"mini-batch": (23, 5, 2), "full": (12, "full", 10)}
+# The engine steps the optimizer in one pass after the gradient (narrow) or layer by layer
+# as each gradient is done (wide: from numba_engine.BY_LAYER_BYTES of parameters).
+NETS = {"narrow": [3, 6, 5, 3], "wide": [3, 64, 32, 3]}
 
 
-def _trained(engine, optimizer, mode, activation, loss, targets):
+def _trained(engine, optimizer, mode, activation, loss, targets, net="narrow"):
     n, batch_size, epochs = MODES[mode]
     rng = np.random.default_rng(0)
     X = rng.standard_normal((n, 3))
     y = rng.integers(0, 3, n)
-    model = fastnn.mlp([3, 6, 5, 3], activation=activation, dtype=np.float64, seed=1)
+    model = fastnn.mlp(NETS[net], activation=activation, dtype=np.float64, seed=1)
     with fastnn.use_backend("numba"):
         model.fit(X, np.eye(3)[y] if targets == "one-hot" else y, loss=loss, optimizer=optimizer(), epochs=epochs,
                   batch_size=batch_size, sample_weight=rng.random(n), seed=3, verbose=0, engine=engine, n_threads=1)
     return model.params
 
 
+@pytest.mark.parametrize("net", NETS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
-def test_engine_and_module_path_give_the_same_bits(optimizer, mode):
-    args = (OPTIMIZERS[optimizer], mode, "tanh", "cross_entropy", "labels")
+def test_engine_and_module_path_give_the_same_bits(optimizer, mode, net):
+    float64_bytes = {name: 8 * sum((a + 1) * b for a, b in zip(sizes, sizes[1:])) for name, sizes in NETS.items()}
+    assert float64_bytes["narrow"] < numba_engine.BY_LAYER_BYTES <= float64_bytes["wide"]
+    args = (OPTIMIZERS[optimizer], mode, "tanh", "cross_entropy", "labels", net)
     np.testing.assert_array_equal(_trained(True, *args), _trained(False, *args))
 
 
